@@ -1,0 +1,23 @@
+# The README's two commands: `make demo` (install + main job) and `make test` (install + all tests).
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_AUTH_MODE := disabled
+
+.PHONY: setup demo test lint
+
+setup:
+	VENV=$(VENV) bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/harness simulate --out data/default-world --seed 0
+	$(BIN)/harness logs describe data/default-world
+
+# pytest exits 5 when it collected no tests: that is a failure, never a green run.
+test: setup
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check harness models analysis dashboards tests bench

@@ -1,0 +1,1 @@
+"""Logged sessions: schema, store (Parquet folder / DuckDB file), validation, description, importers."""

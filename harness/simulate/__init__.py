@@ -1,0 +1,1 @@
+"""The synthetic short-video world with ground truth."""

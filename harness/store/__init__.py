@@ -1,0 +1,1 @@
+"""The results database (DuckDB): runs, unit metrics, lifts, gate decisions, ranking metrics."""

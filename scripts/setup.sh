@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One set-up shared by the README's two commands and CI: a virtual environment in .venv with the
+# CPU build of torch installed first (so no multi-GB CUDA build is ever pulled), then the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch first: 2.13.0 is the CPU build on local disk; a later range it satisfies installs nothing more.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
