@@ -1,9 +1,202 @@
-"""CLI commands (filled by the work on this group)."""
+"""`harness train` and `harness evaluate`: train recommenders and rank them offline.
+
+A thin layer over `models/`: logs are read through `harness.logs.store.LogStore` and handed to
+`models.histories.prepare_data` as Arrow tables; training calls `models.train_sasrec.train_sasrec`
+(base), `models.pop.PopRecommender.fit` (pop) or `models.lsvcr.train.train_lsvcr` (lsvcr);
+evaluation resolves names through `models.adapters.load_recommender` and scores the stored
+candidates (`models.evaluation`), which live in the models directory (the parent of `--out`, or
+`--checkpoints`) keyed by the data's fingerprint, so every model is ranked on the same candidates.
+User errors print one message and exit 1.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+
+class ModelKind(StrEnum):
+    base = "base"
+    pop = "pop"
+    lsvcr = "lsvcr"
+
+
+class Stage(StrEnum):
+    align = "align"
+    finetune = "finetune"
+    all = "all"
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Split(StrEnum):
+    valid = "valid"
+    test = "test"
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the top-level app."""
+    app.command("train", help="Train a recommender (base = SASRec, pop, lsvcr) on logs and save a checkpoint.")(train)
+    app.command("evaluate", help="Rank models offline (leave-one-out, stored candidates): models x tasks x metrics.")(
+        evaluate)
+
+
+def _err(msg: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    from harness.logs.validate import LogValidationError
+
+    try:
+        yield
+    except (LogValidationError, FileNotFoundError, ValueError, KeyError) as exc:
+        _err(str(exc).strip("'\""))
+        raise typer.Exit(1) from None
+
+
+def _read_logs(path: Path) -> tuple[dict[str, Any], str]:
+    from harness.logs.store import LogStore
+
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path} does not exist; create logs with `harness simulate --out {path}`")
+    with LogStore.open(path) as store:
+        tables = {n: store.table(n) for n in ("videos", "comments", "requests", "impressions",
+                                              "comment_impressions")}
+        return tables, store.fingerprint()
+
+
+def train(
+    model: ModelKind = typer.Option(..., "--model", help="Which model: base (SASRec over video IDs), pop, lsvcr."),
+    data: Path = typer.Option(..., "--data", help="Logs: a folder of Parquet files or a .duckdb file."),
+    out: Path | None = typer.Option(None, "--out", help="Checkpoint folder to write [default: checkpoints/<model>]."),
+    stage: Stage = typer.Option(Stage.all, "--stage", help="LSVCR only: align (stage 1), finetune (stage 2) or all."),
+    llm: str | None = typer.Option(None, "--llm", help="LSVCR only: local Hugging Face model folder "
+                                                       "[default: the packaged all-MiniLM-L6-v2]."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Torch device."),
+    epochs: int = typer.Option(50, "--epochs", min=1, help="Maximum epochs (early stopping on validation NDCG@5)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, shuffling and evaluation candidates."),
+    patience: int = typer.Option(5, "--patience", min=1, help="Epochs without a better validation NDCG@5 "
+                                                                "before stopping."),
+    ablation: str | None = typer.Option(None, "--ablation", help="LSVCR only: train an ablation "
+                                                                   "(no_align, no_comments, no_text)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    with _user_errors():
+        from models.evaluation import EvalConfig, load_or_sample_candidates
+        from models.histories import prepare_data
+
+        if ablation is not None and model is not ModelKind.lsvcr:
+            raise ValueError("--ablation applies to --model lsvcr only")
+
+        out = out or Path("checkpoints") / model.value
+        tables, _ = _read_logs(data)
+        prep = prepare_data(tables)
+        cands = load_or_sample_candidates(prep.splits, prep.catalogue, out.parent, EvalConfig(seed=0))
+        typer.echo(f"data: {prep.catalogue.n_videos} videos, {prep.catalogue.n_comments} comments, "
+                   f"{prep.splits.full.n_users} users, {len(prep.splits.valid.video)} validation users")
+        if model is ModelKind.pop:
+            from models.pop import PopRecommender
+
+            PopRecommender.fit(prep.splits.train, prep.catalogue).save(out, data_fingerprint=prep.fingerprint,
+                                                                       seed=seed)
+        elif model is ModelKind.base:
+            from models.train_sasrec import TrainConfig, train_sasrec
+
+            cfg = TrainConfig(epochs=epochs, seed=seed, device=device.value, patience=patience, progress=progress)
+            res = train_sasrec(prep.splits, prep.catalogue, cands, config=cfg, log=typer.echo)
+            res.recommender.save(out, data_fingerprint=prep.fingerprint, seed=seed, metrics=res.metrics())
+        else:
+            try:
+                from models.lsvcr.train import train_lsvcr
+            except ImportError as e:
+                raise ValueError(f"LSVCR training is not available (models.lsvcr.train.train_lsvcr: {e})") from e
+            train_lsvcr(None, out, stage=stage.value, llm_path=llm, ablation=ablation, device=device.value,
+                        seed=seed, epochs=epochs, catalogue=prep.catalogue, splits=prep.splits,
+                        candidates_dir=out.parent, progress=progress, log=typer.echo)
+        typer.echo(f"saved {model.value} checkpoint to {out}")
+
+
+def evaluate(
+    models: str = typer.Option(..., "--models", help="Comma-separated names (base, pop, lsvcr, ablations) "
+                                                     "or checkpoint paths."),
+    data: Path = typer.Option(..., "--data", help="Logs: a folder of Parquet files or a .duckdb file."),
+    checkpoints: Path = typer.Option(Path("checkpoints"), "--checkpoints",
+                                     help="Folder holding one checkpoint folder per model name."),
+    split: Split = typer.Option(Split.test, "--split", help="Evaluate on the validation or the test targets."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Torch device."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation candidates (0 = those used in training)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    db: Path | None = typer.Option(None, "--db", help="Results database to store the metrics in "
+                                                       "[default: $HARNESS_DB or harness.duckdb]."),
+    store: bool = typer.Option(True, "--store/--no-store", help="Record the metrics in the results database."),
+) -> None:
+    with _user_errors():
+        from models.adapters import load_recommender
+        from models.checkpoint import CheckpointError
+        from models.evaluation import EvalConfig, load_or_sample_candidates
+        from models.evaluation import evaluate as run_eval
+        from models.histories import prepare_data
+
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        if not names:
+            raise ValueError("--models is empty; pass e.g. --models base,pop")
+        tables, log_fp = _read_logs(data)
+        prep = prepare_data(tables)
+        cands = load_or_sample_candidates(prep.splits, prep.catalogue, checkpoints, EvalConfig(seed=seed))
+        results, digests = [], {}
+        for name in names:
+            try:
+                rec = load_recommender(name, checkpoints, catalogue=prep.catalogue, device=device.value)
+            except CheckpointError as e:
+                raise ValueError(str(e)) from e
+            digests[rec.name] = getattr(rec, "digest", "")
+            results += run_eval(rec, prep.splits, cands, prep.catalogue, split=split.value)
+        if store:
+            _store(results, db, names, seed, log_fp, digests, checkpoints, split.value)
+        if as_json:
+            typer.echo(json.dumps({"split": split.value, "seed": seed, "data_fingerprint": log_fp,
+                                   "results": [r.__dict__ for r in results]}, default=float))
+            return
+        _print_table(results, split.value)
+
+
+def _store(results, db, names, seed, log_fp, digests, checkpoints, split) -> None:
+    try:
+        from harness.store.results import ResultsStore
+    except ImportError:  # the results store is optional for offline ranking
+        typer.echo("note: harness.store.results is unavailable; metrics not stored", err=True)
+        return
+    rs = ResultsStore(db)
+    run_id = rs.create_run(kind="evaluate", control=None, treatment=None,
+                           config={"models": names, "split": split, "checkpoints": str(checkpoints)},
+                           seed=seed, data_fingerprint=log_fp, checkpoint_digests=digests)
+    rs.write_results(run_id, ranking_metrics=[row for r in results for row in r.to_rows(seed)])
+    typer.echo(f"stored as run {run_id} in {rs.path}", err=True)
+
+
+def _print_table(results, split: str) -> None:
+    from models.metrics import METRICS
+
+    t = Table(title=f"Offline ranking ({split}; leave-one-out, stored candidates)")
+    for col in ("model", "task", "users"):
+        t.add_column(col)
+    for m in METRICS:
+        t.add_column(m, justify="right")
+    for r in results:
+        t.add_row(r.model, r.task, str(r.n_queries), *(f"{r.metrics[m]:.4f}" for m in METRICS))
+    console = Console()
+    console.width = max(console.width, 150)  # 10 columns of figures: never squeeze them into "1.00…"
+    console.print(t)

@@ -1,9 +1,82 @@
-"""CLI commands (filled by the work on this group)."""
+"""`harness simulate`: write a synthetic short-video world's logged sessions plus its ground truth.
+
+A thin layer over `harness.simulate.generate.simulate`: parse options into a `WorldConfig`, generate
+with a progress bar, write through the log store, print the row counts and the calibration rates
+(rich tables, or one JSON object with `--json`). Bad options exit 1 with a message, no traceback.
+"""
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+
+class SimFormat(StrEnum):
+    parquet = "parquet"
+    duckdb = "duckdb"
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the top-level app."""
+    app.command("simulate")(simulate_command)
+
+
+def simulate_command(
+    users: int = typer.Option(2000, "--users", help="Number of users."),
+    videos: int = typer.Option(3000, "--videos", help="Number of videos in the catalogue."),
+    comments_per_video: float = typer.Option(10.0, "--comments-per-video",
+                                             help="Mean number of comments under a video."),
+    days: int = typer.Option(14, "--days", help="Logged days (pre-period + experiment)."),
+    pre_days: int | None = typer.Option(None, "--pre-days",
+                                        help="Days of pre-period before the experiment (default: days // 2)."),
+    random_share: float = typer.Option(0.05, "--random-share",
+                                       help="Share of requests served by uniformly random exposure."),
+    slate_size: int = typer.Option(6, "--slate-size", help="Videos shown per request (k)."),
+    candidates: int = typer.Option(50, "--candidates", help="Retrieval candidates per request (n)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same bytes)."),
+    out: Path = typer.Option(Path("data/world"), "--out", help="Output: a folder (parquet) or a .duckdb file."),
+    fmt: SimFormat = typer.Option(SimFormat.parquet, "--format", help="Storage format of the logs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Generate a synthetic world (users, videos, comments with text) and its logged sessions.
+
+    Writes all seven log tables plus the world's parameters (world/config.json, world/arrays.npz), so
+    `World.load` / `Oracle.from_dataset` rebuild the world and its ground truth from the output alone.
+    """
+    from harness.logs.validate import LogValidationError
+    from harness.simulate.config import WorldConfig
+    from harness.simulate.generate import simulate
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        config = WorldConfig(users=users, videos=videos, comments_per_video=comments_per_video, days=days,
+                             pre_days=pre_days, random_share=random_share, slate_size=slate_size,
+                             candidates=candidates, seed=seed)
+        path, summary = simulate(config, out, fmt=fmt.value, overwrite=overwrite, progress=not as_json)
+    except (ValueError, FileExistsError, LogValidationError) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "seed": seed, **summary.to_dict()}))
+        return
+    con = Console(soft_wrap=True)
+    rows = Table(title=f"synthetic world written to {path}")
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    for name, n in summary.rows.items():
+        rows.add_row(name, f"{n:,}")
+    con.print(rows)
+    rates = Table(title="rates (targets: KuaiComt / KuaiRand)")
+    rates.add_column("rate")
+    rates.add_column("value", justify="right")
+    rates.add_column("target", justify="right")
+    for name, v in summary.rates.items():
+        t = summary.targets.get(name)
+        rates.add_row(name, f"{v:.4g}", "-" if t is None else f"{t:.4g}")
+    con.print(rates)

@@ -20,6 +20,31 @@ class Column:
     nullable: bool
     meaning: str
 
+    @property
+    def duckdb_type(self) -> str:
+        """The DuckDB SQL type that stores this column's Arrow type (used for casts and empty views)."""
+        return duckdb_type(self.type)
+
+
+def duckdb_type(t: pa.DataType) -> str:
+    """DuckDB SQL type name for the Arrow types the schema uses."""
+    if pa.types.is_timestamp(t):
+        return {"s": "TIMESTAMP_S", "ms": "TIMESTAMP_MS", "us": "TIMESTAMP", "ns": "TIMESTAMP_NS"}[t.unit]
+    for check, name in (
+        (pa.types.is_boolean, "BOOLEAN"),
+        (pa.types.is_int8, "TINYINT"),
+        (pa.types.is_int16, "SMALLINT"),
+        (pa.types.is_int32, "INTEGER"),
+        (pa.types.is_int64, "BIGINT"),
+        (pa.types.is_float32, "FLOAT"),
+        (pa.types.is_float64, "DOUBLE"),
+        (pa.types.is_string, "VARCHAR"),
+        (pa.types.is_large_string, "VARCHAR"),
+    ):
+        if check(t):
+            return name
+    raise TypeError(f"no DuckDB type mapping for Arrow type {t}")
+
 
 @dataclass(frozen=True)
 class Table:

@@ -1,0 +1,501 @@
+"""The orchestrator: read the data once, compute every metric's lifts, checks and gate inputs.
+
+Design (tea-tasting's "one orchestrator, small statistic objects"): `analyze` issues one DuckDB
+aggregation query over the table for all metrics, covariates, arms and segment levels
+(`aggregates.py`), then hands the mergeable sufficient statistics to small pure functions (`ratio.py`,
+`cuped.py`, `lifts.py`, ...). The statistics never see the storage backend, so the same numbers come out
+of a Parquet file, a pandas frame, an Arrow table or sufficient statistics computed elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from analysis.aggregates import (
+    NULL_LEVEL,
+    AggregateSpec,
+    GroupKey,
+    Moments,
+    _literal,
+    _quote,
+    column_types,
+    compute_moments,
+    open_source,
+)
+from analysis.bootstrap import ArmData, poisson_bootstrap, scipy_bootstrap
+from analysis.checks import heavy_tail_check, min_sample_check, proportion_check, srm_test, winsorize_caps
+from analysis.config import AnalysisConfig
+from analysis.cuped import ArmPair, independent_estimates, paired_estimates
+from analysis.errors import AnalysisError
+from analysis.lifts import compare
+from analysis.metrics import (
+    PRE_SUFFIX,
+    MeanMetric,
+    Metric,
+    ProportionMetric,
+    RatioMetric,
+    check_unique_names,
+    metric_columns,
+    parse_metric,
+)
+from analysis.multitest import adjust_families
+from analysis.power import mde
+from analysis.results import (
+    OVERALL,
+    CheckResult,
+    ExperimentResult,
+    HeterogeneityResult,
+    LiftResult,
+    PowerResult,
+)
+from analysis.segments import cochran_q
+from analysis.sequential import always_valid_p, confidence_sequence
+
+_NUMERIC = ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC", "BOOLEAN")
+
+TableLike = pa.Table | pd.DataFrame | str | Path
+
+__all__ = [
+    "OVERALL",
+    "AnalysisConfig",
+    "AnalysisError",
+    "CheckResult",
+    "ExperimentResult",
+    "HeterogeneityResult",
+    "LiftResult",
+    "MeanMetric",
+    "Metric",
+    "PowerResult",
+    "ProportionMetric",
+    "RatioMetric",
+    "TableLike",
+    "analyze",
+    "parse_metric",
+]
+
+
+def analyze(
+    table: TableLike,
+    *,
+    arm_col: str,
+    control: str,
+    treatment: str | Sequence[str] | None = None,
+    metrics: Sequence[Metric | str],
+    segments: Sequence[str] = (),
+    unit_col: str | None = None,
+    covariates: Sequence[str] = (),
+    config: AnalysisConfig | None = None,
+) -> ExperimentResult:
+    """Analyse an A/B test from a per-unit table.
+
+    table: Arrow table, pandas frame, or a path to a Parquet/CSV file (or a folder of Parquet files).
+    arm_col / control / treatment: the arm column, the control arm, and the treatment arm(s); None means
+        every other arm in the table.
+    metrics: metric definitions, or specs parsed by `parse_metric` ("watch_time_s", "num/den").
+    segments: columns whose levels get their own lifts and a Cochran's Q heterogeneity test.
+    unit_col: unit id column. When given, rows are summed to one row per (arm, unit) first (session-level
+        exports); a unit found in two arms is an error unless `config.paired`, which requires it.
+    covariates: extra pre-period columns for `cuped="multi"`.
+    """
+    cfg = config or AnalysisConfig()
+    mets = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
+    if not mets:
+        raise AnalysisError("no metrics given; name at least one metric column")
+    for m in mets:
+        if not isinstance(m, MeanMetric | RatioMetric):
+            raise AnalysisError(f"metric {m!r} must be a MeanMetric, RatioMetric or a spec string")
+    check_unique_names(mets)
+    segments = list(dict.fromkeys(segments))
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # a library must not draw on the caller's stdout
+    try:
+        return _Analysis(con, table, arm_col, str(control), treatment, mets, segments, unit_col,
+                         tuple(covariates), cfg).run()
+    finally:
+        con.close()
+
+
+class _Analysis:
+    """One run of `analyze`: holds the connection and the resolved columns; not part of the API."""
+
+    def __init__(self, con, table, arm_col, control, treatment, metrics, segments, unit_col, covariates, cfg):
+        self.con, self.cfg = con, cfg
+        self.arm_col, self.control, self.metrics = arm_col, control, metrics
+        self.segments, self.unit_col, self.extra_covs = segments, unit_col, covariates
+        self.treatment_arg = treatment
+        self.src = open_source(con, table)
+        self.types = column_types(con, self.src)
+        self.notes: list[str] = []
+        self.checks: list[CheckResult] = []
+        self.winsor = ""
+
+    # -- input validation ---------------------------------------------------------------------------
+    def _require(self, cols: Sequence[str], what: str) -> None:
+        have = list(self.types)
+        for c in cols:
+            if c not in self.types:
+                raise AnalysisError(f"{what} column {c!r} is not in the table; columns are {have}")
+
+    def _numeric(self, cols: Sequence[str], what: str) -> None:
+        for c in cols:
+            t = self.types[c].upper()
+            if not any(k in t for k in _NUMERIC):
+                raise AnalysisError(f"{what} column {c!r} has type {t}, not numeric; cast it or pick "
+                                    "another column")
+
+    def _covariates(self, m: Metric) -> tuple[str, ...]:
+        if self.cfg.paired or self.cfg.cuped == "none":
+            return ()
+        if m.covariates:
+            return m.covariates
+        if self.cfg.cuped == "single":
+            return m.own_covariates(self.types)
+        pres = [c for c in self.types if c.endswith(PRE_SUFFIX)
+                and any(k in self.types[c].upper() for k in _NUMERIC)]
+        return tuple(dict.fromkeys([*pres, *self.extra_covs]))
+
+    # -- sources ------------------------------------------------------------------------------------
+    def _winsorize(self, value_cols: Sequence[str], covs: Sequence[str]) -> None:
+        q = self.cfg.winsorize
+        if q is None:
+            return
+        cols = list(dict.fromkeys([*value_cols, *covs]))
+        arm_in = f"CAST({_quote(self.arm_col)} AS VARCHAR) IN ({', '.join(_literal(a) for a in self.arms)})"
+        caps = winsorize_caps(self.con, self.src, cols, q, arm_in)
+        repl = ", ".join(f"LEAST({_quote(c)}, {float(v)!r}) AS {_quote(c)}" for c, v in caps.items())
+        if repl:
+            self.src = f"(SELECT * REPLACE ({repl}) FROM {self.src})"
+        self.winsor = f"capped at pooled q{q:g}: " + ", ".join(f"{c}<={v:.6g}" for c, v in caps.items())
+        self.checks.append(CheckResult("winsorize", "", OVERALL, True, "info", float(q), float("nan"), float(q),
+                                       self.winsor))
+
+    def _unit_level(self, value_cols: Sequence[str], other_cols: Sequence[str]) -> None:
+        """Sum rows to one per (arm, unit); reject units seen in several arms (unless paired)."""
+        u, a = _quote(self.unit_col), _quote(self.arm_col)
+        sums = ", ".join(f"sum({_quote(c)}) AS {_quote(c)}" for c in value_cols)
+        firsts = "".join(f", any_value({_quote(c)}) AS {_quote(c)}" for c in other_cols)
+        if not self.cfg.paired:
+            row = self.con.execute(
+                f"SELECT count(*), any_value(u) FROM (SELECT {u} AS u FROM {self.src} GROUP BY {u} "
+                f"HAVING count(DISTINCT {a}) > 1)").fetchone()
+            if row[0]:
+                raise AnalysisError(f"{row[0]} unit(s) of {self.unit_col!r} appear in more than one arm of "
+                                    f"{self.arm_col!r} (e.g. {row[1]!r}); that breaks randomisation by unit. "
+                                    "Fix the assignment, or set AnalysisConfig(paired=True) for a paired design")
+        self.src = f"(SELECT {a}, {u}, {sums}{firsts} FROM {self.src} GROUP BY {a}, {u})"
+
+    # -- main ---------------------------------------------------------------------------------------
+    def run(self) -> ExperimentResult:
+        cfg = self.cfg
+        self._require([self.arm_col], "arm")
+        if self.unit_col is not None:
+            self._require([self.unit_col], "unit")
+        elif cfg.paired:
+            raise AnalysisError("a paired analysis needs unit_col: the column that matches each unit's "
+                                "control row to its treatment row")
+        value_cols = list(metric_columns(self.metrics))
+        self._require(value_cols, "metric")
+        self._numeric(value_cols, "metric")
+        self._require(self.segments, "segment")
+        covs = {m.name: self._covariates(m) for m in self.metrics}
+        all_covs = list(dict.fromkeys(c for cs in covs.values() for c in cs))
+        self._require(all_covs, "covariate")
+        self._numeric(all_covs, "covariate")
+        overlap = set(all_covs) & set(value_cols)
+        if overlap:
+            raise AnalysisError(f"column(s) {sorted(overlap)} are used as both a metric and a covariate")
+        self.covs = covs
+        self.arm_counts = self._arm_counts()
+        self._resolve_arms()
+        self._winsorize(value_cols, all_covs)
+        if self.unit_col is not None:
+            self._unit_level(value_cols, [*all_covs, *self.segments])
+        lifts: list[LiftResult] = []
+        if cfg.paired:
+            for t in self.treatments:
+                lifts += self._paired(t, value_cols)
+        else:
+            lifts += self._independent(value_cols, all_covs)
+        lifts = self._adjust(lifts)
+        het = self._heterogeneity(lifts)
+        return ExperimentResult(
+            arm_col=self.arm_col, control=self.control, treatments=tuple(self.treatments),
+            arm_counts=self.arm_counts, config=cfg.to_dict(), lifts=lifts, checks=self.checks,
+            heterogeneity=het, power=self.power,
+        )
+
+    def _arm_counts(self) -> dict[str, int]:
+        a = _quote(self.arm_col)
+        rows = self.con.execute(
+            f"SELECT CAST({a} AS VARCHAR), count(*) FROM {self.src} GROUP BY 1 ORDER BY 1").fetchall()
+        if self.unit_col is not None:
+            rows = self.con.execute(
+                f"SELECT CAST({a} AS VARCHAR), count(DISTINCT {_quote(self.unit_col)}) FROM {self.src} "
+                "GROUP BY 1 ORDER BY 1").fetchall()
+        return {NULL_LEVEL if k is None else k: int(n) for k, n in rows}
+
+    def _resolve_arms(self) -> None:
+        arms = [a for a in self.arm_counts if a != NULL_LEVEL]
+        if self.control not in arms:
+            raise AnalysisError(f"control arm {self.control!r} not found in column {self.arm_col!r}; arms "
+                                f"present: {arms or '(none: the table is empty)'}")
+        t = self.treatment_arg
+        if t is None:
+            ts = [a for a in arms if a != self.control]
+        elif isinstance(t, str):
+            ts = [t]
+        else:
+            ts = [str(x) for x in t]
+        if not ts:
+            raise AnalysisError(f"column {self.arm_col!r} has only the control arm {self.control!r}; "
+                                "there is no treatment to compare")
+        for x in ts:
+            if x not in arms:
+                raise AnalysisError(f"treatment arm {x!r} not found in column {self.arm_col!r}; arms "
+                                    f"present: {arms}")
+            if x == self.control:
+                raise AnalysisError(f"treatment arm {x!r} is also the control arm")
+        self.treatments = ts
+        self.arms = [self.control, *ts]
+        if NULL_LEVEL in self.arm_counts:
+            self.notes.append(f"{self.arm_counts[NULL_LEVEL]} row(s) with a missing arm ignored")
+        if not self.cfg.paired:
+            counts = {a: self.arm_counts[a] for a in arms}
+            self.checks.append(srm_test(counts, self.cfg.expected_split, self.cfg.srm_alpha))
+        self.checks.append(min_sample_check({a: self.arm_counts[a] for a in self.arms}, self.cfg.min_units))
+
+    # -- validation of the aggregates ---------------------------------------------------------------
+    def _validate(self, moments: dict[GroupKey, Moments], counts: dict[GroupKey, np.ndarray],
+                  arms: Sequence[str], label: Callable[[str], str] = lambda c: c) -> None:
+        for arm in arms:
+            key = GroupKey(arm, OVERALL, OVERALL)
+            if key not in moments:
+                raise AnalysisError(f"arm {arm!r} has no rows to analyse")
+            m = moments[key]
+            n = float(m.n)
+            for i, col in enumerate(m.columns):
+                missing = n - counts[key][i]
+                if missing > 0:
+                    raise AnalysisError(f"column {label(col)!r} has {int(missing)} missing (NULL, or NaN from pandas) value(s) in "
+                                        f"arm {arm!r}; fill them (e.g. 0 for no activity) or drop those rows")
+                if not (np.isfinite(m.mean[i]) and np.isfinite(m.comoment[i, i])):
+                    raise AnalysisError(f"column {label(col)!r} has NaN or infinite values in arm {arm!r}; "
+                                        "drop or fix those rows before analysing")
+
+    # -- independent arms ---------------------------------------------------------------------------
+    def _independent(self, value_cols: list[str], all_covs: list[str]) -> list[LiftResult]:
+        blocks = [list(m.value_columns) + list(self.covs[m.name]) for m in self.metrics]
+        spec = AggregateSpec.from_blocks(blocks, tail_columns=value_cols)
+        moments, counts = compute_moments(self.con, self.src, arm_col=self.arm_col, arms=self.arms,
+                                          segments=self.segments, spec=spec)
+        self._validate(moments, counts, self.arms)
+        overall = {a: moments[GroupKey(a, OVERALL, OVERALL)] for a in self.arms}
+        self._metric_checks(overall)
+        self.power = []
+        out: list[LiftResult] = []
+        for t in self.treatments:
+            for m in self.metrics:
+                covs = self.covs[m.name]
+                keys = [(OVERALL, OVERALL)] + sorted(
+                    {(k.segment, k.level) for k in moments if k.segment != OVERALL})
+                for seg, lev in keys:
+                    kc, kt = GroupKey(self.control, seg, lev), GroupKey(t, seg, lev)
+                    if kc not in moments or kt not in moments:
+                        continue
+                    mc, mt = moments[kc], moments[kt]
+                    notes: list[str] = []
+                    use_covs = covs
+                    if covs and min(float(mc.n), float(mt.n)) < len(covs) + 3:
+                        use_covs, notes = (), [*notes, "too few units for CUPED; unadjusted"]
+                    pair = independent_estimates(mc, mt, m.value_columns, m.kind, use_covs)
+                    row = self._row(m, t, seg, lev, pair, use_covs, notes)
+                    if seg == OVERALL and self.cfg.bootstrap:
+                        row = self._bootstrap(row, m, t, use_covs, pair)
+                    if seg == OVERALL:
+                        self.power.append(self._power(m, t, pair))
+                    out.append(row)
+        return out
+
+    def _metric_checks(self, overall: dict[str, Moments]) -> None:
+        for m in self.metrics:
+            if isinstance(m, ProportionMetric):
+                self.checks.append(proportion_check(m.name, m.column, overall))
+            for col in m.value_columns:
+                self.checks.append(heavy_tail_check(m.name, col, overall, self.cfg.heavy_tail_factor))
+
+    # -- paired -------------------------------------------------------------------------------------
+    def _paired(self, t: str, value_cols: list[str]) -> list[LiftResult]:
+        u, a = _quote(self.unit_col), _quote(self.arm_col)
+
+        def side(arm: str, prefix: str, with_segments: bool) -> str:
+            sums = ", ".join(f"sum({_quote(c)}) AS {_quote(prefix + c)}" for c in value_cols)
+            segs = "".join(f", any_value({_quote(s)}) AS {_quote(s)}" for s in self.segments) if with_segments else ""
+            return (f"(SELECT {u} AS __unit, {sums}{segs} FROM {self.src} "
+                    f"WHERE CAST({a} AS VARCHAR) = {_literal(arm)} GROUP BY {u})")
+
+        joined = (f"(SELECT 'paired' AS __pair_arm, * FROM {side(self.control, 'c::', True)} "
+                  f"JOIN {side(t, 't::', False)} USING (__unit))")
+        n_c, n_t = self.arm_counts[self.control], self.arm_counts[t]
+        cols_c = [f"c::{c}" for c in value_cols]
+        cols_t = [f"t::{c}" for c in value_cols]
+        blocks = [[f"c::{c}" for c in m.value_columns] + [f"t::{c}" for c in m.value_columns] for m in self.metrics]
+        spec = AggregateSpec.from_blocks(blocks, tail_columns=cols_c + cols_t)
+        moments, counts = compute_moments(self.con, joined, arm_col="__pair_arm", arms=["paired"],
+                                          segments=self.segments, spec=spec)
+        key = GroupKey("paired", OVERALL, OVERALL)
+        n_pairs = int(moments[key].n) if key in moments else 0
+        if n_pairs == 0:
+            raise AnalysisError(f"paired analysis: no unit of {self.unit_col!r} appears in both arm "
+                                f"{self.control!r} and arm {t!r}; check unit_col and the arm names")
+        self._validate(moments, counts, ["paired"], label=lambda c: c.split("::", 1)[1])
+        unmatched = n_c + n_t - 2 * n_pairs
+        msg = (f"{n_pairs} units matched across {self.control!r} ({n_c}) and {t!r} ({n_t}); "
+               f"{unmatched} unmatched unit(s) dropped")
+        self.checks.append(CheckResult("pairing", "", OVERALL, unmatched == 0, "info" if unmatched == 0 else "warning",
+                                       float(unmatched), float("nan"), 0.0, msg))
+        if self.cfg.cuped != "none":
+            self.notes.append("paired design: CUPED not applied (pre-period covariates are identical in both arms)")
+        self.power = getattr(self, "power", [])
+        out = []
+        for m in self.metrics:
+            cc = tuple(f"c::{c}" for c in m.value_columns)
+            tt = tuple(f"t::{c}" for c in m.value_columns)
+            keys = [(OVERALL, OVERALL)] + sorted({(k.segment, k.level) for k in moments if k.segment != OVERALL})
+            for seg, lev in keys:
+                pm = moments[GroupKey("paired", seg, lev)]
+                pair = paired_estimates(pm, cc, tt, m.kind)
+                notes = [] if not unmatched else [f"{unmatched} unmatched unit(s) dropped"]
+                out.append(self._row(m, t, seg, lev, pair, (), notes, paired=True))
+            self.power.append(self._power(m, t, paired_estimates(moments[key], cc, tt, m.kind)))
+        return out
+
+    # -- one lift row -------------------------------------------------------------------------------
+    def _row(self, m: Metric, t: str, seg: str, lev: str, pair: ArmPair, covs: Sequence[str],
+             notes: list[str], paired: bool = False) -> LiftResult:
+        cfg = self.cfg
+        notes = list(notes)
+        n_c, n_t = int(pair.n_c), int(pair.n_t)
+        lift = compare(pair.m_t, pair.m_c, pair.v_t, pair.v_c, n_t=pair.n_t, n_c=pair.n_c, cov=pair.cov,
+                       alpha=cfg.alpha, test=cfg.test, paired=paired, relative_method=cfg.relative_ci,
+                       min_control_se=cfg.rel_min_control_se)
+        if min(n_c, n_t) < 2:
+            notes.append("fewer than 2 units in an arm: no variance, CI and p-value undefined")
+        elif float(lift.abs_se) == 0:
+            notes.append("zero variance in both arms: no sampling variability, test undefined")
+        if m.kind == "ratio" and not (np.isfinite(pair.m_c) and np.isfinite(pair.m_t)):
+            notes.append(f"denominator {m.denominator!r} sums to zero in an arm: ratio undefined")
+        if seg != OVERALL and min(n_c, n_t) < cfg.min_units:
+            notes.append(f"below min_units={cfg.min_units}")
+        tau = cfg.sequential_rho * np.sqrt(pair.unit_var)
+        var = float(lift.abs_se) ** 2
+        if var > 0 and np.isfinite(var):
+            s_lo, s_hi = confidence_sequence(lift.abs_diff, var, tau=tau, alpha=cfg.alpha)
+            s_p = always_valid_p(lift.abs_diff, var, tau=tau)
+        else:
+            s_lo = s_hi = s_p = np.nan
+        reason = lift.rel_reason.item() if isinstance(lift.rel_reason, np.ndarray) else lift.rel_reason
+        method = ("paired-" if paired else "") + ("z" if cfg.test == "z" else ("t" if paired else "welch"))
+
+        def f(x) -> float:
+            return float(np.asarray(x))
+
+        def opt(x) -> float | None:
+            v = f(x)
+            return v if np.isfinite(v) else None
+
+        return LiftResult(
+            metric=m.name, kind=m.kind, segment=seg, segment_value=lev, control=self.control, treatment=t,
+            n_control=n_c, n_treatment=n_t, control_mean=f(pair.m_c), treatment_mean=f(pair.m_t),
+            abs_diff=f(lift.abs_diff), abs_se=f(lift.abs_se), abs_ci_low=f(lift.abs_ci_low),
+            abs_ci_high=f(lift.abs_ci_high), rel_diff=opt(lift.rel_diff), rel_ci_low=opt(lift.rel_ci_low),
+            rel_ci_high=opt(lift.rel_ci_high), rel_undefined_reason=reason, p_value=f(lift.p_value),
+            p_value_adjusted=f(lift.p_value), significant=False, df=f(lift.df), method=method,
+            relative_ci_method=cfg.relative_ci, ci_method="normal",
+            cuped=cfg.cuped if covs else "none", covariates=",".join(covs),
+            variance_reduction=f(pair.variance_reduction) if covs else 0.0, alpha=cfg.alpha,
+            correction=cfg.correction, correction_scope=cfg.correction_scope,
+            seq_ci_low=f(s_lo), seq_ci_high=f(s_hi), seq_p_value=f(s_p), winsorized=self.winsor,
+            notes="; ".join([*self.notes, *notes]),
+        )
+
+    # -- bootstrap ----------------------------------------------------------------------------------
+    def _bootstrap(self, row: LiftResult, m: Metric, t: str, covs: Sequence[str], pair: ArmPair) -> LiftResult:
+        cols = list(m.value_columns) + list(covs)
+        sel = ", ".join(f"CAST({_quote(c)} AS DOUBLE)" for c in cols)
+        a = _quote(self.arm_col)
+
+        def fetch(arm: str) -> ArmData:
+            x = self.con.execute(f"SELECT {sel} FROM {self.src} WHERE CAST({a} AS VARCHAR) = "
+                                 f"{_literal(arm)}").fetchnumpy()
+            return ArmData(np.column_stack([np.asarray(v, dtype=float) for v in x.values()]), len(m.value_columns))
+
+        dt, dc = fetch(t), fetch(self.control)
+        theta = pair.theta
+        xbar = None
+        if theta is not None:
+            kv = len(m.value_columns)
+            xbar = np.concatenate([dt.x[:, kv:], dc.x[:, kv:]]).mean(axis=0)
+        if self.cfg.bootstrap == "poisson":
+            (alo, ahi), (rlo, rhi) = poisson_bootstrap(dt, dc, m.kind, theta, xbar, n_boot=self.cfg.n_boot,
+                                                       alpha=self.cfg.alpha, seed=self.cfg.seed)
+        else:
+            (alo, ahi), (rlo, rhi) = scipy_bootstrap(dt, dc, m.kind, theta, xbar, method=self.cfg.bootstrap,
+                                                     n_boot=self.cfg.n_boot, alpha=self.cfg.alpha,
+                                                     seed=self.cfg.seed)
+        rel_ok = row.rel_diff is not None
+        notes = "; ".join(filter(None, [row.notes, "p-value from the normal approximation"]))
+        return replace(row, abs_ci_low=alo, abs_ci_high=ahi,
+                       rel_ci_low=rlo if rel_ok and np.isfinite(rlo) else None,
+                       rel_ci_high=rhi if rel_ok and np.isfinite(rhi) else None,
+                       ci_method=f"bootstrap-{self.cfg.bootstrap}", notes=notes)
+
+    # -- power --------------------------------------------------------------------------------------
+    def _power(self, m: Metric, t: str, pair: ArmPair) -> PowerResult:
+        cfg = self.cfg
+        n_c, n_t = int(pair.n_c), int(pair.n_t)
+        sd = float(np.sqrt(pair.unit_var)) if np.isfinite(pair.unit_var) else float("nan")
+        vr = float(pair.variance_reduction) if np.isfinite(pair.variance_reduction) else 0.0
+        vr = min(max(vr, 0.0), 0.999999)
+        if min(n_c, n_t) >= 2 and np.isfinite(sd):
+            if cfg.paired:
+                # paired: Var(D) = v_t + v_c - 2 cov; express as an equivalent reduction vs independent arms
+                var_ind = float(pair.v_t + pair.v_c)
+                vr = min(max(1.0 - float(pair.v_t + pair.v_c - 2 * pair.cov) / var_ind, 0.0), 0.999999) \
+                    if var_ind > 0 else 0.0
+            mde_abs = mde(n_c, sd, ratio=n_t / n_c, alpha=cfg.alpha, power=cfg.power,
+                          test="z" if cfg.test == "z" else "welch", variance_reduction=vr) if sd > 0 else 0.0
+        else:
+            mde_abs = float("nan")
+        mc = float(pair.m_c)
+        mde_rel = mde_abs / abs(mc) if mc != 0 and np.isfinite(mc) and np.isfinite(mde_abs) else None
+        return PowerResult(m.name, t, n_c, n_t, sd, vr, cfg.alpha, cfg.power, mde_abs, mde_rel)
+
+    # -- multiple testing, heterogeneity ------------------------------------------------------------
+    def _adjust(self, lifts: list[LiftResult]) -> list[LiftResult]:
+        if self.cfg.correction_scope == "all":
+            fams = ["all"] * len(lifts)
+        else:
+            fams = [(r.metric, r.treatment, "overall" if r.is_overall else "segments") for r in lifts]
+        adj = adjust_families([r.p_value for r in lifts], fams, self.cfg.correction)
+        return [replace(r, p_value_adjusted=p, significant=bool(np.isfinite(p) and p < self.cfg.alpha))
+                for r, p in zip(lifts, adj, strict=True)]
+
+    def _heterogeneity(self, lifts: list[LiftResult]) -> list[HeterogeneityResult]:
+        out = []
+        for t in self.treatments:
+            for m in self.metrics:
+                for s in self.segments:
+                    rows = [r for r in lifts if r.metric == m.name and r.treatment == t and r.segment == s]
+                    q, df, p, i2, k = cochran_q([r.abs_diff for r in rows], [r.abs_se**2 for r in rows])
+                    note = "" if k == len(rows) else f"{len(rows) - k} level(s) without a usable variance left out"
+                    if k < 2:
+                        note = "fewer than two levels with a usable variance: no test"
+                    out.append(HeterogeneityResult(m.name, t, s, k, q, df, p, i2, note))
+        return out

@@ -1,0 +1,251 @@
+"""Logged sessions: requests in sessions, candidates, slates, outcomes, comment sections; chunked by users.
+
+Calendar: day 0 starts at EPOCH (2023-10-01); days [0, pre_days) are the pre-period, [pre_days, days)
+the experiment. A user is active from max(signup_day, 0). On each active day the number of sessions
+is Poisson(lambda_u); session i of n starts at 06:00 + (i + U/2) * 18h / n; it holds
+min(Geometric(requests_per_session_p), max_requests_per_session) requests, spaced 30 s + Exp(mean 90 s)
+apart. Requests are sorted by (user, ts) before ids are assigned, so ids order each user's history.
+
+Each request: random exposure with probability random_share; retrieval and the logging policy as in
+policy.py; then outcomes as in outcomes.py: slot j is examined with probability exam_decay^j; an
+opened comment section shows the top comment_list_size comments of a Plackett-Luce draw of the
+logging comment ranking, each examined with probability comment_exam_decay^rank.
+
+Memory: users are processed in chunks of `chunk_users` with one random generator per chunk
+(SeedSequence([seed, chunk])), so peak memory grows with the output, not with per-row Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from harness.logs.schema import TABLES
+from harness.simulate import outcomes as oc
+from harness.simulate import plackett_luce as pl
+from harness.simulate.config import WorldConfig
+from harness.simulate.policy import SOURCES, Retrieval, draw_slates, logging_log_weights
+from harness.simulate.world import World
+
+DAY_S = 86400.0
+US = 10**6
+
+
+@dataclass
+class Summary:
+    """Row counts and the resulting rates (compare with the Kuaishou targets in the docs)."""
+
+    rows: dict[str, int]
+    rates: dict[str, float]
+    targets: dict[str, float] = field(default_factory=lambda: {
+        "comment_open_rate": 0.13, "comment_interactions_per_open": 0.06, "random_share": 0.05})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "rates": self.rates, "targets": self.targets}
+
+
+def _sessions(world: World, users: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Requests of a chunk of users, sorted by (user, ts): user, ts_us, local session index."""
+    cfg, b = world.config, world.config.behaviour
+    D = cfg.days
+    n_sess = rng.poisson(world.activity[users][:, None], size=(len(users), D))
+    n_sess[np.arange(D)[None, :] < world.signup_day[users][:, None]] = 0
+    uu, dd = np.nonzero(n_sess)
+    cnt = n_sess[uu, dd]
+    s_user = np.repeat(users[uu], cnt)
+    s_day = np.repeat(dd, cnt)
+    s_n = np.repeat(cnt, cnt)
+    s_i = np.arange(len(s_user)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    start = s_day * DAY_S + 6 * 3600 + (s_i + 0.5 * rng.random(len(s_user))) * (18 * 3600 / s_n)
+    n_req = np.minimum(rng.geometric(b.requests_per_session_p, size=len(s_user)), b.max_requests_per_session)
+    r_sess = np.repeat(np.arange(len(s_user)), n_req)
+    gaps = 30.0 + rng.exponential(90.0, size=len(r_sess))
+    csum = np.cumsum(gaps)
+    first = np.repeat(np.cumsum(n_req) - n_req, n_req)
+    offset = csum - csum[first]  # 0 for a session's first request
+    ts = np.round((start[r_sess] + offset) * US).astype(np.int64)
+    user = s_user[r_sess]
+    order = np.lexsort((ts, user))
+    return {"user": user[order], "ts": ts[order], "session": r_sess[order]}
+
+
+def _comment_sections(world: World, users: np.ndarray, videos: np.ndarray, rng: np.random.Generator
+                      ) -> dict[str, np.ndarray]:
+    """Ranked, shown and engaged comments for opened sections (one row per opened impression)."""
+    b = world.config.behaviour
+    off = world.comment_offsets
+    m = off[videos + 1] - off[videos]
+    O = len(videos)
+    if O == 0:
+        return {k: np.zeros(0, dtype=t) for k, t in (("row", np.int64), ("comment", np.int64),
+                ("position", np.int64), ("propensity", float), ("dwell", float), ("liked", bool),
+                ("replied", bool))}
+    Mx = int(m.max())
+    idx = off[videos][:, None] + np.arange(Mx)[None, :]
+    valid = np.arange(Mx)[None, :] < m[:, None]
+    lw = np.where(valid, world.comment_log_weights()[np.minimum(idx, world.n_comments - 1)], -np.inf)
+    Lk = min(Mx, b.comment_list_size)
+    pick = pl.sample_slates(lw, Lk, rng)  # (O, Lk)
+    shown = np.arange(Lk)[None, :] < np.minimum(m, Lk)[:, None]
+    row, pos = np.nonzero(shown)
+    cid = idx[row, pick[row, pos]]
+    prop = world.comment_marginals()[cid, pos]
+    exam = rng.random(len(row)) < b.comment_exam_decay ** pos
+    a = oc.comment_affinity(world, users[row], cid)
+    laws = oc.comment_laws(world, a, cid)
+    dwell = np.where(exam, np.exp(laws["dwell_mu"] + b.dwell_sigma * rng.normal(size=len(row))), 0.0)
+    liked = exam & (rng.random(len(row)) < laws["p_like"])
+    replied = exam & (rng.random(len(row)) < laws["p_reply"])
+    return {"row": row, "comment": cid, "position": pos, "propensity": np.clip(prop, 1e-300, 1.0),
+            "dwell": dwell, "liked": liked, "replied": replied}
+
+
+def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random.Generator,
+           first_request: int, first_session: int) -> dict[str, dict[str, np.ndarray]]:
+    cfg, b = world.config, world.config.behaviour
+    ses = _sessions(world, users, rng)
+    R, k = len(ses["user"]), cfg.slate_size
+    req_ids = first_request + np.arange(R, dtype=np.int64)
+    u = ses["user"]
+    tfrac = ses["ts"] / (US * DAY_S * cfg.days)
+    is_random = rng.random(R) < cfg.random_share
+    cands, source = retrieval.candidates(u, tfrac, rng)
+    log_w = logging_log_weights(world, u, tfrac, req_ids, cands)
+    slates, prop, slot = draw_slates(log_w, is_random, k, rng)
+    vids = np.take_along_axis(cands, slates, axis=1)  # (R, k)
+    s, d = oc.video_affinities(world, u, tfrac, vids)
+    exam = rng.random((R, k)) < oc.exam_probs(b.exam_decay, k)[None, :]
+    dur = world.duration_s[vids]
+    ratio = np.exp(oc.watch_mu(world, s) + b.watch_sigma * rng.normal(size=(R, k)))
+    watch = np.where(exam, np.minimum(dur, dur * ratio), 0.0)
+    liked = exam & (rng.random((R, k)) < oc.p_like(world, s))
+    opened = exam & (rng.random((R, k)) < oc.p_open(world, u, vids, d))
+    o_r, o_j = np.nonzero(opened)
+    cs = _comment_sections(world, u[o_r], vids[o_r, o_j], rng)
+    cwatch = np.zeros((R, k))
+    cwatch[o_r, o_j] = np.bincount(cs["row"], weights=cs["dwell"], minlength=len(o_r))
+    return {
+        "requests": {"request_id": req_ids, "user_id": u,
+                     "ts": world.epoch.astype(np.int64) + ses["ts"],
+                     "session_id": first_session + ses["session"]},
+        "impressions": {
+            "request_id": np.repeat(req_ids, k), "video_id": vids.ravel(),
+            "position": np.tile(np.arange(k, dtype=np.int32), R), "propensity": prop.ravel(),
+            "is_random": np.repeat(is_random, k), "watch_time_s": watch.ravel(), "liked": liked.ravel(),
+            "opened_comments": opened.ravel(), "comment_watch_time_s": cwatch.ravel(),
+            "slot_propensity": slot.ravel(),
+        },
+        "candidates": {"request_id": np.repeat(req_ids, cfg.candidates), "video_id": cands.ravel(),
+                       "source": source.ravel()},
+        "comment_impressions": {
+            "request_id": req_ids[o_r][cs["row"]], "video_id": vids[o_r, o_j][cs["row"]],
+            "comment_id": cs["comment"], "position": cs["position"].astype(np.int32),
+            "propensity": cs["propensity"], "dwell_s": cs["dwell"], "liked": cs["liked"],
+            "replied": cs["replied"],
+        },
+        "_n_sessions": {"n": np.asarray([int(ses["session"].max()) + 1 if R else 0])},
+    }
+
+
+def iter_chunks(world: World) -> Iterator[tuple[int, np.ndarray]]:
+    n, step = world.n_users, world.config.chunk_users
+    for i, s in enumerate(range(0, n, step)):
+        yield i, np.arange(s, min(s + step, n))
+
+
+def _to_table(name: str, cols: dict[str, np.ndarray]) -> pa.Table:
+    schema = TABLES[name]
+    arrays, fields = [], []
+    for c in schema.columns:
+        arr = pa.array(cols[c.name], type=c.type) if c.type != pa.timestamp("us") else \
+            pa.array(cols[c.name].astype("datetime64[us]"), type=c.type)
+        arrays.append(arr)
+        fields.append(pa.field(c.name, c.type, nullable=c.nullable))
+    for extra, values in cols.items():
+        if extra not in schema.column_names:
+            arr = values if isinstance(values, pa.Array) else pa.array(values)
+            arrays.append(arr)
+            fields.append(pa.field(extra, arr.type, nullable=False))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def generate(config: WorldConfig, *, progress: bool = False) -> tuple[World, dict[str, pa.Table], Summary]:
+    """Build the world and simulate its logged sessions in memory: (world, the seven tables, summary)."""
+    from tqdm import tqdm
+
+    world = World.build(config)
+    retrieval = Retrieval(world)
+    parts: dict[str, list[dict[str, np.ndarray]]] = {}
+    next_req, next_sess = 0, 0
+    n_chunks = -(-world.n_users // config.chunk_users)
+    for i, users in tqdm(iter_chunks(world), total=n_chunks, desc="simulating", unit="chunk",
+                         disable=not progress):
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC4A2, i]))
+        out = _chunk(world, retrieval, users, rng, next_req, next_sess)
+        next_req += len(out["requests"]["request_id"])
+        next_sess += int(out.pop("_n_sessions")["n"][0])
+        for name, cols in out.items():
+            parts.setdefault(name, []).append(cols)
+    logs = {name: {c: np.concatenate([p[c] for p in ps]) for c in ps[0]} for name, ps in parts.items()}
+    logs["candidates"]["source"] = pa.DictionaryArray.from_arrays(
+        pa.array(logs["candidates"]["source"], type=pa.int8()), pa.array(SOURCES))
+    tables = {name: _to_table(name, cols) for name, cols in logs.items()}
+    tables.update(_static_tables(world))
+    return world, tables, _summary(world, tables, logs)
+
+
+def _static_tables(world: World) -> dict[str, pa.Table]:
+    assert world.titles is not None and world.comment_texts is not None
+    act = world.activity
+    q1, q2 = np.quantile(act, [1 / 3, 2 / 3])
+    activity_level = np.where(act < q1, "low", np.where(act < q2, "medium", "high"))
+    om = world.comment_propensity
+    comment_level = np.where(om < 0.05, "rare", np.where(om < 0.3, "occasional", "frequent"))
+    pre = world.config.pre_days
+    assert pre is not None
+    return {
+        "users": _to_table("users", {
+            "user_id": np.arange(world.n_users), "activity_level": activity_level,
+            "comment_level": comment_level, "signup_day": (world.signup_day - pre).astype(np.int32)}),
+        "videos": _to_table("videos", {
+            "video_id": np.arange(world.n_videos), "title": np.asarray(world.titles, dtype=object),
+            "duration_s": world.duration_s, "author_id": world.author}),
+        "comments": _to_table("comments", {
+            "comment_id": np.arange(world.n_comments), "video_id": world.comment_video,
+            "text": np.asarray(world.comment_texts, dtype=object), "like_count": world.comment_likes}),
+    }
+
+
+def _summary(world: World, tables: dict[str, pa.Table], logs: dict[str, dict[str, np.ndarray]]) -> Summary:
+    imp, ci = logs["impressions"], logs["comment_impressions"]
+    n_imp = len(imp["request_id"])
+    opens = int(imp["opened_comments"].sum())
+    inter = int(ci["liked"].sum() + ci["replied"].sum())
+    rates = {
+        "comment_open_rate": opens / max(n_imp, 1),
+        "comment_interactions_per_open": inter / max(opens, 1),
+        "random_share": float(imp["is_random"].mean()) if n_imp else 0.0,
+        "like_rate": float(imp["liked"].mean()) if n_imp else 0.0,
+        "mean_watch_time_s": float(imp["watch_time_s"].mean()) if n_imp else 0.0,
+        "comment_watch_time_s_per_open": float(imp["comment_watch_time_s"].sum()) / max(opens, 1),
+        "impressions_per_user_day": n_imp / max(world.n_users * world.config.days, 1),
+    }
+    return Summary(rows={n: t.num_rows for n, t in tables.items()}, rates=rates)
+
+
+def simulate(config: WorldConfig, out: Path | str, *, fmt: Literal["parquet", "duckdb"] = "parquet",
+             overwrite: bool = False, progress: bool = False) -> tuple[Path, Summary]:
+    """Generate a world and write its logged sessions plus its parameters to `out` (atomically)."""
+    from harness.logs.store import write_logs
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    world, tables, summary = generate(config, progress=progress)
+    path = write_logs(tables, out, fmt=fmt, extra_files=world.to_files(), overwrite=overwrite)
+    return path, summary

@@ -1,0 +1,214 @@
+"""Ground truth of a synthetic world: the expected value of every metric, for any ranking policy.
+
+All expectations are exact (closed forms, exact Plackett-Luce marginals), vectorised with numpy, and
+computed from the same outcome laws the generator samples from (outcomes.py):
+
+* per (user, time, video), given the slot is examined:
+    E[watch] = D [exp(mu + sigma^2/2) Phi(-(mu + sigma^2)/sigma) + Phi(mu/sigma)],  p_like, p_open,
+    E[comment watch] = p_open * sum_c E_c E[dwell_uc],  E[comment interactions] = p_open * sum_c E_c
+    (p_like_uc + p_reply_uc), with E_c the comment's exposure under the logging comment ranking;
+* per request and slate v_0..v_{k-1}: sum_j exam_decay^j * (the above for v_j);
+* under the logging policy: sum_v sum_j P(v at j) exam_decay^j f(v), with the exact PL marginal
+  matrix (plackett_luce.marginals), conditional on the request's logged `is_random` flag (uniform
+  requests: P(v at j) = 1/n).
+
+Metric names match the per-unit metrics: watch_time_s, video_interactions (likes), opened_comments,
+comment_watch_time_s, comment_interactions (comment likes + replies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.simulate import outcomes as oc
+from harness.simulate import plackett_luce as pl
+from harness.simulate.generate import DAY_S, US
+from harness.simulate.policy import logging_log_weights
+from harness.simulate.world import World
+
+METRICS = ("watch_time_s", "video_interactions", "opened_comments", "comment_watch_time_s",
+           "comment_interactions")
+
+
+def _as_us(ts: np.ndarray) -> np.ndarray:
+    ts = np.asarray(ts)
+    if np.issubdtype(ts.dtype, np.datetime64):
+        return ts.astype("datetime64[us]").astype(np.int64)
+    return ts.astype(np.int64)
+
+
+@dataclass
+class Oracle:
+    """The world plus the logged requests (user, ts, is_random) and candidate sets."""
+
+    world: World
+    request_ids: np.ndarray  # sorted
+    request_user: np.ndarray
+    request_ts_us: np.ndarray  # microseconds since the Unix epoch
+    request_random: np.ndarray
+    candidates: np.ndarray | None = None  # (R, n) video ids, rows aligned with request_ids
+
+    @classmethod
+    def from_dataset(cls, path: Path | str, *, load_candidates: bool = True) -> Oracle:
+        from harness.logs.store import LogStore
+
+        world = World.load(path)
+        with LogStore.open(Path(path), validate=False) as store:
+            req = store.query("SELECT r.request_id, r.user_id, epoch_us(r.ts) AS ts_us, "
+                              "coalesce(bool_or(i.is_random), false) AS is_random FROM requests r "
+                              "LEFT JOIN impressions i USING (request_id) "
+                              "GROUP BY ALL ORDER BY r.request_id").to_pydict()
+            cands = None
+            if load_candidates:
+                c = store.query("SELECT request_id, video_id FROM candidates "
+                                "ORDER BY request_id, video_id").to_pydict()
+                n = world.config.candidates
+                rid = np.asarray(c["request_id"], dtype=np.int64)
+                if len(rid) != n * len(req["request_id"]) or (
+                        len(rid) and not np.array_equal(rid[::n], np.asarray(req["request_id"]))):
+                    raise ValueError(f"{path}: every request needs exactly {n} candidates for the oracle")
+                cands = np.asarray(c["video_id"], dtype=np.int64).reshape(-1, n)
+        return cls(world=world, request_ids=np.asarray(req["request_id"], dtype=np.int64),
+                   request_user=np.asarray(req["user_id"], dtype=np.int64),
+                   request_ts_us=np.asarray(req["ts_us"], dtype=np.int64),
+                   request_random=np.asarray(req["is_random"], dtype=bool), candidates=cands)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def tfrac(self, ts: np.ndarray) -> np.ndarray:
+        """Time as a fraction of the logged period (drift clock), from datetime64 or Unix us."""
+        epoch = self.world.epoch.astype(np.int64)
+        return (_as_us(ts) - epoch) / (US * DAY_S * self.world.config.days)
+
+    def _rows(self, request_ids: np.ndarray) -> np.ndarray:
+        request_ids = np.asarray(request_ids, dtype=np.int64)
+        pos = np.searchsorted(self.request_ids, request_ids)
+        pos = np.minimum(pos, len(self.request_ids) - 1)
+        bad = self.request_ids[pos] != request_ids
+        if np.any(bad):
+            raise KeyError(f"unknown request_id {int(request_ids[bad][0])} ({int(bad.sum())} unknown)")
+        return pos
+
+    def _check_ids(self, what: str, ids: np.ndarray, n: int) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise KeyError(f"{what} must lie in [0, {n}); got values in [{ids.min()}, {ids.max()}]")
+        return ids
+
+    # -- expectations ---------------------------------------------------------------------------
+    def video_expectations(self, user_ids: np.ndarray, ts: np.ndarray, video_ids: np.ndarray
+                           ) -> dict[str, np.ndarray]:
+        """Per (user, time, video), given the video is examined, under the logging comment ranking.
+
+        user_ids and ts (R,); video_ids (R,) or (R, n). Returns arrays shaped like video_ids:
+        watch_time_s, p_like (= video_interactions), p_open (= opened_comments),
+        comment_watch_time_s and comment_interactions (both include the p_open factor).
+        """
+        w = self.world
+        users = self._check_ids("user_ids", user_ids, w.n_users)
+        vids = self._check_ids("video_ids", video_ids, w.n_videos)
+        tf = self.tfrac(ts)
+        s, d = oc.video_affinities(w, users, tf, vids)
+        po = oc.p_open(w, users, vids, d)
+        uu = np.broadcast_to(users[:, None], vids.shape) if vids.ndim == 2 else users
+        cw, ci = oc.comment_section_under_logging(w, uu.ravel(), vids.ravel())
+        return {
+            "watch_time_s": oc.expected_watch(w, s, w.duration_s[vids]),
+            "p_like": oc.p_like(w, s),
+            "p_open": po,
+            "comment_watch_time_s": po * cw.reshape(vids.shape),
+            "comment_interactions": po * ci.reshape(vids.shape),
+        }
+
+    def comment_expectations(self, user_ids: np.ndarray, video_ids: np.ndarray,
+                             comment_rankings: np.ndarray, mask: np.ndarray | None = None
+                             ) -> dict[str, np.ndarray]:
+        """Given the section of video_ids[r] is opened and shows comment_rankings[r] in that order.
+
+        comment_rankings (R, m) comment ids (-1 or mask False = no comment); only the first
+        comment_list_size ranks are shown. Returns per row: comment_watch_time_s,
+        comment_interactions, comment_likes, comment_replies (expected, given the section is open).
+        Comments must belong to the row's video.
+        """
+        w = self.world
+        b = w.config.behaviour
+        rk = np.asarray(comment_rankings, dtype=np.int64)
+        users = self._check_ids("user_ids", user_ids, w.n_users)
+        vids = self._check_ids("video_ids", video_ids, w.n_videos)
+        valid = rk >= 0 if mask is None else (np.asarray(mask, dtype=bool) & (rk >= 0))
+        valid = valid & (np.arange(rk.shape[1])[None, :] < b.comment_list_size)
+        cid = np.where(valid, rk, 0)
+        self._check_ids("comment_rankings", cid, w.n_comments)
+        if np.any(valid & (w.comment_video[cid] != vids[:, None])):
+            raise ValueError("comment_rankings hold a comment that is not under the row's video")
+        a = oc.comment_affinity(w, users, cid)
+        laws = oc.comment_laws(w, a, cid)
+        ex = np.where(valid, oc.exam_probs(b.comment_exam_decay, rk.shape[1])[None, :], 0.0)
+        likes = (ex * laws["p_like"]).sum(axis=1)
+        replies = (ex * laws["p_reply"]).sum(axis=1)
+        return {"comment_watch_time_s": (ex * laws["dwell"]).sum(axis=1),
+                "comment_interactions": likes + replies, "comment_likes": likes, "comment_replies": replies}
+
+    def _per_video(self, rows: np.ndarray, vids: np.ndarray, comment_rankings: np.ndarray | None
+                   ) -> dict[str, np.ndarray]:
+        users, ts = self.request_user[rows], self.request_ts_us[rows]
+        e = self.video_expectations(users, ts, vids)
+        out = {"watch_time_s": e["watch_time_s"], "video_interactions": e["p_like"],
+               "opened_comments": e["p_open"], "comment_watch_time_s": e["comment_watch_time_s"],
+               "comment_interactions": e["comment_interactions"]}
+        if comment_rankings is not None:
+            cr = np.asarray(comment_rankings, dtype=np.int64)
+            if cr.ndim != 3 or cr.shape[:2] != vids.shape:
+                raise ValueError(f"comment_rankings must have shape (R, k, m) = {vids.shape + ('m',)}, "
+                                 f"got {cr.shape}")
+            R, k, m = cr.shape
+            c = self.comment_expectations(np.repeat(users, k), vids.ravel(), cr.reshape(R * k, m))
+            out["comment_watch_time_s"] = e["p_open"] * c["comment_watch_time_s"].reshape(R, k)
+            out["comment_interactions"] = e["p_open"] * c["comment_interactions"].reshape(R, k)
+        return out
+
+    def slate_value(self, request_ids: np.ndarray, slates: np.ndarray,
+                    comment_rankings: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Expected metrics per request for ANY slate (R, k) of video ids shown in that order.
+
+        Position examination included (slot j reached with probability exam_decay^j). Comment
+        rankings (R, k, m) of comment ids (-1 padding) per shown video; None = the logging comment
+        ranking.
+        """
+        rows = self._rows(request_ids)
+        vids = self._check_ids("slates", slates, self.world.n_videos)
+        if vids.ndim != 2 or vids.shape[0] != len(rows):
+            raise ValueError(f"slates must have shape (len(request_ids), k), got {vids.shape}")
+        per = self._per_video(rows, vids, comment_rankings)
+        ex = oc.exam_probs(self.world.config.behaviour.exam_decay, vids.shape[1])[None, :]
+        return {m: (ex * per[m]).sum(axis=1) for m in METRICS}
+
+    def logging_policy_value(self, request_ids: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
+        """Expected metrics per request under the logging policy's own randomness (exact).
+
+        = sum_v sum_j P(v at j) exam_decay^j f(v) over the request's candidates, with the PL marginal
+        matrix for policy traffic and 1/n for random-exposure requests (the logged flag is kept).
+        """
+        if self.candidates is None:
+            raise ValueError("this oracle was loaded without candidates (load_candidates=False)")
+        w = self.world
+        cfg = w.config
+        rows_all = self._rows(request_ids)
+        out = {m: np.empty(len(rows_all)) for m in METRICS}
+        ex = oc.exam_probs(cfg.behaviour.exam_decay, cfg.slate_size)
+        for s in range(0, len(rows_all), chunk):
+            rows = rows_all[s:s + chunk]
+            cands = self.candidates[rows]
+            users, ts = self.request_user[rows], self.request_ts_us[rows]
+            lw = logging_log_weights(w, users, self.tfrac(ts), self.request_ids[rows], cands)
+            expo = np.full(cands.shape, ex.sum() / cfg.candidates)  # uniform: sum_j e_j / n
+            pol = ~self.request_random[rows]
+            if pol.any():
+                wt = np.exp(lw[pol] - lw[pol].max(axis=1, keepdims=True))
+                expo[pol] = pl.marginals(wt, cfg.slate_size) @ ex
+            per = self._per_video(rows, cands, None)
+            for m in METRICS:
+                out[m][s:s + chunk] = (expo * per[m]).sum(axis=1)
+        return out

@@ -1,0 +1,142 @@
+"""Retrieval and the logging (production) policy, with exact propensities.
+
+Retrieval: each request gets n = `candidates` distinct videos, drawn as a mix (in draw order, so the
+mix survives de-duplication): a share `interest_share` interest-matched (topic ~ pi_u(t), then a video
+of that primary topic with probability proportional to popularity), `popular_share` popular (video with
+probability proportional to popularity over the catalogue), the rest uniform random. 1.6x oversampling;
+duplicates are dropped keeping the first occurrence; rare short rows are topped up with uniform videos.
+
+Logging policy (a noisy production scorer): score_rv = s_uv(t) + score_noise * eps_rv, with
+eps_rv ~ N(0, 1) a deterministic hash of (seed, request_id, video_id) (so the oracle recomputes it from
+the candidates table and nothing about the truth is written to the logs); the slate is a Plackett-Luce
+top-k draw with weights exp(score / temperature); `propensity` = exact marginal P(video at its slot)
+(plackett_luce.slate_marginals). Random-exposure requests (`is_random`, a share `random_share`) show a
+uniformly random top-k of the same candidates: each candidate is at each slot with probability 1/n.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtri
+
+from harness.simulate import plackett_luce as pl
+from harness.simulate.outcomes import interest_z, video_affinities
+from harness.simulate.world import World
+
+SOURCES = ("interest", "popular", "random")
+OVERSAMPLE = 1.6
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (Steele et al. 2014), vectorised on uint64 with wrap-around arithmetic."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def score_noise(seed: int, request_ids: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
+    """Standard-normal noise eps(seed, request, video): a counter-based hash, reproducible anywhere."""
+    key = _splitmix64(np.uint64(seed) ^ np.uint64(0xC0FFEE))
+    h = _splitmix64(key ^ np.asarray(request_ids).astype(np.uint64))
+    h = _splitmix64(h ^ np.asarray(video_ids).astype(np.uint64))
+    u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    return ndtri(u)
+
+
+def logging_log_weights(world: World, users: np.ndarray, tfrac: np.ndarray, request_ids: np.ndarray,
+                        cands: np.ndarray) -> np.ndarray:
+    """log PL weights of the logging policy for candidates (R, n): (s_uv + noise) / temperature."""
+    b = world.config.behaviour
+    s, _ = video_affinities(world, users, tfrac, cands)
+    eps = score_noise(world.config.seed, np.broadcast_to(request_ids[:, None], cands.shape), cands)
+    return (s + b.score_noise * eps) / b.temperature
+
+
+class Retrieval:
+    """Candidate generation; precomputes the per-topic popularity tables once per world."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        pop = world.popularity
+        order = np.lexsort((np.arange(world.n_videos), world.primary_topic))
+        self.by_topic = order  # videos sorted by primary topic
+        topic_sorted = world.primary_topic[order]
+        K = world.config.topics
+        self.topic_start = np.searchsorted(topic_sorted, np.arange(K), side="left")
+        self.topic_end = np.searchsorted(topic_sorted, np.arange(K), side="right")
+        self.cum_topic = np.cumsum(pop[order])  # global cumulative over the topic-sorted list
+        self.cum_pop = np.cumsum(pop)
+
+    def _pick_in_topic(self, topics: np.ndarray, u: np.ndarray) -> np.ndarray:
+        lo_idx = self.topic_start[topics]
+        hi_idx = self.topic_end[topics]
+        empty = lo_idx == hi_idx
+        lo = np.where(lo_idx > 0, self.cum_topic[np.maximum(lo_idx - 1, 0)], 0.0)
+        hi = self.cum_topic[np.maximum(hi_idx - 1, 0)]
+        pos = np.searchsorted(self.cum_topic, lo + u * (hi - lo), side="right")
+        pos = np.clip(pos, lo_idx, np.maximum(hi_idx - 1, lo_idx))
+        out = self.by_topic[np.minimum(pos, len(self.by_topic) - 1)]
+        # a topic without videos falls back to a uniform video
+        return np.where(empty, (u * self.world.n_videos).astype(np.int64), out)
+
+    def candidates(self, users: np.ndarray, tfrac: np.ndarray, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct candidate videos (R, n) and their retrieval source index into SOURCES (R, n)."""
+        cfg = self.world.config
+        b = cfg.behaviour
+        n, V, R = cfg.candidates, self.world.n_videos, len(users)
+        M = min(int(np.ceil(n * OVERSAMPLE)), max(n, V))
+        # source of each draw column, interleaved so every prefix has the target mix
+        g = np.mod(np.arange(M) * 0.6180339887498949, 1.0)  # golden-ratio sequence: well mixed
+        src = np.where(g < b.interest_share, 0, np.where(g < b.interest_share + b.popular_share, 1, 2))
+        src = np.ascontiguousarray(np.broadcast_to(src, (R, M)))
+        u = rng.random((R, M))
+        # interest: topic ~ pi_u(t) by inverse CDF, then popularity-weighted video of that topic
+        pi = np.exp(interest_z(self.world, users, tfrac))
+        cdf = np.cumsum(pi / pi.sum(axis=1, keepdims=True), axis=1)
+        ut = rng.random((R, M))
+        topics = np.minimum((cdf[:, None, :] < ut[:, :, None]).sum(axis=2), cfg.topics - 1)
+        draws = (u * V).astype(np.int64)  # uniform random source
+        i_int = src == 0
+        draws[i_int] = self._pick_in_topic(topics[i_int], u[i_int])
+        i_pop = src == 1
+        draws[i_pop] = np.minimum(np.searchsorted(self.cum_pop, u[i_pop] * self.cum_pop[-1], side="right"), V - 1)
+        # keep the first occurrence of each video in draw order
+        order = np.argsort(draws, axis=1, kind="stable")
+        sd = np.take_along_axis(draws, order, axis=1)
+        dup_sorted = np.zeros_like(sd, dtype=bool)
+        dup_sorted[:, 1:] = sd[:, 1:] == sd[:, :-1]
+        dup = np.empty_like(dup_sorted)
+        np.put_along_axis(dup, order, dup_sorted, axis=1)
+        keep = np.argsort(dup, axis=1, kind="stable")[:, :n]
+        cands = np.take_along_axis(draws, keep, axis=1)
+        source = np.take_along_axis(src, keep, axis=1).astype(np.int8)
+        short = np.flatnonzero(np.take_along_axis(dup, keep, axis=1).any(axis=1))
+        for r in short:  # rare: fewer than n distinct draws; top up with uniform videos not yet there
+            have = list(dict.fromkeys(draws[r][~dup[r]].tolist()))
+            pool = np.setdiff1d(np.arange(V), have)
+            extra = rng.choice(pool, size=n - len(have), replace=False)
+            cands[r] = np.concatenate([have, extra])
+            source[r] = np.concatenate([source[r][: len(have)], np.full(n - len(have), 2)])
+        return cands, source
+
+
+def draw_slates(log_w: np.ndarray, is_random: np.ndarray, k: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slates (R, k) as column indices into the candidates, marginal and sequential propensities."""
+    R, n = log_w.shape
+    lw = np.where(is_random[:, None], 0.0, log_w)
+    slates = pl.sample_slates(lw, k, rng)
+    prop = np.full((R, k), 1.0 / n)
+    slot = np.broadcast_to(1.0 / (n - np.arange(k)), (R, k)).copy()
+    rows = np.flatnonzero(~is_random)
+    if len(rows):
+        w = np.exp(lw[rows] - lw[rows].max(axis=1, keepdims=True))
+        prop[rows] = pl.slate_marginals(w, slates[rows])
+        slot[rows] = pl.slot_propensities(w, slates[rows])
+    # a shown item has positive probability; guard against underflow of extreme weights
+    tiny = np.finfo(np.float64).tiny
+    return slates, np.clip(prop, tiny, 1.0), np.clip(slot, tiny, 1.0)

@@ -1,0 +1,301 @@
+"""The static world: topics, users, videos (with titles), comments (with text) and their hidden truth.
+
+Generative model (every distribution; docs/synthetic-world.md has the full account):
+
+Topics k = 1..K (K = 20 by default), each with a hand-written vocabulary (vocab.py).
+
+Users u (ids 0..N-1):
+* interests over topics drift slowly: pi_u(t) = softmax(a_u + t b_u), t = time / logged period in
+  [0, 1), a_u ~ N(0, interest_scale^2 I), b_u ~ N(0, drift_scale^2 I). The centred log-interest
+  z_u(t) = log K + log pi_u(t) enters affinities.
+* a discussion facet phi_u = rho * standardise(a_u) + sqrt(1 - rho^2) * xi_u, xi_u ~ N(0, I): what the
+  user likes to *talk about*; it drives comment opening and comment engagement much more than watching.
+* activity lambda_u ~ LogNormal(log activity_median, activity_sigma^2) sessions per day;
+* comment propensity omega_u ~ Beta(a, b) (most users rarely open comments, a few often);
+* signup day: a share new_user_share signs up uniformly during the logged days, the rest
+  uniformly 1..730 days before.
+
+Videos v (ids 0..V-1): primary topic p_v ~ Uniform(K); secondary topic s_v ~ Uniform(K minus p_v);
+author ~ Uniform(V / videos_per_author authors); quality q_v = sqrt(s) A_author + sqrt(1-s) eps,
+A, eps ~ N(0, 1); duration ~ LogNormal(log 20 s, 0.6^2) clipped to [5, 180] s; popularity
+pop_v = exp(popularity_quality q_v + N(0, 1)). The title has 3..8 words, each a filler with prob. 0.3,
+else a word of the *primary* topic only: the secondary topic never shows in the title.
+
+Comments c under v: count m_v ~ Poisson(comments_per_video * g_v), g_v = sqrt(pop_v) / mean sqrt(pop)
+(capped at 200); topic_c = s_v with prob. comment_secondary_share else p_v; stance ~ Categorical
+(positive, negative, question); text = one stance word + 3..10 words (fillers with prob. 0.3, else
+words of topic_c); quality q_c ~ N(0, 1); like_count ~ Poisson(exp(1.0 + 1.2 q_c + 0.4 log pop_v)).
+Video comment-section quality cq_v = (1 - exp(-m_v / 4)) sigmoid(mean_c q_c + 0.5) (0 without comments).
+
+Logging comment ranking: score_c = log1p(like_count) + 0.5 q_c + N(0, comment_score_noise^2) (fixed per
+comment), Plackett-Luce with weights exp(score_c / comment_temperature); the top
+L = min(m_v, comment_list_size) are shown. Its exact marginals P(c at rank j) are computed once here
+and give the per-comment exposure E_c = sum_j P(c at j) comment_exam_decay^j used by the oracle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.simulate import plackett_luce as pl
+from harness.simulate.config import EPOCH, WorldConfig
+from harness.simulate.vocab import FILLERS, STANCE_WORDS, STANCES, TOPICS, topic_names
+
+CONFIG_FILE = "world/config.json"
+ARRAYS_FILE = "world/arrays.npz"
+FORMAT_VERSION = 1
+MAX_COMMENTS_PER_VIDEO = 200
+
+USER_ARRAYS = ("interest_base", "interest_drift", "discussion", "comment_propensity", "activity",
+               "signup_day")
+VIDEO_ARRAYS = ("primary_topic", "secondary_topic", "quality", "duration_s", "popularity", "author",
+                "comment_quality", "comment_offsets")
+COMMENT_ARRAYS = ("comment_video", "comment_topic", "comment_quality_c", "comment_stance",
+                  "comment_likes", "comment_score", "comment_exposure")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _words(rng: np.random.Generator, topic_ids: np.ndarray, nmin: int, nmax: int, filler_share: float,
+           vocab: list[np.ndarray]) -> list[list[str]]:
+    """Word lists: each word a filler with prob. filler_share, else a word of the row's topic."""
+    n = len(topic_ids)
+    lengths = rng.integers(nmin, nmax + 1, size=n)
+    width = nmax
+    is_filler = rng.random((n, width)) < filler_share
+    u = rng.random((n, width))
+    fill = np.asarray(FILLERS)[(u * len(FILLERS)).astype(np.int64)]
+    out: list[list[str]] = []
+    for i in range(n):
+        words = vocab[topic_ids[i]]
+        topical = words[(u[i] * len(words)).astype(np.int64)]
+        row = np.where(is_filler[i], fill[i], topical)[: lengths[i]]
+        if is_filler[i, : lengths[i]].all():  # keep every text on-topic: at least one topical word
+            row[0] = topical[0]
+        out.append(row.tolist())
+    return out
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (readable by np.load(allow_pickle=False)) with fixed zip timestamps, so identical
+    arrays give identical bytes (np.savez stamps the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            arr = np.ascontiguousarray(arrays[name])
+            if arr.dtype == object:
+                raise TypeError(f"world array {name!r} has dtype object; only numeric arrays are stored")
+            one = io.BytesIO()
+            np.lib.format.write_array(one, arr, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, one.getvalue())
+    return buf.getvalue()
+
+
+@dataclass
+class World:
+    """All hidden parameters of one world; `titles` / `comment_texts` exist only on a freshly built one."""
+
+    config: WorldConfig
+    arrays: dict[str, np.ndarray]
+    titles: list[str] | None = None
+    comment_texts: list[str] | None = None
+    _comment_marginals: np.ndarray | None = field(default=None, repr=False)
+
+    # -- convenience views ---------------------------------------------------------------------
+    def __getattr__(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays")
+        if arrays is not None and name in arrays:
+            return arrays[name]
+        raise AttributeError(name)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.arrays["activity"].shape[0])
+
+    @property
+    def n_videos(self) -> int:
+        return int(self.arrays["duration_s"].shape[0])
+
+    @property
+    def n_comments(self) -> int:
+        return int(self.arrays["comment_video"].shape[0])
+
+    @property
+    def topic_names(self) -> tuple[str, ...]:
+        return topic_names(self.config.topics)
+
+    @property
+    def epoch(self) -> np.datetime64:
+        return np.datetime64(EPOCH, "us")
+
+    @property
+    def experiment_start(self) -> np.datetime64:
+        assert self.config.pre_days is not None
+        return self.epoch + np.timedelta64(self.config.pre_days * 86400 * 10**6, "us")
+
+    # -- build ---------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: WorldConfig) -> World:
+        """Draw a world from `config` (deterministic by config.seed)."""
+        b = config.behaviour
+        ss = np.random.SeedSequence([config.seed, 0x5EED])
+        r_users, r_videos, r_comments, r_text = (np.random.default_rng(s) for s in ss.spawn(4))
+        K, N, V = config.topics, config.users, config.videos
+        a: dict[str, np.ndarray] = {}
+
+        # users
+        base = r_users.normal(0.0, b.interest_scale, size=(N, K))
+        a["interest_base"] = base
+        a["interest_drift"] = r_users.normal(0.0, b.drift_scale, size=(N, K))
+        std = (base - base.mean(axis=1, keepdims=True)) / np.maximum(base.std(axis=1, keepdims=True), 1e-9)
+        rho = b.discussion_corr
+        a["discussion"] = rho * std + np.sqrt(1 - rho**2) * r_users.normal(size=(N, K))
+        a["comment_propensity"] = r_users.beta(b.comment_propensity_a, b.comment_propensity_b, size=N)
+        a["activity"] = np.exp(np.log(b.activity_median) + b.activity_sigma * r_users.normal(size=N))
+        new = r_users.random(N) < b.new_user_share
+        a["signup_day"] = np.where(new, r_users.integers(0, config.days, size=N),
+                                   -r_users.integers(1, 731, size=N)).astype(np.int64)
+
+        # videos
+        primary = r_videos.integers(0, K, size=V)
+        a["primary_topic"] = primary
+        a["secondary_topic"] = (primary + r_videos.integers(1, K, size=V)) % K
+        n_authors = max(1, int(round(V / b.videos_per_author)))
+        author = r_videos.integers(0, n_authors, size=V)
+        a["author"] = author
+        s = b.author_quality_share
+        quality = np.sqrt(s) * r_videos.normal(size=n_authors)[author] + np.sqrt(1 - s) * r_videos.normal(size=V)
+        a["quality"] = quality
+        dur = np.exp(np.log(b.duration_median_s) + b.duration_sigma * r_videos.normal(size=V))
+        a["duration_s"] = np.round(np.clip(dur, b.duration_min_s, b.duration_max_s), 2)
+        a["popularity"] = np.exp(b.popularity_quality * quality + r_videos.normal(size=V))
+
+        # comments (sorted by video)
+        g = np.sqrt(a["popularity"])
+        g = g / g.mean()
+        counts = np.minimum(r_comments.poisson(config.comments_per_video * g), MAX_COMMENTS_PER_VIDEO)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        a["comment_offsets"] = offsets
+        C = int(offsets[-1])
+        cvid = np.repeat(np.arange(V), counts)
+        a["comment_video"] = cvid
+        on_secondary = r_comments.random(C) < b.comment_secondary_share
+        a["comment_topic"] = np.where(on_secondary, a["secondary_topic"][cvid], primary[cvid])
+        qc = r_comments.normal(size=C)
+        a["comment_quality_c"] = qc
+        a["comment_stance"] = r_comments.choice(3, size=C, p=np.asarray(b.stance_probs))
+        lam = np.exp(b.comment_like_base + b.comment_like_quality * qc
+                     + b.comment_like_popularity * np.log(a["popularity"][cvid]))
+        a["comment_likes"] = r_comments.poisson(lam).astype(np.int64)
+        a["comment_score"] = (np.log1p(a["comment_likes"]) + 0.5 * qc
+                              + b.comment_score_noise * r_comments.normal(size=C))
+        qsum = np.bincount(cvid, weights=qc, minlength=V)
+        qmean = np.divide(qsum, counts, out=np.zeros(V), where=counts > 0)
+        a["comment_quality"] = np.where(counts > 0, (1 - np.exp(-counts / 4.0)) * _sigmoid(qmean + 0.5), 0.0)
+
+        world = cls(config=config, arrays=a)
+        marg = world.comment_marginals()
+        decay = b.comment_exam_decay ** np.arange(marg.shape[1])
+        a["comment_exposure"] = marg @ decay
+        world._make_text(r_text)
+        return world
+
+    def _make_text(self, rng: np.random.Generator) -> None:
+        b = self.config.behaviour
+        vocab = [np.asarray(TOPICS[t]) for t in self.topic_names]
+        titles = _words(rng, self.primary_topic, b.title_words_min, b.title_words_max,
+                        b.title_filler_share, vocab)
+        self.titles = [" ".join(w) for w in titles]
+        bodies = _words(rng, self.comment_topic, b.comment_words_min, b.comment_words_max,
+                        b.comment_filler_share, vocab)
+        stance_vocab = [np.asarray(STANCE_WORDS[s]) for s in STANCES]
+        u = rng.random(self.n_comments)
+        st = self.comment_stance
+        texts = []
+        for i, words in enumerate(bodies):
+            sw = stance_vocab[st[i]]
+            first = sw[int(u[i] * len(sw))]
+            texts.append(f"{first} {' '.join(words)}" + ("?" if st[i] == 2 else ""))
+        self.comment_texts = texts
+
+    # -- comment ranking truth -----------------------------------------------------------------
+    def comment_log_weights(self) -> np.ndarray:
+        """Log PL weights of the logging comment ranking, aligned with comment ids, (C,)."""
+        return self.comment_score / self.config.behaviour.comment_temperature
+
+    def comment_marginals(self) -> np.ndarray:
+        """P(comment c at rank j) under the logging comment ranking, (C, comment_list_size).
+
+        Exact (plackett_luce.marginals), computed per group of videos with the same comment count.
+        """
+        if self._comment_marginals is not None:
+            return self._comment_marginals
+        L = self.config.behaviour.comment_list_size
+        off = self.comment_offsets
+        counts = np.diff(off)
+        logw = self.comment_log_weights()
+        out = np.zeros((self.n_comments, L))
+        for m in np.unique(counts[counts > 0]):
+            vids = np.flatnonzero(counts == m)
+            idx = off[vids][:, None] + np.arange(m)[None, :]  # (n_v, m) comment ids
+            lw = logw[idx]
+            w = np.exp(lw - lw.max(axis=1, keepdims=True))
+            k = int(min(m, L))
+            out[idx, :k] = pl.marginals(w, k)
+        self._comment_marginals = out
+        return out
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_files(self) -> dict[str, bytes]:
+        """The world as extra files of a log dataset: JSON config + arrays (.npz, no pickle)."""
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "seed": self.config.seed,
+            "epoch": EPOCH,
+            "pre_days": self.config.pre_days,
+            "days": self.config.days,
+            "experiment_start": str(self.experiment_start),
+            "topics": list(self.topic_names),
+            "ids": "user_id, video_id and comment_id equal the row index of the arrays",
+        }
+        return {CONFIG_FILE: json.dumps(meta, indent=2, sort_keys=True).encode(),
+                ARRAYS_FILE: _npz_bytes(self.arrays)}
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> World:
+        for name in (CONFIG_FILE, ARRAYS_FILE):
+            if name not in files:
+                raise FileNotFoundError(f"{name} missing: the dataset was not written by `harness simulate`")
+        meta = json.loads(files[CONFIG_FILE])
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"world format version {meta.get('format_version')} != {FORMAT_VERSION}; "
+                             "regenerate the dataset with this version of `harness simulate`")
+        config = WorldConfig.from_dict(meta["config"])
+        with np.load(io.BytesIO(files[ARRAYS_FILE]), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        missing = set(USER_ARRAYS + VIDEO_ARRAYS + COMMENT_ARRAYS) - set(arrays)
+        if missing:
+            raise ValueError(f"world arrays missing: {sorted(missing)}")
+        return cls(config=config, arrays=arrays)
+
+    @classmethod
+    def load(cls, path: Path | str) -> World:
+        """Rebuild the world from a dataset written by `harness simulate` (Parquet folder or DuckDB)."""
+        from harness.logs.store import LogStore
+
+        with LogStore.open(Path(path), validate=False) as store:
+            names = set(store.extra_file_names)
+            files = {n: store.extra_file(n) for n in (CONFIG_FILE, ARRAYS_FILE) if n in names}
+        return cls.from_files(files)

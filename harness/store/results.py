@@ -1,0 +1,533 @@
+"""`ResultsStore`: the DuckDB results database of runs, unit metrics, lifts, checks, gates and rankings.
+
+Guarantees (tested in tests/harness/test_store*.py):
+- Every write is one transaction on a fresh connection (`connection.write_transaction`): a run that
+  raises or is killed mid-write leaves the database exactly as before the write.
+- Writing a run's results *replaces* that run's rows in every table it is given, so re-running never
+  duplicates rows. `create_run(run_id=..., replace=True)` wipes a run and starts it afresh; without
+  `replace`, an unfinished ('running' / 'failed') run with the same inputs is *resumed* (its unit-metric
+  batches written by `append_unit_metrics` are kept), and a complete one is refused.
+- No connection outlives a call, and both reads and writes retry while another process holds the file
+  lock, so the dashboard can read while a replay writes (docs/results-store.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from harness.store import rows as R
+from harness.store.connection import RetryPolicy, read_connection, write_transaction
+from harness.store.errors import (
+    InvalidResultsError,
+    RunExistsError,
+    SchemaVersionError,
+    StoreError,
+    UnknownRunError,
+)
+from harness.store.schema import (
+    ALL_TABLES,
+    CHECKS,
+    GATE_DECISIONS_TABLE,
+    HETEROGENEITY,
+    LIFTS,
+    POWER,
+    RANKING_METRICS,
+    RESULT_TABLES,
+    RUN_KINDS,
+    RUNS,
+    SCHEMA_VERSION,
+    UNIT_ATTRIBUTES,
+    UNIT_METRICS,
+    Table,
+)
+
+DEFAULT_DB_NAME = "harness.duckdb"
+DB_ENV_VAR = "HARNESS_DB"
+_RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_RESUME_FIELDS = ("kind", "control", "treatment", "data_fingerprint", "seed", "config", "checkpoint_digests")
+
+
+def default_db_path() -> Path:
+    """`$HARNESS_DB` if set, else `harness.duckdb` in the working directory."""
+    env = os.environ.get(DB_ENV_VAR)
+    return Path(env) if env else Path.cwd() / DEFAULT_DB_NAME
+
+
+def new_run_id(kind: str, now: datetime | None = None) -> str:
+    """A short readable id: kind prefix, UTC time to the second, 4 random hex digits ('ana-20250301-142501-3fa2')."""
+    now = now or datetime.now(UTC)
+    return f"{kind[:3]}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def validate_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not 1 <= len(run_id) <= 64 or not set(run_id) <= _RUN_ID_CHARS:
+        raise InvalidResultsError(
+            f"run id {run_id!r} is invalid: use 1-64 characters from letters, digits, '.', '_' and '-'"
+        )
+    return run_id
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Installed package version plus the git commit of the source tree ('.dirty' with local changes).
+
+    Cached per process: the code a process runs does not change under it, and `git` costs ~20 ms.
+    """
+    try:
+        version = metadata.version("lsvcr-harness")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    src = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{sha}{'.dirty' if dirty else ''}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # TIMESTAMP columns hold naive UTC
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, run_id: str, frame: pd.DataFrame) -> None:
+    """Insert `frame` (without run_id) into `table` for `run_id`, matching columns by name."""
+    if frame.empty:
+        return
+    frame = frame.copy()
+    frame.insert(0, "run_id", run_id)
+    con.register("_harness_rows", frame)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _harness_rows")
+    finally:
+        con.unregister("_harness_rows")
+
+
+class ResultsStore:
+    """Typed access to one results database file; holds no connection between calls.
+
+    `lock_timeout_s` bounds how long a call waits for another process's lock before StoreLockedError.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, lock_timeout_s: float = 30.0) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.retry = RetryPolicy(timeout_s=lock_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ connections and schema
+    @contextmanager
+    def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not self.path.parent.exists():
+            raise StoreError(f"folder {self.path.parent} for the results database does not exist; create it first")
+        with write_transaction(self.path, self.retry) as con:
+            self._ensure_schema(con)
+            yield con
+
+    @contextmanager
+    def _read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        with read_connection(self.path, self.retry) as con:
+            if con is not None and self._stored_version(con) is None:
+                yield None  # an empty file: nothing written yet
+                return
+            yield con
+
+    def _stored_version(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        }
+        if "schema_version" not in tables:
+            if tables:
+                raise SchemaVersionError(
+                    f"{self.path} is not a harness results database (it has tables {sorted(tables)} but no "
+                    "schema_version); pass another --db path"
+                )
+            return None
+        version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
+        if version is None or version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has results-schema version {version}, but this harness knows versions up to "
+                f"{SCHEMA_VERSION}; upgrade the harness or use another --db path"
+            )
+        return int(version)
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        version = self._stored_version(con)
+        if version == SCHEMA_VERSION:
+            return
+        # version is None: a new database. (Migrations from older versions go here when there are any.)
+        for table in ALL_TABLES:
+            con.execute(table.ddl())
+        con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, _utcnow()])
+
+    def schema_version(self) -> int | None:
+        """The database's schema version, or None when it does not exist yet."""
+        with self._read() as con:
+            return None if con is None else self._stored_version(con)
+
+    @staticmethod
+    def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+        cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        rows = cur.fetchall()  # fetch to the end: DuckDB 2 refuses new work on a half-read result
+        if not rows:
+            return None
+        return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
+
+    def _require_run(self, con: duckdb.DuckDBPyConnection | None, run_id: str) -> dict[str, Any]:
+        row = None if con is None else self._run_row(con, run_id)
+        if row is None:
+            raise UnknownRunError(
+                f"no run {run_id!r} in {self.path}; list the runs with `harness runs list --db {self.path}`"
+            )
+        return row
+
+    # ------------------------------------------------------------------ writes
+    def create_run(
+        self,
+        *,
+        kind: str,
+        control: str | None,
+        treatment: str | None,
+        config: dict[str, Any],
+        seed: int,
+        data_fingerprint: str,
+        checkpoint_digests: dict[str, str] | None = None,
+        run_id: str | None = None,
+        replace: bool = False,
+        notes: str | None = None,
+    ) -> str:
+        """Register a run with status 'running' and return its id (generated when not given).
+
+        An existing id is replaced (`replace=True`: all its rows deleted in the same transaction),
+        resumed (status 'running'/'failed' and identical kind, arms, data, seed, config and digests),
+        or refused with RunExistsError.
+        """
+        if kind not in RUN_KINDS:
+            raise InvalidResultsError(f"run kind must be one of {', '.join(RUN_KINDS)}, got {kind!r}")
+        if not isinstance(config, dict):
+            raise InvalidResultsError(f"config must be a dict, got {type(config).__name__}")
+        if isinstance(seed, bool) or not isinstance(R.plain(seed), int):
+            raise InvalidResultsError(f"seed must be an integer, got {seed!r}")
+        if not data_fingerprint:
+            raise InvalidResultsError("data_fingerprint is required (e.g. the sha256 of the input file)")
+        run_id = validate_run_id(run_id) if run_id is not None else new_run_id(kind)
+        now = _utcnow()
+        record = {
+            "run_id": run_id,
+            "created_at": now,
+            "updated_at": now,
+            "kind": kind,
+            "control": control,
+            "treatment": treatment,
+            "checkpoint_digests": R.to_json(checkpoint_digests or {}),
+            "data_fingerprint": data_fingerprint,
+            "seed": int(R.plain(seed)),
+            "config": R.to_json(config),
+            "summary": None,
+            "status": "running",
+            "code_version": code_version(),
+            "notes": notes,
+            "error": None,
+        }
+        with self._write() as con:
+            existing = self._run_row(con, run_id)
+            if existing is not None and not replace:
+                self._check_resumable(existing, record)
+                con.execute(
+                    "UPDATE runs SET status = 'running', error = NULL, updated_at = ? WHERE run_id = ?",
+                    [now, run_id],
+                )
+                return run_id
+            if existing is not None:
+                for table in (*RESULT_TABLES, RUNS):
+                    con.execute(f"DELETE FROM {table.name} WHERE run_id = ?", [run_id])
+            _insert(con, "runs", run_id, pd.DataFrame([record]).drop(columns="run_id"))
+        return run_id
+
+    def _check_resumable(self, existing: dict[str, Any], record: dict[str, Any]) -> None:
+        run_id = record["run_id"]
+        if existing["status"] == "complete":
+            raise RunExistsError(
+                f"run {run_id!r} already exists and is complete; pass replace=True (CLI: --replace) to "
+                "overwrite it, or choose another run id"
+            )
+        differ = [f for f in _RESUME_FIELDS if existing[f] != record[f]]
+        if differ:
+            raise RunExistsError(
+                f"run {run_id!r} exists ({existing['status']}) with different {', '.join(differ)}; it cannot "
+                "be resumed with these inputs. Pass replace=True (CLI: --replace) or choose another run id"
+            )
+
+    def append_unit_metrics(self, run_id: str, unit_metrics: pd.DataFrame) -> int:
+        """Add (or overwrite) one batch of units of a running run, in one transaction; returns the unit count.
+
+        Units already stored for this run are overwritten, so re-sending a batch after a crash
+        never duplicates rows. Pair with `unit_ids(run_id)` to skip finished units when resuming.
+        """
+        metrics, attrs = R.split_unit_frame(unit_metrics)
+        with self._write() as con:
+            run = self._require_run(con, run_id)
+            if run["status"] == "complete":
+                raise RunExistsError(f"run {run_id!r} is complete; its unit metrics can no longer be appended")
+            self._replace_units(con, run_id, metrics, attrs, only_these_units=True)
+        return int(len(unit_metrics))
+
+    def write_results(
+        self,
+        run_id: str,
+        *,
+        unit_metrics: pd.DataFrame | None = None,
+        lifts: Any = None,
+        checks: Any = None,
+        heterogeneity: Any = None,
+        power: Any = None,
+        gate: Any = None,
+        gate_digest: str | None = None,
+        ranking_metrics: Any = None,
+        summary: dict[str, Any] | None = None,
+        status: str = "complete",
+    ) -> None:
+        """Write a run's results and its status in ONE transaction.
+
+        Each argument that is not None replaces that table's rows for the run (None leaves them as they
+        are, e.g. unit metrics appended batch by batch). All inputs are validated before the
+        transaction starts; any failure inside it rolls everything back.
+        """
+        if summary is not None and not isinstance(summary, dict):
+            raise InvalidResultsError(f"summary must be a dict, got {type(summary).__name__}")
+        if status not in ("running", "complete"):
+            raise InvalidResultsError(f"status must be 'running' or 'complete' (use fail_run for failures), got {status!r}")
+        units = R.split_unit_frame(unit_metrics) if unit_metrics is not None else None
+        tables = [
+            (table, parse(given))
+            for table, parse, given in (
+                (LIFTS, R.lift_rows, lifts),
+                (CHECKS, R.check_rows, checks),
+                (HETEROGENEITY, R.heterogeneity_rows, heterogeneity),
+                (POWER, R.power_rows, power),
+                (RANKING_METRICS, R.ranking_rows, ranking_metrics),
+            )
+            if given is not None
+        ]
+        gate_parsed = R.gate_rows(gate) if gate is not None else None
+        with self._write() as con:
+            self._require_run(con, run_id)
+            if units is not None:
+                self._replace_units(con, run_id, *units, only_these_units=False)
+            for table, table_rows in tables:
+                self._replace_rows(con, run_id, table, table_rows)
+            if gate_parsed is not None:
+                self._replace_gate(con, run_id, *gate_parsed, gate_digest=gate_digest)
+            if summary is not None:
+                con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [R.to_json(summary), run_id])
+            con.execute(
+                "UPDATE runs SET status = ?, error = NULL, updated_at = ? WHERE run_id = ?",
+                [status, _utcnow(), run_id],
+            )
+
+    def set_gate(self, run_id: str, gate: Any, *, gate_digest: str | None = None) -> None:
+        """Store (replacing any earlier) gate decision of a run, e.g. from `harness gate`."""
+        decision, rules = R.gate_rows(gate)
+        with self._write() as con:
+            self._require_run(con, run_id)
+            self._replace_gate(con, run_id, decision, rules, gate_digest=gate_digest)
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a run failed with the reason; its results (if any) are left as the last commit left them."""
+        with self._write() as con:
+            self._require_run(con, run_id)
+            con.execute(
+                "UPDATE runs SET status = 'failed', error = ?, updated_at = ? WHERE run_id = ?",
+                [str(error), _utcnow(), run_id],
+            )
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run and all its rows."""
+        with self._write() as con:
+            self._require_run(con, run_id)
+            for table in (*RESULT_TABLES, RUNS):
+                con.execute(f"DELETE FROM {table.name} WHERE run_id = ?", [run_id])
+
+    @contextmanager
+    def recording(self, run_id: str) -> Iterator[str]:
+        """Context manager: if the block raises (or is interrupted), mark the run failed, then re-raise."""
+        try:
+            yield run_id
+        except BaseException as exc:
+            with suppress(StoreError, duckdb.Error):
+                self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            raise
+
+    # The _replace_* steps are separate methods so tests can inject a failure between them.
+    def _replace_units(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        run_id: str,
+        metrics: pd.DataFrame,
+        attrs: pd.DataFrame,
+        *,
+        only_these_units: bool,
+    ) -> None:
+        batch = pd.DataFrame({"unit_id": pd.concat([metrics["unit_id"], attrs["unit_id"]]).unique()})
+        for table, frame in ((UNIT_METRICS, metrics), (UNIT_ATTRIBUTES, attrs)):
+            if only_these_units:
+                con.register("_harness_batch", batch)
+                try:
+                    con.execute(
+                        f"DELETE FROM {table.name} WHERE run_id = ? AND unit_id IN (SELECT unit_id FROM _harness_batch)",
+                        [run_id],
+                    )
+                finally:
+                    con.unregister("_harness_batch")
+            else:
+                con.execute(f"DELETE FROM {table.name} WHERE run_id = ?", [run_id])
+            _insert(con, table.name, run_id, frame)
+
+    def _replace_rows(
+        self, con: duckdb.DuckDBPyConnection, run_id: str, table: Table, rows: list[dict[str, Any]]
+    ) -> None:
+        con.execute(f"DELETE FROM {table.name} WHERE run_id = ?", [run_id])
+        _insert(con, table.name, run_id, pd.DataFrame(rows, columns=table.column_names[1:]))
+
+    def _replace_gate(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        run_id: str,
+        decision: str,
+        rules: list[dict[str, Any]],
+        *,
+        gate_digest: str | None,
+    ) -> None:
+        frame = pd.DataFrame(rules, columns=["treatment", *R.GATE_RULE_FIELDS]).astype({"passed": "boolean"})
+        frame.insert(0, "decision", decision)
+        frame["gate_digest"] = gate_digest
+        frame["evaluated_at"] = _utcnow()
+        con.execute("DELETE FROM gate_decisions WHERE run_id = ?", [run_id])
+        _insert(con, GATE_DECISIONS_TABLE.name, run_id, frame)
+
+    # ------------------------------------------------------------------ reads
+    def _query(self, sql: str, params: list[Any], columns: list[str], run_id: str | None = None) -> pd.DataFrame:
+        with self._read() as con:
+            if run_id is not None:
+                self._require_run(con, run_id)
+            if con is None:
+                return pd.DataFrame(columns=columns)
+            return con.execute(sql, params).df()
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, oldest first, with their gate decision (null when none) and number of lift rows."""
+        sql = (
+            "SELECT r.*, g.decision, coalesce(l.n, 0) AS n_lifts FROM runs r "
+            "LEFT JOIN (SELECT run_id, any_value(decision) AS decision FROM gate_decisions GROUP BY run_id) g "
+            "USING (run_id) "
+            "LEFT JOIN (SELECT run_id, count(*) AS n FROM lifts GROUP BY run_id) l USING (run_id) "
+            "ORDER BY r.created_at, r.run_id"
+        )
+        return self._query(sql, [], [*RUNS.column_names, "decision", "n_lifts"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run as a dict, with `config`, `summary` and `checkpoint_digests` parsed from JSON."""
+        with self._read() as con:
+            row = self._require_run(con, run_id)
+        row["config"] = json.loads(row["config"])
+        row["checkpoint_digests"] = json.loads(row["checkpoint_digests"] or "{}")
+        row["summary"] = json.loads(row["summary"]) if row["summary"] else {}
+        return row
+
+    def _table(self, table: Table, run_id: str) -> pd.DataFrame:
+        return self._query(
+            f"SELECT * EXCLUDE (run_id) FROM {table.name} WHERE run_id = ?", [run_id], table.column_names[1:], run_id
+        )
+
+    def lifts(self, run_id: str) -> pd.DataFrame:
+        """The run's lift rows in the order they were written (LiftResult fields; `extra` is JSON text)."""
+        return self._table(LIFTS, run_id)
+
+    def checks(self, run_id: str) -> pd.DataFrame:
+        """The run's trust checks (CheckResult fields plus `status`)."""
+        return self._table(CHECKS, run_id)
+
+    def heterogeneity(self, run_id: str) -> pd.DataFrame:
+        return self._table(HETEROGENEITY, run_id)
+
+    def power(self, run_id: str) -> pd.DataFrame:
+        return self._table(POWER, run_id)
+
+    def gate_decisions(self, run_id: str) -> pd.DataFrame:
+        """One row per gate rule (all carry the decision); empty when the run has no gate decision."""
+        return self._table(GATE_DECISIONS_TABLE, run_id)
+
+    def ranking_metrics(self, run_id: str | None = None) -> pd.DataFrame:
+        """Offline ranking metrics of one run, or of all runs (with run_id) when run_id is None."""
+        if run_id is None:
+            return self._query("SELECT * FROM ranking_metrics", [], RANKING_METRICS.column_names)
+        return self._table(RANKING_METRICS, run_id)
+
+    def unit_ids(self, run_id: str) -> set[str]:
+        """Ids (as text) of the units stored for a run, e.g. to skip them when resuming a replay."""
+        frame = self._query(
+            "SELECT DISTINCT unit_id FROM unit_metrics WHERE run_id = ? "
+            "UNION SELECT DISTINCT unit_id FROM unit_attributes WHERE run_id = ?",
+            [run_id, run_id], ["unit_id"], run_id,
+        )
+        return set(frame["unit_id"])
+
+    def unit_metrics(self, run_id: str, *, wide: bool = True) -> pd.DataFrame:
+        """The run's per-unit values: wide (unit_id, arm, metric columns..., attribute columns...) or long.
+
+        Unit ids come back as text; units and columns keep the order they were written in. The pivot
+        runs inside DuckDB (one `max(value) FILTER (WHERE metric = ...)` per column), about ten times
+        faster than pandas' pivot on a million values.
+        """
+        with self._read() as con:
+            self._require_run(con, run_id)
+            if not wide:
+                return con.execute(
+                    "SELECT unit_id, arm, metric, value FROM unit_metrics WHERE run_id = ? ORDER BY rowid",
+                    [run_id],
+                ).df()
+            parts, params, names = [], [], []
+            for table, key in ((UNIT_METRICS, "metric"), (UNIT_ATTRIBUTES, "attribute")):
+                cols = [r[0] for r in con.execute(
+                    f"SELECT {key} FROM {table.name} WHERE run_id = ? GROUP BY {key} ORDER BY min(rowid)", [run_id]
+                ).fetchall()]
+                if not cols:
+                    continue
+                select = ", ".join(f"max(value) FILTER (WHERE {key} = ?) AS c{len(names) + i}" for i in range(len(cols)))
+                parts.append(f"(SELECT unit_id, arm, min(rowid) AS pos, {select} FROM {table.name} "
+                             "WHERE run_id = ? GROUP BY unit_id, arm)")
+                params += [*cols, run_id]
+                names += cols
+            if not parts:
+                return pd.DataFrame(columns=["unit_id", "arm"])
+            source = parts[0] if len(parts) == 1 else f"{parts[0]} AS m FULL JOIN {parts[1]} AS a USING (unit_id, arm)"
+            pos = "pos" if len(parts) == 1 else "coalesce(m.pos, a.pos)"
+            value_cols = ", ".join(f"c{i}" for i in range(len(names)))
+            frame = con.execute(
+                f"SELECT unit_id, arm, {value_cols} FROM {source} ORDER BY {pos}", params
+            ).df()
+        frame.columns = ["unit_id", "arm", *names]
+        return frame

@@ -1,0 +1,274 @@
+"""The results-database schema: every table and column with its meaning, in one place.
+
+The store (`harness.store.results`), the CLI and the dashboard take their column lists from here, so
+the contract in DESIGN.md "Results (output)" has one source of truth. Bump `SCHEMA_VERSION` and add a
+migration in `ResultsStore` whenever a table changes; a database written by a newer harness is refused
+rather than misread.
+
+Layout choices (see docs/results-store.md):
+- `unit_metrics` is *long* (run_id, unit_id, arm, metric, value): runs carry different metric sets
+  (analyze takes any table, replay its four metrics plus covariates), and a long table needs no DDL per
+  run. Non-numeric per-unit columns (segments) go to `unit_attributes` in the same long form. Unit ids
+  are stored as text so integer and string ids share one column.
+- `lifts`, `checks`, `heterogeneity` and `power` mirror the analysis layer's result dataclasses
+  (analysis/results.py) field for field, so the CLI, `--json`, the database and the dashboard read the
+  same names; fields the analysis layer adds later are kept, losslessly, in the JSON column `extra`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+RUN_KINDS = ("analyze", "replay", "evaluate")
+RUN_STATUSES = ("running", "complete", "failed")
+GATE_DECISIONS = ("SHIP", "NO_SHIP", "INCONCLUSIVE")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    meaning: str
+    primary_key: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = [f"\"{c.name}\" {c.sql_type}" for c in self.columns]
+        if self.primary_key:
+            cols.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+C = Column
+
+RUNS = Table(
+    "runs",
+    (
+        C("run_id", "VARCHAR NOT NULL", "short readable id, e.g. 'ana-20250301-142501-3fa2'"),
+        C("created_at", "TIMESTAMP NOT NULL", "UTC time the run was created"),
+        C("updated_at", "TIMESTAMP NOT NULL", "UTC time of the last status change"),
+        C("kind", "VARCHAR NOT NULL", "'analyze' | 'replay' | 'evaluate'"),
+        C("control", "VARCHAR", "control arm / model name"),
+        C("treatment", "VARCHAR", "treatment arm / model name"),
+        C("checkpoint_digests", "VARCHAR", "JSON object: model name -> sha256 of its checkpoint"),
+        C("data_fingerprint", "VARCHAR NOT NULL", "sha256 of the input data (file bytes or log tables)"),
+        C("seed", "BIGINT NOT NULL", "seed of every random choice in the run"),
+        C("config", "VARCHAR NOT NULL", "JSON object: the full configuration the run used"),
+        C("summary", "VARCHAR", "JSON object: run-level results (arm counts, treatments, SRM passed, ...)"),
+        C("status", "VARCHAR NOT NULL", "'running' | 'complete' | 'failed'"),
+        C("code_version", "VARCHAR", "package version plus git commit ('+dirty' if uncommitted changes)"),
+        C("notes", "VARCHAR", "free text from the analyst"),
+        C("error", "VARCHAR", "why the run failed (null unless status = 'failed')"),
+    ),
+    "one row per analysis / replay / evaluation run",
+    primary_key=("run_id",),
+)
+
+UNIT_METRICS = Table(
+    "unit_metrics",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("unit_id", "VARCHAR NOT NULL", "randomisation unit (user) id, as text"),
+        C("arm", "VARCHAR NOT NULL", "the arm the unit was in"),
+        C("metric", "VARCHAR NOT NULL", "metric or covariate name (e.g. watch_time_s, watch_time_s_pre)"),
+        C("value", "DOUBLE", "the unit's value (booleans as 0/1)"),
+    ),
+    "per-unit metric values, long: one row per (run, unit, arm, metric)",
+)
+
+UNIT_ATTRIBUTES = Table(
+    "unit_attributes",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("unit_id", "VARCHAR NOT NULL", "randomisation unit id, as text"),
+        C("arm", "VARCHAR NOT NULL", "the arm the unit was in"),
+        C("attribute", "VARCHAR NOT NULL", "non-numeric per-unit column, e.g. a segment (activity_level)"),
+        C("value", "VARCHAR", "the unit's value, as text"),
+    ),
+    "per-unit non-numeric columns (segments), long: one row per (run, unit, arm, attribute)",
+)
+
+# Mirrors analysis.results.LiftResult field for field (same names everywhere: CLI, --json, database,
+# dashboard). Fields the analysis layer adds later land in `extra` until the schema version is bumped;
+# tests/harness/test_store.py checks that every LiftResult field has a home here.
+LIFTS = Table(
+    "lifts",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("kind", "VARCHAR", "'mean' | 'proportion' | 'ratio'"),
+        C("segment", "VARCHAR NOT NULL", "'all' or the segment column"),
+        C("segment_value", "VARCHAR NOT NULL", "'all' or the segment level"),
+        C("control", "VARCHAR", "control arm"),
+        C("treatment", "VARCHAR", "treatment arm"),
+        C("n_control", "BIGINT", "units in control"),
+        C("n_treatment", "BIGINT", "units in treatment"),
+        C("control_mean", "DOUBLE", "metric value in control"),
+        C("treatment_mean", "DOUBLE", "metric value in treatment"),
+        C("abs_diff", "DOUBLE NOT NULL", "absolute lift: treatment - control"),
+        C("abs_se", "DOUBLE", "standard error of the absolute lift"),
+        C("abs_ci_low", "DOUBLE", "lower confidence bound of the absolute lift"),
+        C("abs_ci_high", "DOUBLE", "upper confidence bound of the absolute lift"),
+        C("rel_diff", "DOUBLE", "relative lift: treatment / control - 1 (null when undefined)"),
+        C("rel_ci_low", "DOUBLE", "lower confidence bound of the relative lift"),
+        C("rel_ci_high", "DOUBLE", "upper confidence bound of the relative lift"),
+        C("rel_undefined_reason", "VARCHAR", "why the relative lift is null"),
+        C("p_value", "DOUBLE", "two-sided p-value for no difference"),
+        C("p_value_adjusted", "DOUBLE", "p-value after the multiple-testing correction"),
+        C("significant", "BOOLEAN", "adjusted p-value below alpha"),
+        C("df", "DOUBLE", "degrees of freedom of the t reference (inf for z)"),
+        C("method", "VARCHAR", "'welch' | 'z' | 'paired-t' | 'paired-z'"),
+        C("relative_ci_method", "VARCHAR", "'delta' | 'log' | 'fieller'"),
+        C("ci_method", "VARCHAR", "'normal' | 'bootstrap-percentile' | 'bootstrap-bca' | 'bootstrap-poisson'"),
+        C("cuped", "VARCHAR", "'none' | 'single' | 'multi'"),
+        C("covariates", "VARCHAR", "comma-separated covariate columns used"),
+        C("variance_reduction", "DOUBLE", "1 - Var(adjusted diff) / Var(unadjusted diff); 0 without CUPED"),
+        C("alpha", "DOUBLE", "significance level"),
+        C("correction", "VARCHAR", "'none' | 'holm' | 'bh'"),
+        C("correction_scope", "VARCHAR", "'metric' | 'all'"),
+        C("seq_ci_low", "DOUBLE", "always-valid (confidence-sequence) lower bound at this look"),
+        C("seq_ci_high", "DOUBLE", "always-valid upper bound"),
+        C("seq_p_value", "DOUBLE", "always-valid p-value"),
+        C("winsorized", "VARCHAR", "'' or a description of the caps applied"),
+        C("notes", "VARCHAR", "remarks (degenerate cases, dropped units, ...)"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "one row per (run, metric, segment level, treatment): the analysis layer's LiftResult",
+)
+
+# Mirrors analysis.results.CheckResult, plus `status` ('pass' | 'warn' | 'fail') derived from
+# `passed` and `severity` so readers need not re-derive it.
+CHECKS = Table(
+    "checks",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("check", "VARCHAR NOT NULL", "trust check name, e.g. 'srm', 'min_sample', 'heavy_tail'"),
+        C("status", "VARCHAR NOT NULL", "'pass' | 'warn' (failed, severity below error) | 'fail'"),
+        C("metric", "VARCHAR", "metric the check is about; '' for the whole experiment"),
+        C("segment", "VARCHAR", "segment the check is about"),
+        C("passed", "BOOLEAN", "whether the check passed"),
+        C("severity", "VARCHAR", "'error' | 'warning' | 'info'"),
+        C("statistic", "DOUBLE", "test statistic"),
+        C("p_value", "DOUBLE", "p-value, where the check is a test"),
+        C("threshold", "DOUBLE", "threshold the statistic or p-value is compared with"),
+        C("message", "VARCHAR", "human-readable explanation"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "trust checks of a run (sample-ratio mismatch, minimum sample, heavy tails, ...)",
+)
+
+# Mirrors analysis.results.HeterogeneityResult.
+HETEROGENEITY = Table(
+    "heterogeneity",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("treatment", "VARCHAR", "treatment arm"),
+        C("segment", "VARCHAR NOT NULL", "segment column"),
+        C("n_levels", "BIGINT", "levels compared"),
+        C("q_stat", "DOUBLE", "Cochran's Q"),
+        C("df", "BIGINT", "degrees of freedom (levels - 1)"),
+        C("p_value", "DOUBLE", "p-value of Q against chi-square(df)"),
+        C("i2", "DOUBLE", "Higgins' I^2 = max(0, (Q - df) / Q)"),
+        C("notes", "VARCHAR", "remarks"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "one row per (run, metric, segment column): does the lift differ between levels?",
+)
+
+# Mirrors analysis.results.PowerResult.
+POWER = Table(
+    "power",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("treatment", "VARCHAR", "treatment arm"),
+        C("n_control", "BIGINT", "units in control"),
+        C("n_treatment", "BIGINT", "units in treatment"),
+        C("sd", "DOUBLE", "per-unit standard deviation (linearised for ratios), pooled over arms"),
+        C("variance_reduction", "DOUBLE", "variance removed by CUPED"),
+        C("alpha", "DOUBLE", "two-sided level"),
+        C("power", "DOUBLE", "target power"),
+        C("mde_abs", "DOUBLE", "minimum detectable absolute effect"),
+        C("mde_rel", "DOUBLE", "minimum detectable relative effect"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "minimum detectable effect per metric at the observed sample",
+)
+
+GATE_DECISIONS_TABLE = Table(
+    "gate_decisions",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("decision", "VARCHAR NOT NULL", "'SHIP' | 'NO_SHIP' | 'INCONCLUSIVE' (repeated on each rule row)"),
+        C("treatment", "VARCHAR", "the treatment arm the gate judged"),
+        C("rule", "VARCHAR", "'primary' | 'guardrail' | 'srm' | 'min_sample'; null on the row of a gate without rules"),
+        C("metric", "VARCHAR", "metric the rule reads ('' for srm / min_sample)"),
+        C("passed", "BOOLEAN", "whether the rule passed"),
+        C("outcome", "VARCHAR", "'pass' | 'fail' | 'inconclusive'"),
+        C("reason", "VARCHAR", "why, in words"),
+        C("gate_digest", "VARCHAR", "sha256 of the gate config that was evaluated"),
+        C("evaluated_at", "TIMESTAMP NOT NULL", "UTC time of the evaluation"),
+    ),
+    "the launch-gate decision of a run, one row per rule; re-evaluating replaces it",
+)
+
+RANKING_METRICS = Table(
+    "ranking_metrics",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run ('evaluate' kind)"),
+        C("model", "VARCHAR NOT NULL", "model name"),
+        C("task", "VARCHAR NOT NULL", "'video' | 'comment'"),
+        C("split", "VARCHAR NOT NULL", "'valid' | 'test'"),
+        C("metric", "VARCHAR NOT NULL", "e.g. 'ndcg@5', 'recall@10', 'mrr@10'"),
+        C("value", "DOUBLE", "metric value"),
+        C("seed", "BIGINT", "seed of the evaluation (negative sampling)"),
+    ),
+    "offline ranking metrics of the models",
+)
+
+SCHEMA_VERSION_TABLE = Table(
+    "schema_version",
+    (
+        C("version", "INTEGER NOT NULL", "schema version of this database"),
+        C("applied_at", "TIMESTAMP NOT NULL", "UTC time it was created or migrated"),
+    ),
+    "the schema version (one row)",
+)
+
+# Tables holding a run's results: deleted together when a run is replaced.
+RESULT_TABLES: tuple[Table, ...] = (
+    UNIT_METRICS,
+    UNIT_ATTRIBUTES,
+    LIFTS,
+    CHECKS,
+    HETEROGENEITY,
+    POWER,
+    GATE_DECISIONS_TABLE,
+    RANKING_METRICS,
+)
+ALL_TABLES: tuple[Table, ...] = (RUNS, *RESULT_TABLES, SCHEMA_VERSION_TABLE)
+
+
+
+def sql_kind(column: Column) -> str:
+    """'text' | 'float' | 'int' | 'bool' | 'timestamp': how the store validates a value for the column."""
+    base = column.sql_type.split()[0]
+    return {"VARCHAR": "text", "DOUBLE": "float", "BIGINT": "int", "INTEGER": "int", "BOOLEAN": "bool",
+            "TIMESTAMP": "timestamp"}[base]
+
+
+def is_required(column: Column) -> bool:
+    return "NOT NULL" in column.sql_type

@@ -1,0 +1,170 @@
+"""`lsvcr` as a `Recommender` (models/adapters.py): one causal pass per user, checkpoint I/O.
+
+`score_videos` / `score_comments` encode each user's two histories once (`LSVCRSR.encode`) and read
+every query from the per-event states with time masks, so the scores equal scoring each query on its
+own history truncated to events before the query time (`*_naive`, the reference used in tests).
+Candidate item vectors are computed once per distinct candidate in the batch (the text MLP is the
+expensive part), and scores are assembled in query chunks so memory stays bounded for long replays.
+
+Checkpoint folder (written by `models.checkpoint.save_checkpoint`, never pickle):
+`config.json` (kind "lsvcr", hyperparameters = the full `LSVCRConfig`, stage timings and validation
+metrics, catalogue digest, data fingerprint, seed, code version), `model.safetensors` (the SR model:
+text MLP, adapter, ID table, gate, encoders, heads), `text_embeddings.safetensors` (the tuned LM's
+embeddings of every title and comment, float16), `catalogue.safetensors`.
+
+Cold videos: a video that never occurs in the training histories keeps a zero ID row (stage 2 holds it
+at zero), so its item vector is the text-only A t(title); a video without a title and without an ID
+scores 0 (cosine with a zero vector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.batch import CommentQuery, UserHistories, VideoQuery, visible_count
+from models.catalogue import Catalogue
+from models.checkpoint import CheckpointError, check_state_shapes, load_checkpoint, save_checkpoint
+from models.lsvcr.config import LSVCRConfig
+from models.lsvcr.sr_model import LSVCRSR, States
+from models.lsvcr.text import TEXT_FILE, TextTables
+
+KIND = "lsvcr"
+
+
+class LSVCRRecommender:
+    """The deployed LSVCR SR model behind the `Recommender` interface."""
+
+    kind = KIND
+
+    def __init__(self, model: LSVCRSR, catalogue: Catalogue, tables: TextTables, *, name: str = "lsvcr",
+                 digest: str = "", device: str = "cpu", config: LSVCRConfig | None = None) -> None:
+        cfg = model.cfg
+        if cfg.n_videos != catalogue.n_videos:
+            raise ValueError(f"the model has {cfg.n_videos} videos but the catalogue {catalogue.n_videos}")
+        tables.check_catalogue(catalogue, "LSVCR text tables")
+        if tables.dim != cfg.lm_dim:
+            raise ValueError(f"text embeddings are {tables.dim}-d but the model's text MLP expects {cfg.lm_dim}-d")
+        self.model = model.to(device).eval()
+        self.model.set_text(tables.title_emb, tables.title_has, tables.comment_emb, tables.comment_has,
+                            torch.from_numpy(catalogue.popular_comment))
+        self.catalogue, self.tables, self.name, self.digest, self.device = catalogue, tables, name, digest, device
+        self.config = config
+
+    # ----- scoring -------------------------------------------------------------------------------
+    def _states(self, hist: UserHistories) -> States:
+        return self.model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids,
+                                 hist.comment_time)
+
+    def _score(self, user: Tensor, cands: Tensor, item_fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """cos(user, item) / tau for (B, Q, d) users and (B, Q, C) candidates, -inf at pads."""
+        B, Q, C = cands.shape
+        uniq, inv = torch.unique(cands, return_inverse=True)
+        table = F.normalize(item_fn(uniq), dim=-1)  # (U, d)
+        un = F.normalize(user, dim=-1)
+        out = torch.empty(B, Q, C, device=cands.device)
+        step = max(1, (1 << 22) // max(1, B * C * table.shape[1]))
+        for q0 in range(0, Q, step):
+            vec = table[inv[:, q0:q0 + step]]  # (B, q, C, d)
+            out[:, q0:q0 + step] = (vec * un[:, q0:q0 + step, None, :]).sum(-1) / self.model.cfg.temperature
+        return out.masked_fill(cands == 0, float("-inf"))
+
+    @torch.no_grad()
+    def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
+        hist, query = hist.to(self.device), query.to(self.device)
+        user = self.model.user_video(self._states(hist), query.time)  # (B, Q, d)
+        return self._score(user, query.candidates, self.model.video_item)
+
+    @torch.no_grad()
+    def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
+        hist, query = hist.to(self.device), query.to(self.device)
+        user = self.model.user_comment(self._states(hist), query.time, query.video_ids)  # (B, Q, d)
+        return self._score(user, query.candidates, self.model.comment_item)
+
+    def _truncated(self, hist: UserHistories, b: int, t: Tensor) -> UserHistories:
+        """User b's history restricted to events strictly before time t (at least one pad column)."""
+        kv = int(visible_count(hist.video_time[b:b + 1], t.view(1, 1)))
+        kc = int(visible_count(hist.comment_time[b:b + 1], t.view(1, 1)))
+        Lv, Lc = max(kv, 1), max(kc, 1)
+        vid = hist.video_ids.new_zeros(1, Lv)
+        vt = hist.video_time.new_full((1, Lv), float("inf"))
+        cv = hist.comment_video_ids.new_zeros(1, Lc)
+        cc = hist.comment_ids.new_zeros(1, Lc, hist.comment_ids.shape[2])
+        ct = hist.comment_time.new_full((1, Lc), float("inf"))
+        vid[0, :kv], vt[0, :kv] = hist.video_ids[b, :kv], hist.video_time[b, :kv]
+        cv[0, :kc], cc[0, :kc], ct[0, :kc] = hist.comment_video_ids[b, :kc], hist.comment_ids[b, :kc], hist.comment_time[b, :kc]
+        return UserHistories(vid, vt, cv, cc, ct)
+
+    @torch.no_grad()
+    def score_videos_naive(self, hist: UserHistories, query: VideoQuery) -> Tensor:
+        """Reference: one forward pass per query over the history truncated to t < query time."""
+        hist, query = hist.to(self.device), query.to(self.device)
+        B, Q, _ = query.candidates.shape
+        out = torch.full(query.candidates.shape, float("-inf"), device=self.device)
+        for b in range(B):
+            for q in range(Q):
+                h = self._truncated(hist, b, query.time[b, q])
+                u = self.model.user_video(self._states(h), query.time[b, q].view(1, 1))
+                out[b, q] = self.model.score(u, self.model.video_item(query.candidates[b, q][None, None]))[0, 0]
+        return out.masked_fill(query.candidates == 0, float("-inf"))
+
+    @torch.no_grad()
+    def score_comments_naive(self, hist: UserHistories, query: CommentQuery) -> Tensor:
+        hist, query = hist.to(self.device), query.to(self.device)
+        B, Q, _ = query.candidates.shape
+        out = torch.full(query.candidates.shape, float("-inf"), device=self.device)
+        for b in range(B):
+            for q in range(Q):
+                h = self._truncated(hist, b, query.time[b, q])
+                u = self.model.user_comment(self._states(h), query.time[b, q].view(1, 1),
+                                            query.video_ids[b, q].view(1, 1))
+                out[b, q] = self.model.score(u, self.model.comment_item(query.candidates[b, q][None, None]))[0, 0]
+        return out.masked_fill(query.candidates == 0, float("-inf"))
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+    def save(self, folder: Path | str, *, data_fingerprint: str, seed: int, metrics: dict | None = None,
+             extra: dict | None = None) -> Path:
+        cfg = self.config or LSVCRConfig(sr=self.model.cfg, seed=seed)
+        return save_checkpoint(folder, kind=KIND, hyperparameters=cfg.to_dict(), state=self.model.state_dict(),
+                               catalogue=self.catalogue, data_fingerprint=data_fingerprint, seed=seed,
+                               training_metrics=metrics, extra=extra,
+                               extra_tensors={TEXT_FILE: self.tables.tensors()})
+
+    @classmethod
+    def from_checkpoint(cls, folder: Path | str, *, catalogue: Catalogue | None = None, name: str = "lsvcr",
+                        device: str = "cpu") -> LSVCRRecommender:
+        """Load and validate (weights digest, catalogue, tensor shapes, text tables)."""
+        folder = Path(folder)
+        ck = load_checkpoint(folder, kind=KIND, catalogue=catalogue)
+        try:
+            cfg = LSVCRConfig.from_dict(ck.config["hyperparameters"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{folder}/config.json has invalid LSVCR hyperparameters: {e}") from e
+        if cfg.sr.n_videos != ck.catalogue.n_videos:
+            raise CheckpointError(f"{folder}: config says {cfg.sr.n_videos} videos, the stored catalogue has "
+                                  f"{ck.catalogue.n_videos}")
+        model = LSVCRSR(cfg.sr)
+        check_state_shapes(ck.state, model.state_dict(), folder)
+        model.load_state_dict(ck.state)
+        path = folder / TEXT_FILE
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing; re-train the LSVCR checkpoint")
+        try:
+            tables = TextTables.load(path)
+            tables.check_catalogue(ck.catalogue, str(path))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from e
+        if tables.dim != cfg.sr.lm_dim:
+            raise CheckpointError(f"{path}: embeddings are {tables.dim}-d, the model expects {cfg.sr.lm_dim}-d")
+        return cls(model, catalogue if catalogue is not None else ck.catalogue, tables, name=name,
+                   digest=ck.digest, device=device, config=cfg)
+
+
+def load_lsvcr(folder: Path | str, *, catalogue: Catalogue | None = None, name: str = "lsvcr",
+               device: str = "cpu") -> LSVCRRecommender:
+    """Loader registered in `models.adapters.KIND_LOADERS` for kind "lsvcr"."""
+    return LSVCRRecommender.from_checkpoint(folder, catalogue=catalogue, name=name, device=device)

@@ -1,0 +1,140 @@
+"""Stage 1: personalised preference alignment of the SR model with the LLM recommender (LSVCR.md).
+
+Per batch (all samples of one task, so in-batch negatives are items of the same kind):
+
+    u  = PreferenceHead(LLM(prompt))                       LLM preference vector, 64-d, unit norm
+    s  = SR head of the task-relevant history             video: pooling over the video history;
+    s' = the same head over the other history              comment: the watched video attends
+    rec   = InfoNCE(s -> target item vector)               target = A t(title) or A t(comment)
+    L_SSC = 1/2 InfoNCE(s -> u) + 1/2 InfoNCE(u -> s)
+    L_VCC = CE([cos(u, s), cos(u, s')] / tau, 0)
+    loss  = LM (decoders) + w_rec rec + w_align (L_SSC + L_VCC)       (1.0 and 0.5 by default)
+
+The SR side has no ID embeddings; its text inputs are the LM's embeddings of every title and comment,
+computed with no gradient and refreshed once per epoch (the cost of re-embedding 33k texts per step
+would be prohibitive on CPU), so the text MLP, the SR model, the preference head and the LM's tuned
+weights all train. After the last epoch the tuned LM embeds every title and comment once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from models.catalogue import Catalogue
+from models.histories import EventLog
+from models.lsvcr.config import SRConfig, Stage1Config
+from models.lsvcr.llm import LanguageModel, PreferenceHead, prompt_states, setup_tuning, tuned_state
+from models.lsvcr.losses import info_nce, ssc_loss, vcc_loss
+from models.lsvcr.prompts import Stage1Samples, build_samples, prompt_and_response
+from models.lsvcr.sr_model import LSVCRSR
+from models.lsvcr.text import TextTables, embed_catalogue
+
+
+@dataclass
+class Stage1Result:
+    sr: LSVCRSR
+    tables: TextTables  # the tuned LM's embeddings of every title and comment
+    lm_state: dict[str, Tensor]  # the LM weights stage 1 trained
+    history: list[dict[str, float]] = field(default_factory=list)  # per step losses
+    seconds: float = 0.0
+
+
+def install_text(sr: LSVCRSR, tables: TextTables, catalogue: Catalogue) -> None:
+    sr.set_text(tables.title_emb, tables.title_has, tables.comment_emb, tables.comment_has,
+                torch.from_numpy(catalogue.popular_comment))
+
+
+def stage1_batch_losses(sr: LSVCRSR, pref: PreferenceHead, lm: LanguageModel, s: Stage1Samples, catalogue: Catalogue,
+                        cfg: Stage1Config, rng: np.random.Generator) -> dict[str, Tensor]:
+    """All stage-1 losses of one single-task batch."""
+    dev = sr.pos_video.weight.device
+    t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+    pr = [prompt_and_response(s, i, catalogue, rng, cfg.words_per_text) for i in range(len(s))]
+    state, lm_loss = prompt_states(lm, [p for p, _ in pr], [r for _, r in pr],
+                                   max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_response_tokens)
+    u = pref(state.to(dev))  # (B, 64)
+    st = sr.encode(t(s.hv), t(s.hv_time), t(s.hc), t(s.hc_comments_sr), t(s.hc_time), shown_comment=t(s.hv_shown_sr),
+                   video_pos=t(s.hv_pos), comment_pos=t(s.hc_pos))
+    qt = t(s.time)[:, None]  # (B, 1)
+    target = t(s.target)
+    if s.task[0] == 0:
+        s_vec = sr.pool(st.video, st.video_time, qt)[:, 0]  # (B, d)
+        s_alt = sr.pool(st.comment, st.comment_time, qt)[:, 0]
+        item = sr.video_item(target)
+    else:
+        watched = t(s.watched)[:, None]
+        s_vec = sr.attend(st.comment, st.comment_time, qt, watched)[:, 0]
+        s_alt = sr.attend(st.video, st.video_time, qt, watched)[:, 0]
+        item = sr.comment_item(target)
+    tau = sr.cfg.temperature
+    out = {"rec": info_nce(s_vec, item, tau, ids=target), "ssc": ssc_loss(s_vec, u, tau),
+           "vcc": vcc_loss(u, s_vec, s_alt, tau)}
+    out["lm"] = lm_loss if lm_loss is not None else torch.zeros((), device=dev)
+    out["total"] = cfg.w_lm * out["lm"] + cfg.w_rec * out["rec"] + cfg.w_align * (out["ssc"] + out["vcc"])
+    return out
+
+
+def _batches(samples: Stage1Samples, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Single-task batches (>= 2 samples each, for in-batch negatives), in random order."""
+    out = []
+    for task in (0, 1):
+        idx = rng.permutation(np.flatnonzero(samples.task == task))
+        chunks = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+        if len(chunks) > 1 and len(chunks[-1]) < 2:
+            chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+        out += [c for c in chunks if len(c) >= 2]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tables: TextTables, sr_cfg: SRConfig,
+               cfg: Stage1Config, *, seed: int = 0, device: str = "cpu", progress: bool = False,
+               log: Callable[[str], None] = print) -> Stage1Result:
+    """Align a fresh SR model (no IDs) with the LM; returns it with the tuned LM's text tables."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])
+    sr = LSVCRSR(sr_cfg).to(device)
+    install_text(sr, pre_tables, catalogue)
+    pref = PreferenceHead(lm.hidden_size, sr_cfg.hidden).to(device)
+    lm_params = setup_tuning(lm, cfg.lm_tuning, top_layers=cfg.top_layers, lora_r=cfg.lora_r,
+                             lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
+    groups = [{"params": list(sr.parameters()) + list(pref.parameters()), "lr": cfg.lr}]
+    if lm_params:
+        groups.append({"params": lm_params, "lr": cfg.lr_lm})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    all_params = [p for g in groups for p in g["params"]]
+    history: list[dict[str, float]] = []
+    n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
+    for epoch in range(cfg.epochs):
+        if epoch > 0 and cfg.lm_tuning != "frozen":  # refresh the SR side's text inputs once per epoch
+            install_text(sr, embed_catalogue(lm, catalogue, max_tokens=cfg.text_max_tokens,
+                                             batch_size=cfg.embed_batch, progress=progress), catalogue)
+        samples = build_samples(train, catalogue, cfg.n_samples, comment_share=cfg.comment_share,
+                                n_video_items=cfg.n_video_items, n_comment_items=n_items, max_len=sr_cfg.max_len,
+                                swap_p=cfg.swap_p, seed=seed * 1000 + epoch)
+        sr.train()
+        pref.train()
+        lm.model.train(cfg.lm_tuning != "frozen")
+        batches = _batches(samples, cfg.batch_size, rng)
+        for b in tqdm(batches, desc=f"stage 1 epoch {epoch + 1}", disable=not progress, leave=False):
+            losses = stage1_batch_losses(sr, pref, lm, samples.take(b), catalogue, cfg, rng)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(all_params, cfg.grad_clip)
+            opt.step()
+            history.append({k: float(v.detach()) for k, v in losses.items()} | {"task": float(samples.task[b[0]])})
+        tail = history[-len(batches):]
+        log(f"stage 1 epoch {epoch + 1}: " + "  ".join(
+            f"{k} {np.mean([h[k] for h in tail]):.4f}" for k in ("total", "lm", "rec", "ssc", "vcc")))
+    lm.model.eval()
+    tables = pre_tables if cfg.lm_tuning == "frozen" else embed_catalogue(
+        lm, catalogue, max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch, progress=progress)
+    install_text(sr, tables, catalogue)
+    return Stage1Result(sr.cpu(), tables, tuned_state(lm), history, time.perf_counter() - t0)

@@ -1,0 +1,182 @@
+"""Stage 2: recommendation-oriented fine-tuning of the SR model (LSVCR.md), one joint model for both tasks.
+
+Start from the stage-1 SR weights and text MLP (or fresh ones for the `no_align` / `no_text`
+ablations), add the video ID table and the scalar gate (init 1.0); the LM is gone, its embeddings of
+every title and comment are fixed inputs. One causal pass per user gives a training query at every
+history event:
+
+    video:   -log softmax_v(cos(u_i, item_v) / tau)[v_i]  over all videos, u_i read as of t_i
+    comment: -log softmax(cos(u_j, A t(c)) / tau)[0] over the record's positive c_0 and up to 19
+             other comments of the same video (uniform, without replacement)
+    ID-text: 1/2 InfoNCE(id -> text) + 1/2 InfoNCE(text -> id) over the distinct videos of the batch
+    loss = video + w_comment * comment + 0.1 * ID-text
+
+AdamW (lr 1e-3, weight decay 1e-5). After every epoch the stored validation candidates are scored
+(`models.evaluation.evaluate`); the selection metric is the mean of the two tasks' NDCG@5, the best
+epoch is kept and training stops after `patience` epochs without improvement. Videos absent from the
+training histories keep a zero ID row throughout (re-zeroed after each step), so they are scored by
+their title alone, in training and at serving time alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from models.batch import UserHistories, visible_count
+from models.catalogue import Catalogue
+from models.evaluation import EvalCandidates, evaluate
+from models.histories import EventLog, Splits
+from models.lsvcr.adapter import LSVCRRecommender
+from models.lsvcr.config import LSVCRConfig, SRConfig, Stage2Config
+from models.lsvcr.losses import id_text_loss
+from models.lsvcr.prompts import _comments_by_video
+from models.lsvcr.sr_model import LSVCRSR
+from models.lsvcr.text import TextTables
+
+
+@dataclass
+class Stage2Result:
+    recommender: LSVCRRecommender
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch
+    seconds: float = 0.0
+
+
+def comment_candidates(hist: UserHistories, off: np.ndarray, by_video: np.ndarray, n_neg: int,
+                       rng: np.random.Generator) -> torch.Tensor:
+    """(B, Lc, 1 + n_neg) per record: one of the user's comments (random) then up to n_neg other
+    comments of the same video drawn without replacement; 0 = pad."""
+    cv = hist.comment_video_ids.cpu().numpy()
+    cc = hist.comment_ids.cpu().numpy()
+    out = np.zeros(cv.shape + (1 + n_neg,), np.int64)
+    for b, j in zip(*np.nonzero(cv), strict=True):
+        mine = cc[b, j][cc[b, j] > 0]
+        if not len(mine):
+            continue
+        out[b, j, 0] = rng.choice(mine)
+        pool = by_video[off[cv[b, j]]:off[cv[b, j] + 1]]
+        pool = pool[~np.isin(pool, mine)]
+        if len(pool):
+            out[b, j, 1:1 + min(n_neg, len(pool))] = rng.choice(pool, size=min(n_neg, len(pool)), replace=False)
+    return torch.from_numpy(out)
+
+
+def stage2_batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor, cfg: Stage2Config,
+                        rng: np.random.Generator, known: torch.Tensor) -> dict[str, torch.Tensor]:
+    st = model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids, hist.comment_time)
+    zero = model.pos_video.weight.sum() * 0.0
+    out: dict[str, torch.Tensor] = {}
+    # video task: every event with at least one earlier video event
+    qv = hist.video_time
+    ok = (hist.video_ids > 0) & (visible_count(hist.video_time, qv) >= 1)
+    if ok.any():
+        u = model.user_video(st, qv)[ok]  # (N, d)
+        out["video"] = F.cross_entropy(model.score_all_videos(u), hist.video_ids[ok])
+    else:
+        out["video"] = zero
+    # comment task: every record with a positive and at least one negative
+    okc = (cands[..., 0] > 0) & (cands[..., 1] > 0)
+    if okc.any():
+        u = model.user_comment(st, hist.comment_time, hist.comment_video_ids)  # (B, Lc, d)
+        s = model.score(u[okc], model.comment_item(cands[okc]))  # (N, 1 + n_neg)
+        s = s.masked_fill(cands[okc] == 0, float("-inf"))
+        out["comment"] = F.cross_entropy(s, torch.zeros(s.shape[0], dtype=torch.long, device=s.device))
+    else:
+        out["comment"] = zero
+    # ID-text contrast over the batch's distinct (known, titled) history videos
+    out["idtext"] = zero
+    if model.video_id is not None and model.cfg.use_text and cfg.w_idtext > 0:
+        v = torch.unique(torch.cat([hist.video_ids.flatten(), hist.comment_video_ids.flatten()]))
+        v = v[(v > 0) & known[v] & model.title_has[v]]
+        if len(v) > 512:
+            v = v[torch.from_numpy(rng.choice(len(v), 512, replace=False)).to(v.device)]
+        if len(v):
+            out["idtext"] = id_text_loss(model.video_id(v), model.title_vec(v), model.cfg.temperature)
+    out["total"] = out["video"] + cfg.w_comment * out["comment"] + cfg.w_idtext * out["idtext"]
+    return out
+
+
+def known_videos(train: EventLog, n_videos: int) -> torch.Tensor:
+    known = torch.zeros(n_videos + 1, dtype=torch.bool)
+    known[torch.from_numpy(np.unique(np.concatenate([train.video, train.comment_video])))] = True
+    known[0] = False
+    return known
+
+
+def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates, tables: TextTables,
+               config: LSVCRConfig, *, init_state: dict[str, torch.Tensor] | None = None, device: str = "cpu",
+               progress: bool = False, name: str = "lsvcr", log: Callable[[str], None] = print) -> Stage2Result:
+    """Fine-tune (see the module docstring); returns the best-validation recommender."""
+    t0 = time.perf_counter()
+    cfg, seed = config.stage2, config.seed
+    sr_cfg: SRConfig = config.sr
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 2])
+    model = LSVCRSR(sr_cfg)
+    if init_state is not None:
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        allowed = {"video_id.weight", "gate"}
+        if unexpected or not set(missing) <= allowed:
+            raise ValueError(f"stage-1 weights do not fit the stage-2 model: missing {sorted(set(missing) - allowed)}, "
+                             f"unexpected {sorted(unexpected)}")
+    model.reset_pad_rows()
+    rec = LSVCRRecommender(model, catalogue, tables, name=name, device=device, config=config)
+    train = splits.train
+    known = known_videos(train, catalogue.n_videos).to(device)
+    off, by_video = _comments_by_video(catalogue)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rows = np.flatnonzero((train.n_video_events() >= 2) | (train.n_comment_records() >= 1))
+    if not len(rows):
+        raise ValueError("stage 2 needs users with at least 2 video events or 1 comment record in training")
+    best, best_state, best_epoch, bad = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
+    best_valid: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        sums: dict[str, float] = {}
+        order = rng.permutation(rows)
+        steps = range(0, len(order), cfg.batch_users)
+        for s in tqdm(steps, desc=f"stage 2 epoch {epoch}", disable=not progress, leave=False):
+            hist = train.histories(order[s:s + cfg.batch_users])
+            cands = comment_candidates(hist, off, by_video, cfg.n_comment_neg, rng).to(device)
+            losses = stage2_batch_losses(model, hist.to(device), cands, cfg, rng, known)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            if model.video_id is not None:
+                with torch.no_grad():
+                    model.video_id.weight[~known] = 0.0
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(steps)
+        model.eval()
+        res = evaluate(rec, splits, candidates, catalogue, split="valid")
+        valid = {f"{r.task}_{m}": v for r in res if r.n_queries for m, v in r.metrics.items()}
+        ndcg = [r.metrics["ndcg@5"] for r in res if r.n_queries]
+        score = float(np.mean(ndcg)) if ndcg else -float(sums["total"])
+        history.append({"epoch": epoch, **sums, **valid, "valid_score": score})
+        log(f"stage 2 epoch {epoch:3d}  loss {sums['total']:.4f} (video {sums['video']:.4f}, comment "
+            f"{sums['comment']:.4f}, id-text {sums['idtext']:.4f})  valid ndcg@5 "
+            + ", ".join(f"{r.task} {r.metrics['ndcg@5']:.4f}" for r in res if r.n_queries))
+        if score > best:
+            best, best_state, best_epoch, bad, best_valid = score, copy.deepcopy(model.state_dict()), epoch, 0, valid
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                log(f"stage 2 early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
+                break
+        if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+            log(f"stage 2 stops at its time budget ({cfg.max_seconds:.0f} s); best epoch {best_epoch}")
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return Stage2Result(rec, best_epoch, best_valid, history, time.perf_counter() - t0)

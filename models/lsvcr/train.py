@@ -1,0 +1,177 @@
+"""`train_lsvcr`: the whole LSVCR pipeline (stage 1 alignment, stage 2 fine-tuning) and its ablations.
+
+    stage="align"    stage 1 only; writes `<out>-stage1/` (SR weights, tuned text embeddings, log)
+    stage="finetune" stage 2 from an existing `<out>-stage1/`; writes the checkpoint `<out>/`
+    stage="all"      both
+
+Ablations: `no_align` (no stage 1: the frozen pre-trained LM's embeddings and a fresh text MLP),
+`no_comments` (empty comment histories everywhere, training and serving), `no_text` (IDs only: video
+ID table, and a comment ID table since LSVCR proper has no comment IDs; no LM at all).
+
+The pre-trained LM's embedding of the catalogue is cached (`cache_dir`, default `<out>/../.lsvcr-cache`)
+because it is the same for every seed and ablation. Evaluation candidates are the stored ones of
+`models.evaluation` (`candidates_dir`, default the parent of `out`, shared with the other models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.catalogue import Catalogue
+from models.evaluation import load_or_sample_candidates
+from models.histories import Splits, event_log_from_tables, leave_one_out
+from models.lsvcr.config import ABLATIONS, LSVCRConfig
+from models.lsvcr.llm import load_llm
+from models.lsvcr.stage1 import run_stage1
+from models.lsvcr.stage2 import run_stage2
+from models.lsvcr.text import TEXT_FILE, TextTables, cached_catalogue_embedding
+
+STAGES = ("all", "align", "finetune")
+STAGE1_WEIGHTS = "sr_stage1.safetensors"
+STAGE1_INFO = "stage1.json"
+
+
+def prepare_data(tables: Mapping) -> tuple[Catalogue, Splits]:
+    """Catalogue and leave-one-out splits from log tables keyed by schema name."""
+    if tables.get("videos") is None:
+        raise ValueError("the logs lack the 'videos' table, needed for the catalogue")
+    catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
+    return catalogue, leave_one_out(event_log_from_tables(catalogue, dict(tables)))
+
+
+def stage1_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + "-stage1")
+
+
+def _save_stage1(folder: Path, state: dict, tables: TextTables, info: dict) -> None:
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / STAGE1_WEIGHTS))
+    tables.save(tmp / TEXT_FILE)
+    (tmp / STAGE1_INFO).write_text(json.dumps(info, indent=2, default=float))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _load_stage1(folder: Path, catalogue: Catalogue) -> tuple[dict, TextTables, dict]:
+    if not (folder / STAGE1_INFO).exists():
+        raise FileNotFoundError(f"no stage-1 result in {folder}: run train_lsvcr(..., stage='align') "
+                                "(or `harness train --model lsvcr --stage align`) first")
+    info = json.loads((folder / STAGE1_INFO).read_text())
+    if info.get("catalogue_digest") != catalogue.digest():
+        raise ValueError(f"{folder} was aligned on a different catalogue than this data; re-run stage 1")
+    tables = TextTables.load(folder / TEXT_FILE)
+    tables.check_catalogue(catalogue, str(folder / TEXT_FILE))
+    return load_file(str(folder / STAGE1_WEIGHTS)), tables, info
+
+
+def train_lsvcr(
+    data: Mapping | None,
+    out_dir: Path | str,
+    *,
+    stage: str = "all",
+    llm_path: str | None = None,
+    ablation: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    epochs: int | None = None,
+    stage1_epochs: int | None = None,
+    config: LSVCRConfig | None = None,
+    catalogue: Catalogue | None = None,
+    splits: Splits | None = None,
+    candidates_dir: Path | str | None = None,
+    cache_dir: Path | str | None = None,
+    name: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train LSVCR on log tables (`data`, keyed by schema name) or on a prepared `catalogue` + `splits`.
+
+    Returns the checkpoint folder (`out_dir`), or the stage-1 folder for stage="align".
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    out_dir = Path(out_dir)
+    cfg = config or LSVCRConfig()
+    cfg.seed, cfg.ablation = seed, ablation
+    cfg.llm_path = llm_path if llm_path is not None else cfg.llm_path
+    if epochs is not None:
+        cfg.stage2.epochs = epochs
+    if stage1_epochs is not None:
+        cfg.stage1.epochs = stage1_epochs
+    if catalogue is None or splits is None:
+        if data is None:
+            raise ValueError("pass the log tables (data) or both catalogue= and splits=")
+        catalogue, splits = prepare_data(data)
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    cache = Path(cache_dir) if cache_dir is not None else out_dir.parent / ".lsvcr-cache"
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    cfg.sr.n_videos, cfg.sr.n_comments = catalogue.n_videos, catalogue.n_comments
+    cfg.sr.use_ids, cfg.sr.use_comments, cfg.sr.use_text = False, ablation != "no_comments", ablation != "no_text"
+    needs_stage1 = ablation not in ("no_align", "no_text")
+    init_state, tables = None, None
+    s1 = stage1_dir(out_dir)
+    if ablation == "no_text":
+        cfg.sr.lm_dim = 8
+        tables = TextTables.empty(catalogue, cfg.sr.lm_dim)
+    elif stage in ("all", "align") or not needs_stage1:
+        lm = load_llm(cfg.llm_path, device=device)
+        cfg.sr.lm_dim = lm.hidden_size
+        t = time.perf_counter()
+        pre = cached_catalogue_embedding(lm, catalogue, cache, max_tokens=cfg.stage1.text_max_tokens,
+                                         batch_size=cfg.stage1.embed_batch, progress=progress)
+        timings["pretrained_embedding_s"] = time.perf_counter() - t
+        if needs_stage1:
+            cfg.sr.__post_init__()
+            res = run_stage1(splits.train, catalogue, lm, pre, cfg.sr, cfg.stage1, seed=seed, device=device,
+                             progress=progress, log=log)
+            timings["stage1_s"] = res.seconds
+            init_state, tables = res.sr.state_dict(), res.tables
+            first = [h["total"] for h in res.history[: max(1, len(res.history) // 5)]]
+            last = [h["total"] for h in res.history[-max(1, len(res.history) // 5):]]
+            _save_stage1(s1, init_state, tables, {
+                "catalogue_digest": catalogue.digest(), "config": cfg.to_dict(), "seconds": res.seconds,
+                "loss_first": float(np.mean(first)), "loss_last": float(np.mean(last)), "history": res.history,
+                "llm_path": lm.path, "lm_tuning": cfg.stage1.lm_tuning})
+            log(f"stage 1 done in {res.seconds:.1f} s: loss {np.mean(first):.4f} -> {np.mean(last):.4f}; saved {s1}")
+        else:
+            tables = pre
+        del lm
+        if stage == "align":
+            return s1
+    else:
+        init_state, tables, info = _load_stage1(s1, catalogue)
+        cfg.sr.lm_dim = int(tables.dim)
+        timings["stage1_s"] = float(info.get("seconds", 0.0))
+
+    cfg.sr.use_ids = True
+    cfg.sr.__post_init__()
+    cands = load_or_sample_candidates(splits, catalogue, Path(candidates_dir) if candidates_dir else out_dir.parent)
+    res2 = run_stage2(splits, catalogue, cands, tables, cfg, init_state=init_state, device=device,
+                      progress=progress, name=name or out_dir.name, log=log)
+    timings["stage2_s"] = res2.seconds
+    timings["total_s"] = time.perf_counter() - t0
+    metrics = {"best_epoch": res2.best_epoch, **{f"valid_{k}": v for k, v in res2.best_valid.items()},
+               **timings, "epochs": res2.history}
+    res2.recommender.save(out_dir, data_fingerprint=splits.full.fingerprint(), seed=seed, metrics=metrics,
+                          extra={"ablation": ablation, "llm_path": cfg.llm_path, "stage": stage,
+                                 "eval_candidates_key": cands.key})
+    log(f"LSVCR{'' if ablation is None else ' (' + ablation + ')'} saved to {out_dir} "
+        f"(best epoch {res2.best_epoch}, {timings['total_s']:.1f} s)")
+    return out_dir

@@ -1,0 +1,76 @@
+"""`harness train` / `harness evaluate` through CliRunner on a tiny real log folder."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.logs.store import write_logs
+from tests.models.fixtures import cyclic_world
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    return write_logs(cyclic_world(n_users=10, n_videos=40, n_requests=12), tmp_path_factory.mktemp("w") / "logs")
+
+
+def test_train_and_evaluate(tmp_path, logs) -> None:
+    ck = tmp_path / "ck"
+    r = runner.invoke(app, ["train", "--model", "base", "--data", str(logs), "--out", str(ck / "base"),
+                            "--epochs", "2", "--seed", "1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "epoch   1  loss" in r.output and "valid ndcg@5" in r.output
+    cfg = json.loads((ck / "base" / "config.json").read_text())
+    assert cfg["seed"] == 1 and len(cfg["training_metrics"]["epochs"]) == 2
+    assert len(list(ck.glob("eval_candidates-*.parquet"))) == 1
+    r = runner.invoke(app, ["train", "--model", "pop", "--data", str(logs), "--out", str(ck / "pop")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["evaluate", "--models", "base,pop", "--data", str(logs), "--checkpoints", str(ck),
+                            "--json", "--no-store"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    got = {(x["model"], x["task"]): x for x in out["results"]}
+    assert set(got) == {("base", "video"), ("base", "comment"), ("pop", "video"), ("pop", "comment")}
+    assert got[("pop", "video")]["n_queries"] == 10
+    # base and pop share the like-count comment rule, hence identical comment metrics
+    assert got[("base", "comment")]["metrics"] == got[("pop", "comment")]["metrics"]
+    # the table form
+    r = runner.invoke(app, ["evaluate", "--models", "pop", "--data", str(logs), "--checkpoints", str(ck),
+                            "--no-store"])
+    assert r.exit_code == 0, r.output
+    assert "ndcg@5" in r.output and "pop" in r.output
+    assert len(list(ck.glob("eval_candidates-*.parquet"))) == 1  # the same stored candidates were reused
+
+
+def test_user_errors(tmp_path, logs) -> None:
+    r = runner.invoke(app, ["evaluate", "--models", "base", "--data", str(logs), "--checkpoints", str(tmp_path),
+                            "--no-store"])
+    assert r.exit_code == 1
+    assert "no checkpoint for 'base'" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--model", "pop", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "p")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_evaluate_stores_ranking_metrics(tmp_path, logs) -> None:
+    ck = tmp_path / "ck"
+    assert runner.invoke(app, ["train", "--model", "pop", "--data", str(logs), "--out", str(ck / "pop")]).exit_code == 0
+    db = tmp_path / "results.duckdb"
+    r = runner.invoke(app, ["evaluate", "--models", "pop", "--data", str(logs), "--checkpoints", str(ck),
+                            "--json", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT task, metric, value FROM ranking_metrics WHERE model = 'pop'").fetchall()
+        kind, digests = con.execute("SELECT kind, checkpoint_digests FROM runs").fetchone()
+    assert kind == "evaluate" and len(rows) == 2 * 7
+    stored = {(t, m): v for t, m, v in rows}
+    for res in out["results"]:
+        for m, v in res["metrics"].items():
+            assert stored[(res["task"], m)] == v
+    assert json.loads((ck / "pop" / "config.json").read_text())["weights_sha256"] in digests

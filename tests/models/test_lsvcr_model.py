@@ -1,0 +1,179 @@
+"""The LSVCR SR model and its adapter: shapes, masks, time, one pass vs naive per-query scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.batch import CommentQuery, UserHistories, VideoQuery
+from models.catalogue import Catalogue
+from models.lsvcr.adapter import LSVCRRecommender
+from models.lsvcr.config import SRConfig
+from models.lsvcr.sr_model import LSVCRSR, visible
+from models.lsvcr.text import TextTables
+from tests.models.test_lsvcr_support import one_thread, random_histories  # noqa: F401
+
+V, C, M, D = 40, 120, 3, 16
+
+
+def catalogue() -> Catalogue:
+    cv = np.concatenate([[0], (np.arange(C) % V) + 1])
+    pop = np.zeros(V + 1, np.int64)
+    pop[1:] = np.arange(1, V + 1)  # comment j (1..V) sits under video j
+    return Catalogue(np.arange(V) * 10 + 5, [None] + [f"t{i}" for i in range(V)], np.arange(C) + 1000, cv,
+                     [None] + [f"c{j}" for j in range(C)], pop)
+
+
+def tables(seed: int = 0) -> TextTables:
+    g = torch.Generator().manual_seed(seed)
+    th = torch.ones(V + 1, dtype=torch.bool)
+    th[0] = th[7] = False  # video 7 has no title
+    ch = torch.ones(C + 1, dtype=torch.bool)
+    ch[0] = False
+    te, ce = torch.randn(V + 1, D, generator=g), torch.randn(C + 1, D, generator=g)
+    te[~th], ce[~ch] = 0, 0
+    return TextTables(te, th, ce, ch)
+
+
+def recommender(seed: int = 0, **kw) -> LSVCRRecommender:
+    torch.manual_seed(seed)
+    cfg = SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, **kw)
+    model = LSVCRSR(cfg)
+    with torch.no_grad():  # a trained-looking gate and ID table
+        model.video_id.weight.normal_(0, 0.5)
+        model.reset_pad_rows()
+    return LSVCRRecommender(model, catalogue(), tables(), device="cpu")
+
+
+def queries(hist: UserHistories, Q: int, Cn: int, seed: int = 1) -> tuple[VideoQuery, CommentQuery]:
+    g = torch.Generator().manual_seed(seed)
+    B = hist.batch_size
+    lo, hi = 1e9 - 5, float(hist.video_time[torch.isfinite(hist.video_time)].max()) + 20
+    t = lo + torch.rand(B, Q, generator=g, dtype=torch.float64) * (hi - lo)
+    t[:, 0] = hist.video_time[:, 3]  # exactly at an event time (ties: not visible)
+    t[0, -1] = float("-inf")  # a padded query
+    vc = torch.randint(1, V + 1, (B, Q, Cn), generator=g)
+    vc[:, :, -1] = 0  # padded candidate
+    cc = torch.randint(1, C + 1, (B, Q, Cn), generator=g)
+    cc[:, :, -2:] = 0
+    return VideoQuery(t, vc), CommentQuery(t, torch.randint(1, V + 1, (B, Q), generator=g), cc)
+
+
+def test_visible_mask_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    kt = torch.sort(torch.randint(0, 30, (2, 70), generator=g).double())[0]
+    kt[1, 60:] = float("inf")
+    qt = torch.randint(-2, 33, (2, 9), generator=g).double()
+    for strict in (True, False):
+        got = visible(kt, qt, 50, strict=strict)
+        for b in range(2):
+            for q in range(9):
+                idx = [j for j in range(70) if (kt[b, j] < qt[b, q] if strict else kt[b, j] <= qt[b, q])]
+                want = set(idx[-50:])
+                assert {j for j in range(70) if got[b, q, j]} == want
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("kw", [{}, {"use_comments": False}])
+def test_one_pass_equals_naive_per_query_scoring(kw):
+    rec = recommender(**kw)
+    # lengths above max_len (50) exercise the windows; user 2 has no comment history at all
+    hist = random_histories(3, 120, 60, M, V, C, lengths=[120, 75, 30], clengths=[60, 10, 0])
+    vq, cq = queries(hist, 6, 7)
+    fast_v, naive_v = rec.score_videos(hist, vq), rec.score_videos_naive(hist, vq)
+    fast_c, naive_c = rec.score_comments(hist, cq), rec.score_comments_naive(hist, cq)
+    assert fast_v.shape == (3, 6, 7) and fast_c.shape == (3, 6, 7)
+    assert torch.equal(torch.isinf(fast_v), vq.candidates.eq(0).expand_as(fast_v))
+    assert torch.equal(torch.isinf(fast_c), cq.candidates.eq(0))
+    torch.testing.assert_close(fast_v, naive_v, atol=2e-4, rtol=1e-5)
+    torch.testing.assert_close(fast_c, naive_c, atol=2e-4, rtol=1e-5)
+    assert fast_v[torch.isfinite(fast_v)].std() > 0.1  # scores are not degenerate
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_future_and_padding_never_leak():
+    rec = recommender()
+    hist = random_histories(2, 90, 40, M, V, C, lengths=[90, 50], clengths=[40, 25])
+    vq, cq = queries(hist, 5, 6)
+    base_v, base_c = rec.score_videos(hist, vq), rec.score_comments(hist, cq)
+    # 1) padding content: fill every padded slot with real-looking ids (times stay +inf)
+    pads = hist.video_ids == 0
+    h2 = UserHistories(hist.video_ids.masked_fill(pads, 3), hist.video_time,
+                       hist.comment_video_ids.masked_fill(hist.comment_video_ids == 0, 5),
+                       hist.comment_ids.masked_fill((hist.comment_video_ids == 0)[..., None], 9), hist.comment_time)
+    torch.testing.assert_close(rec.score_videos(h2, vq), base_v, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rec.score_comments(h2, cq), base_c, atol=1e-5, rtol=0)
+    # 2) the future: change every event at or after a cut time; queries before it are unchanged
+    cut = float(hist.video_time[0, 40])
+    fut_v = (hist.video_time >= cut) & (hist.video_ids > 0)
+    fut_c = (hist.comment_time >= cut) & (hist.comment_video_ids > 0)
+    h3 = UserHistories(torch.where(fut_v, (hist.video_ids % V) + 1, hist.video_ids), hist.video_time,
+                       torch.where(fut_c, (hist.comment_video_ids % V) + 1, hist.comment_video_ids),
+                       torch.where(fut_c[..., None] & (hist.comment_ids > 0), (hist.comment_ids % C) + 1,
+                                   hist.comment_ids), hist.comment_time)
+    early = (vq.time <= cut)[..., None].expand_as(base_v)
+    assert early.any() and (~early).any()
+    new_v, new_c = rec.score_videos(h3, vq), rec.score_comments(h3, cq)
+    torch.testing.assert_close(new_v[early], base_v[early], atol=1e-5, rtol=0)
+    torch.testing.assert_close(new_c[early], base_c[early], atol=1e-5, rtol=0)
+    assert not torch.allclose(new_v[~early & torch.isfinite(base_v)], base_v[~early & torch.isfinite(base_v)])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cross_history_mix_respects_time():
+    """A video-history state only depends on comment records at or before its own time."""
+    rec = recommender()
+    m = rec.model
+    hist = random_histories(1, 30, 30, M, V, C)
+    st = m.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids, hist.comment_time)
+    j = 15
+    t_j = hist.comment_time[0, j]
+    changed = hist.comment_ids.clone()
+    changed[0, j:] = (changed[0, j:] % C + 1) * (changed[0, j:] > 0)
+    st2 = m.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, changed, hist.comment_time)
+    before = hist.video_time[0] < t_j
+    after = hist.video_time[0] >= t_j
+    assert before.any() and after.any()
+    torch.testing.assert_close(st2.video[0, before], st.video[0, before], atol=1e-6, rtol=0)
+    assert not torch.allclose(st2.video[0, after], st.video[0, after])
+    # and the comment records before j are untouched by the change of records j..
+    torch.testing.assert_close(st2.comment[0, :j][hist.comment_time[0, :j] < t_j],
+                               st.comment[0, :j][hist.comment_time[0, :j] < t_j], atol=1e-6, rtol=0)
+
+
+def test_scores_are_cosine_over_temperature_and_cold_video_is_text_only():
+    rec = recommender()
+    m = rec.model
+    u = torch.randn(1, 1, 64)
+    v = torch.tensor([[[3, 9]]])
+    s = m.score(u, m.video_item(v))
+    items = m.video_item(v)[0, 0]
+    want = torch.nn.functional.cosine_similarity(u[0, 0][None], items) / 0.07
+    torch.testing.assert_close(s[0, 0], want, atol=1e-5, rtol=1e-5)
+    # index 0 (no ID) and a zero ID row give exactly the text vector A t(title)
+    with torch.no_grad():
+        m.video_id.weight[9] = 0
+    torch.testing.assert_close(m.video_item(torch.tensor([9])), m.title_vec(torch.tensor([9])))
+    # a video without title: text part is exactly zero
+    assert torch.count_nonzero(m.title_vec(torch.tensor([7]))) == 0
+
+
+def test_no_text_model_uses_ids_only():
+    rec = recommender(use_text=False)
+    hist = random_histories(2, 20, 5, M, V, C)
+    vq, cq = queries(hist, 3, 4)
+    assert torch.isfinite(rec.score_comments(hist, cq)[cq.candidates > 0]).all()
+    assert rec.model.comment_id is not None
+    assert torch.count_nonzero(rec.model.title_vec(torch.tensor([1, 2]))) == 0
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        SRConfig(hidden=64, n_heads=3)
+    with pytest.raises(ValueError, match="needs IDs"):
+        SRConfig(use_text=False, use_ids=False)
+    rec = recommender()
+    with pytest.raises(ValueError, match="catalogue has 40 videos"):
+        LSVCRRecommender(rec.model, catalogue(), TextTables.empty(
+            Catalogue(np.arange(3), [None] * 4, np.zeros(0), np.zeros(1), [None], np.zeros(4)), D))
