@@ -17,14 +17,12 @@ Covariates (for CUPED) are per-unit pre-period columns, by convention named `<co
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from analysis.errors import AnalysisError
 
 PRE_SUFFIX = "_pre"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 def _check_name(value: str, what: str) -> None:

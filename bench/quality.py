@@ -82,6 +82,8 @@ def main() -> None:
                 raise SystemExit(f"unknown model {name!r}")
             rec.name = name
             for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test"):
+                if r.n_queries == 0:  # e.g. no comment data (MovieLens): no task to report
+                    continue
                 d = per.setdefault((name, r.task), {})
                 for m, v in r.metrics.items():
                     d.setdefault(m, []).append(v)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import click
 import typer
 from typer.testing import CliRunner
 
 from harness.cli import app
 
 
-def _walk(cmd: click.Command, path: list[str]):
+def _walk(cmd, path: list[str]):
     yield path, cmd
-    if isinstance(cmd, click.Group):
+    if hasattr(cmd, "commands"):  # Typer 0.29 vendors its own click: duck-type groups
         for name, sub in cmd.commands.items():
             yield from _walk(sub, [*path, name])
 
@@ -27,5 +26,5 @@ def test_every_command_has_help() -> None:
         assert res.exit_code == 0, f"`harness {' '.join(path)} --help` failed: {res.output}"
         assert "Usage" in res.output
         for param in cmd.params:
-            if isinstance(param, click.Option) and not param.hidden and param.name != "help":
+            if getattr(param, "param_type_name", "") == "option" and not getattr(param, "hidden", False) and param.name != "help":
                 assert (param.help or "").strip(), f"option {param.opts} of `harness {' '.join(path)}` has no help"

@@ -398,7 +398,14 @@ def runs_list_cmd(db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
         store = ResultsStore(db)
         runs = store.runs()
     if as_json:
-        _print_json({"db": str(store.path), "runs": runs.drop(columns=["config"]).to_dict("records")})
+        rows = runs.drop(columns=["config"]).to_dict("records")
+        for r in rows:  # JSON text columns as objects, for machine readers
+            r["checkpoint_digests"] = json.loads(r["checkpoint_digests"] or "{}")
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else {}
+        _print_json({"db": str(store.path), "runs": rows})
+        return
+    if runs.empty:
+        _console().print(f"no runs in {store.path}", highlight=False)
         return
     t = Table(title=f"runs in {store.path}", title_justify="left")
     for name in ("run_id", "created (UTC)", "kind", "control", "treatment", "status", "decision", "lifts"):

@@ -51,6 +51,7 @@ Format = Literal["parquet", "duckdb"]
 PARQUET_ROW_GROUP_SIZE = 1 << 20
 PARQUET_COMPRESSION = "zstd"
 FILES_TABLE = "_files"
+FINGERPRINT_BATCH_ROWS = 1 << 17
 
 
 def _q(name: str) -> str:
@@ -170,7 +171,7 @@ def write_logs(tables: Mapping[str, pa.Table | pd.DataFrame], out: Path, *, fmt:
 
 
 def detect_format(path: Path) -> Format:
-    """'parquet' for a folder, 'duckdb' for a file (DuckDB files start with a known header)."""
+    """'parquet' for a folder, 'duckdb' for a file (opening it checks that it is a DuckDB database)."""
     path = Path(path)
     if path.is_dir():
         return "parquet"
@@ -334,7 +335,7 @@ class LogStore:
         return bytes(rows[0][0])
 
     def fingerprint(self) -> str:
-        """sha256 over the tables' content, independent of storage format, row order and chunking.
+        """sha256 over the tables' content, independent of storage format, row order and batching.
 
         Rows are read sorted by the table's key (so the stored order does not matter), schema columns
         cast to their schema types. Each column feeds its own digests with a canonical byte form:
@@ -354,7 +355,7 @@ class LogStore:
             order = f" ORDER BY {', '.join(_q(k) for k in keys)}" if keys else ""
             digests = [_ColumnDigest() for _ in cols]
             n = 0
-            for batch in self.con.sql(f"SELECT * FROM {_q(name)}{order}").to_arrow_reader(1 << 17):
+            for batch in self.con.sql(f"SELECT * FROM {_q(name)}{order}").to_arrow_reader(FINGERPRINT_BATCH_ROWS):
                 for i, c in enumerate(cols):
                     arr = batch.column(i)
                     if c in spec.column_names:

@@ -80,8 +80,8 @@ def _comment_sections(world: World, users: np.ndarray, videos: np.ndarray, rng: 
     b = world.config.behaviour
     off = world.comment_offsets
     m = off[videos + 1] - off[videos]
-    O = len(videos)
-    if O == 0:
+    n_open = len(videos)
+    if n_open == 0:
         return {k: np.zeros(0, dtype=t) for k, t in (("row", np.int64), ("comment", np.int64),
                 ("position", np.int64), ("propensity", float), ("dwell", float), ("liked", bool),
                 ("replied", bool))}

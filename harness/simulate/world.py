@@ -66,23 +66,26 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _words(rng: np.random.Generator, topic_ids: np.ndarray, nmin: int, nmax: int, filler_share: float,
-           vocab: list[np.ndarray]) -> list[list[str]]:
-    """Word lists: each word a filler with prob. filler_share, else a word of the row's topic."""
+           vocab: list[np.ndarray]) -> list[str]:
+    """Texts of nmin..nmax words: each a filler with prob. filler_share, else a word of the row's topic
+    (at least one topical word per text). Vectorised: one padded vocabulary matrix, one join per row."""
     n = len(topic_ids)
     lengths = rng.integers(nmin, nmax + 1, size=n)
-    width = nmax
-    is_filler = rng.random((n, width)) < filler_share
-    u = rng.random((n, width))
-    fill = np.asarray(FILLERS)[(u * len(FILLERS)).astype(np.int64)]
-    out: list[list[str]] = []
-    for i in range(n):
-        words = vocab[topic_ids[i]]
-        topical = words[(u[i] * len(words)).astype(np.int64)]
-        row = np.where(is_filler[i], fill[i], topical)[: lengths[i]]
-        if is_filler[i, : lengths[i]].all():  # keep every text on-topic: at least one topical word
-            row[0] = topical[0]
-        out.append(row.tolist())
-    return out
+    is_filler = rng.random((n, nmax)) < filler_share
+    u = rng.random((n, nmax))
+    cols = np.arange(nmax)[None, :]
+    all_filler = (is_filler | (cols >= lengths[:, None])).all(axis=1)
+    is_filler[all_filler, 0] = False
+    sizes = np.array([len(v) for v in vocab])
+    mat = np.full((len(vocab), sizes.max()), "", dtype=f"<U{max(len(w) for v in vocab for w in v)}")
+    for i, v in enumerate(vocab):
+        mat[i, : len(v)] = v
+    t = topic_ids[:, None]
+    topical = mat[t, (u * sizes[t]).astype(np.int64)]
+    fillers = np.asarray(FILLERS)
+    fill = fillers[(u * len(fillers)).astype(np.int64)]
+    words = np.where(is_filler, fill, topical).tolist()
+    return [" ".join(w[:k]) for w, k in zip(words, lengths.tolist(), strict=True)]
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -214,20 +217,17 @@ class World:
     def _make_text(self, rng: np.random.Generator) -> None:
         b = self.config.behaviour
         vocab = [np.asarray(TOPICS[t]) for t in self.topic_names]
-        titles = _words(rng, self.primary_topic, b.title_words_min, b.title_words_max,
-                        b.title_filler_share, vocab)
-        self.titles = [" ".join(w) for w in titles]
+        self.titles = _words(rng, self.primary_topic, b.title_words_min, b.title_words_max,
+                             b.title_filler_share, vocab)
         bodies = _words(rng, self.comment_topic, b.comment_words_min, b.comment_words_max,
                         b.comment_filler_share, vocab)
         stance_vocab = [np.asarray(STANCE_WORDS[s]) for s in STANCES]
         u = rng.random(self.n_comments)
         st = self.comment_stance
-        texts = []
-        for i, words in enumerate(bodies):
-            sw = stance_vocab[st[i]]
-            first = sw[int(u[i] * len(sw))]
-            texts.append(f"{first} {' '.join(words)}" + ("?" if st[i] == 2 else ""))
-        self.comment_texts = texts
+        first = [sv[int(x * len(sv))] for sv, x in zip((stance_vocab[i] for i in st.tolist()), u.tolist(),
+                                                        strict=True)]
+        self.comment_texts = [f"{f} {body}?" if s_ == 2 else f"{f} {body}"
+                              for f, body, s_ in zip(first, bodies, st.tolist(), strict=True)]
 
     # -- comment ranking truth -----------------------------------------------------------------
     def comment_log_weights(self) -> np.ndarray:

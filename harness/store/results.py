@@ -504,12 +504,15 @@ class ResultsStore:
         """
         with self._read() as con:
             self._require_run(con, run_id)
+            assert con is not None  # _require_run raised otherwise
             if not wide:
                 return con.execute(
                     "SELECT unit_id, arm, metric, value FROM unit_metrics WHERE run_id = ? ORDER BY rowid",
                     [run_id],
                 ).df()
-            parts, params, names = [], [], []
+            parts: list[str] = []
+            params: list[Any] = []
+            names: list[str] = []
             for table, key in ((UNIT_METRICS, "metric"), (UNIT_ATTRIBUTES, "attribute")):
                 cols = [r[0] for r in con.execute(
                     f"SELECT {key} FROM {table.name} WHERE run_id = ? GROUP BY {key} ORDER BY min(rowid)", [run_id]

@@ -73,7 +73,8 @@ def load_llm(path: str | Path | None = None, *, kind: str = "auto", device: str 
         raise ValueError(f"kind must be auto, encoder or decoder, got {kind!r}")
     config = AutoConfig.from_pretrained(path)
     decoder = is_decoder_config(config) if kind == "auto" else kind == "decoder"
-    model = (AutoModelForCausalLM if decoder else AutoModel).from_pretrained(path)
+    # float32: the weights stage 1 trains need full precision (AdamW on fp16 weights overflows)
+    model = (AutoModelForCausalLM if decoder else AutoModel).from_pretrained(path, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token

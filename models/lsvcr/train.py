@@ -93,12 +93,15 @@ def train_lsvcr(
     candidates_dir: Path | str | None = None,
     cache_dir: Path | str | None = None,
     name: str | None = None,
+    time_budget_s: float | None = 540.0,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train LSVCR on log tables (`data`, keyed by schema name) or on a prepared `catalogue` + `splits`.
 
     Returns the checkpoint folder (`out_dir`), or the stage-1 folder for stage="align".
+    `time_budget_s` caps the whole call: stage 2 stops (keeping its best epoch so far) when the budget
+    is spent, at the latest; None = no cap (early stopping alone decides).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -162,6 +165,9 @@ def train_lsvcr(
 
     cfg.sr.use_ids = True
     cfg.sr.__post_init__()
+    if time_budget_s is not None:
+        left = time_budget_s - (time.perf_counter() - t0)
+        cfg.stage2.max_seconds = max(30.0, left) if cfg.stage2.max_seconds is None else min(cfg.stage2.max_seconds, max(30.0, left))
     cands = load_or_sample_candidates(splits, catalogue, Path(candidates_dir) if candidates_dir else out_dir.parent)
     res2 = run_stage2(splits, catalogue, cands, tables, cfg, init_state=init_state, device=device,
                       progress=progress, name=name or out_dir.name, log=log)

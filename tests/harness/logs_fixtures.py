@@ -1,12 +1,9 @@
 """A small, valid, hand-checkable log dataset; every bad case in the tests is one mutation of it.
 
-Hand figures (used by the describe tests):
-  3 users, 6 videos, 6 requests (user 1: 3, user 2: 2, user 3: 1), 12 impressions (slate size 2),
-  18 candidates (3 per request), 4 comment impressions.
-  Random traffic: request 6 (2 impressions, propensity 1/6) -> share 2/12.
-  Comment opens: 3 of 12 impressions; comment likes + replies = 2 (100: like, 102: like + reply? no,
-  see below) -> counted in the tests from the table literally.
-  ts from 2024-01-01 00:00 to 2024-01-03 12:00.
+3 users, 6 videos (durations 10, 20, 30, 15, 60, 5 s), 4 comments, 6 requests (user 1: 3, user 2: 2,
+user 3: 1), 12 impressions (slate size 2; request 6 is random traffic), 18 candidates (3 per request),
+4 comment impressions (likes on rows 0 and 3, a reply on row 0). WATCH, LIKED, OPENED, COMMENT_WATCH
+are the impressions' columns in row order, for hand computations in the tests.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,18 +63,40 @@ def run(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "250", "HARNESS_DB": ""})
 
 
-def direct(table: Path):
+@pytest.fixture(scope="module")
+def expected(table):
+    """The analysis layer called directly with the options BASE gives the CLI."""
     metrics = [parse_metric(m) for m in ("watch_time_s", "video_interactions", "comment_watch_time_s/requests")]
     return analyze(table, arm_col="arm", control="base", treatment="lsvcr", metrics=metrics,
                    segments=["activity_level"], config=AnalysisConfig(seed=0))
 
 
-def test_analyze_json_equals_the_analysis_layer_and_is_stored(table, tmp_path):
+@pytest.fixture(scope="module")
+def analysed(table, tmp_path_factory) -> Path:
+    """A results database with run 'ab' (no gate, units stored) and run 'two' (SHIP gate, no units)."""
+    folder = tmp_path_factory.mktemp("analysed")
+    db = folder / "r.duckdb"
+    assert run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "ab").exit_code == 0
+    gate = write_gate(folder / "g.toml", "watch_time_s")
+    res = run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "two", "--gate", str(gate),
+              "--no-store-units")
+    assert res.exit_code == 0, res.output
+    return db
+
+
+@pytest.fixture()
+def db_copy(analysed, tmp_path) -> Path:
+    target = tmp_path / "r.duckdb"
+    shutil.copy(analysed, target)
+    return target
+
+
+def test_analyze_json_equals_the_analysis_layer_and_is_stored(table, tmp_path, expected):
     db = tmp_path / "r.duckdb"
     res = run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "ab-1", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    want = direct(table).to_dicts()
+    want = expected.to_dicts()
     assert doc["run_id"] == "ab-1" and doc["gate"] is None
     assert len(doc["lifts"]) == len(want["lifts"]) == 3 * 3  # 3 metrics x (all + 2 levels)
     for got, exp in zip(doc["lifts"], want["lifts"], strict=True):
@@ -104,10 +127,10 @@ def test_analyze_json_equals_the_analysis_layer_and_is_stored(table, tmp_path):
     np.testing.assert_allclose(units["watch_time_s"].astype(float), src["watch_time_s"])
 
 
-def test_analyze_table_prints_the_analysis_numbers(table, tmp_path):
-    res = run("analyze", str(table), *BASE, "--db", str(tmp_path / "r.duckdb"))
+def test_analyze_table_prints_the_analysis_numbers(table, tmp_path, expected):
+    res = run("analyze", str(table), *BASE, "--db", str(tmp_path / "r.duckdb"), "--no-store-units")
     assert res.exit_code == 0, res.output
-    lift = direct(table).lift("watch_time_s")
+    lift = expected.lift("watch_time_s")
     out = res.stdout
     for text in (f"{lift.abs_diff:+.4g}", f"{lift.abs_ci_low:+.4g}", f"{lift.abs_ci_high:+.4g}",
                  f"{lift.rel_diff:+.2%}", f"{lift.control_mean:.4g}", f"{lift.treatment_mean:.4g}",
@@ -121,13 +144,15 @@ def test_analyze_table_prints_the_analysis_numbers(table, tmp_path):
     [("watch_time_s", "increase", "SHIP", 0), ("watch_time_s", "decrease", "NO_SHIP", 1),
      ("video_interactions", "increase", "INCONCLUSIVE", 2)],
 )
-def test_analyze_with_gate_sets_exit_code_and_stores_decision(table, tmp_path, primary, direction, decision, code):
+def test_analyze_with_gate_sets_exit_code_and_stores_decision(table, tmp_path, expected, primary, direction,
+                                                              decision, code):
     gate = write_gate(tmp_path / "gate.toml", primary, direction)
     db = tmp_path / "r.duckdb"
-    res = run("analyze", str(table), *BASE, "--gate", str(gate), "--db", str(db), "--run-id", "g", "--json")
+    res = run("analyze", str(table), *BASE, "--gate", str(gate), "--db", str(db), "--run-id", "g", "--json",
+              "--no-store-units")
     assert res.exit_code == code, res.output
     doc = json.loads(res.stdout)
-    want = evaluate_gate(direct(table), load_gate(gate))
+    want = evaluate_gate(expected, load_gate(gate))
     assert doc["gate"]["decision"] == want.decision == decision
     assert doc["gate"]["rules"] == [r.to_dict() for r in want.rules]
     stored = ResultsStore(db).gate_decisions("g")
@@ -135,14 +160,13 @@ def test_analyze_with_gate_sets_exit_code_and_stores_decision(table, tmp_path, p
     assert stored["gate_digest"].iloc[0] == hashlib.sha256(gate.read_bytes()).hexdigest()
 
 
-def test_gate_command_regates_a_stored_run(table, tmp_path):
-    db = tmp_path / "r.duckdb"
-    assert run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "ab").exit_code == 0
+def test_gate_command_regates_a_stored_run(db_copy, tmp_path, expected):
+    db = db_copy
     store = ResultsStore(db)
     ship = write_gate(tmp_path / "ship.toml", "watch_time_s", guardrail="video_interactions")
     res = run("gate", "ab", "--config", str(ship), "--db", str(db), "--json")
     assert res.exit_code == 0, res.output
-    want = evaluate_gate(direct(table), load_gate(ship))
+    want = evaluate_gate(expected, load_gate(ship))
     doc = json.loads(res.stdout)
     assert doc["decision"] == want.decision == "SHIP" and doc["exit_code"] == 0
     assert doc["rules"] == [r.to_dict() for r in want.rules]  # same reasons, from the stored lifts
@@ -164,9 +188,8 @@ def test_gate_command_regates_a_stored_run(table, tmp_path):
         (["gate", "ab", "--config", "{unknown_metric}"], "were not analysed"),
     ],
 )
-def test_gate_errors_exit_3_and_store_nothing(table, tmp_path, args, message):
-    db = tmp_path / "r.duckdb"
-    assert run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "ab").exit_code == 0
+def test_gate_errors_exit_3_and_store_nothing(db_copy, tmp_path, args, message):
+    db = db_copy
     paths = {"gate": write_gate(tmp_path / "g.toml", "watch_time_s"), "dir": tmp_path,
              "unknown_metric": write_gate(tmp_path / "u.toml", "revenue")}
     (tmp_path / "bad.toml").write_text("alpha = [")
@@ -196,19 +219,18 @@ def test_analyze_errors_exit_3_and_write_nothing(table, tmp_path, args, message)
     res = run("analyze", *[a.format(table=table, dir=tmp_path) for a in args], "--db", str(db))
     assert res.exit_code == 3, res.output
     assert message in res.stderr and "Traceback" not in res.output
-    assert not db.exists() or ResultsStore(db).runs().empty
+    assert not db.exists()  # every check runs before the first write
 
 
-def test_rerun_needs_replace_and_never_duplicates(table, tmp_path):
-    db = tmp_path / "r.duckdb"
-    args = ["analyze", str(table), *BASE, "--db", str(db), "--run-id", "same"]
-    assert run(*args).exit_code == 0
+def test_rerun_needs_replace_and_never_duplicates(table, db_copy):
+    db = db_copy
+    args = ["analyze", str(table), *BASE, "--db", str(db), "--run-id", "ab"]
     res = run(*args)
     assert res.exit_code == 3 and "pass --replace" in res.stderr
     assert run(*args, "--replace", "--no-store-units").exit_code == 0
     store = ResultsStore(db)
-    assert store.runs()["run_id"].tolist() == ["same"]
-    assert len(store.lifts("same")) == 9 and store.unit_metrics("same").empty
+    assert store.runs()["run_id"].tolist() == ["two", "ab"]  # replaced = created afresh
+    assert len(store.lifts("ab")) == 9 and store.unit_metrics("ab").empty
 
 
 def test_parquet_sessions_are_summed_per_unit(table, tmp_path):
@@ -230,29 +252,28 @@ def test_parquet_sessions_are_summed_per_unit(table, tmp_path):
     np.testing.assert_allclose(units.loc[src["user_id"].astype(str), "watch_time_s"], src["watch_time_s"])
 
 
-def test_runs_list_and_show(table, tmp_path):
-    db = tmp_path / "r.duckdb"
-    gate = write_gate(tmp_path / "g.toml", "watch_time_s")
-    assert run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "one", "--gate", str(gate)).exit_code == 0
-    assert run("analyze", str(table), *BASE, "--db", str(db), "--run-id", "two", "--no-store-units").exit_code == 0
-
+def test_runs_list_and_show(db_copy, expected):
+    db = db_copy
     res = run("runs", "list", "--db", str(db), "--json")
     assert res.exit_code == 0, res.output
     runs = json.loads(res.stdout)["runs"]
     assert [(r["run_id"], r["kind"], r["status"], r["decision"], r["n_lifts"]) for r in runs] == [
-        ("one", "analyze", "complete", "SHIP", 9), ("two", "analyze", "complete", None, 9)]
+        ("ab", "analyze", "complete", None, 9), ("two", "analyze", "complete", "SHIP", 9)]
+    assert runs[1]["summary"]["arm_counts"] == {"base": N, "lsvcr": N}
     res = run("runs", "list", "--db", str(db))
-    assert res.exit_code == 0 and "one" in res.stdout and "SHIP" in res.stdout
+    assert res.exit_code == 0 and "two" in res.stdout and "SHIP" in res.stdout
+    empty = run("runs", "list", "--db", str(db.parent / "none.duckdb"))
+    assert empty.exit_code == 0 and "no runs in" in empty.stdout and not (db.parent / "none.duckdb").exists()
 
-    res = run("runs", "show", "one", "--db", str(db), "--json")
+    res = run("runs", "show", "two", "--db", str(db), "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["run"]["run_id"] == "one" and doc["run"]["config"]["metrics"] == ["watch_time_s", "video_interactions"]
-    want = direct(table).lift("watch_time_s")
+    assert doc["run"]["run_id"] == "two" and doc["run"]["config"]["metrics"] == ["watch_time_s", "video_interactions"]
+    want = expected.lift("watch_time_s")
     shown = next(r for r in doc["lifts"] if r["metric"] == "watch_time_s" and r["segment"] == "all")
     assert shown["abs_diff"] == pytest.approx(want.abs_diff) and shown["rel_ci_high"] == pytest.approx(want.rel_ci_high)
     assert {g["decision"] for g in doc["gate"]} == {"SHIP"} and doc["heterogeneity"]
-    res = run("runs", "show", "one", "--db", str(db))
+    res = run("runs", "show", "two", "--db", str(db))
     assert res.exit_code == 0 and f"{want.abs_diff:+.4g}" in res.stdout and "SHIP" in res.stdout
 
     res = run("runs", "show", "three", "--db", str(db))

@@ -76,6 +76,15 @@ def test_fingerprint_same_across_formats_and_row_order(written: dict[str, Path],
         assert s.fingerprint() != fp
 
 
+def test_fingerprint_does_not_depend_on_batching(written: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with LogStore.open(written["duckdb"]) as s:
+        fp = s.fingerprint()
+    monkeypatch.setattr(store_mod, "FINGERPRINT_BATCH_ROWS", 5)  # 12 impressions -> batches 5, 5, 2
+    with LogStore.open(written["duckdb"]) as s:
+        assert s.fingerprint() == fp
+
+
 def test_parquet_is_byte_identical_for_identical_input(tmp_path: Path) -> None:
     a = write_logs(valid_tables(), tmp_path / "a")
     # same data as Arrow tables split into several chunks must give the same bytes too

@@ -276,3 +276,39 @@ def test_default_path_honours_env(monkeypatch, tmp_path):
     assert default_db_path() == tmp_path / "harness.duckdb"
     monkeypatch.setenv("HARNESS_DB", str(tmp_path / "x.duckdb"))
     assert ResultsStore().path == tmp_path / "x.duckdb"
+
+
+def _same(a, b) -> bool:
+    """Dataclass equality with NaN == NaN."""
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if not (x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("with_summary", [True, False])
+def test_experiment_round_trip_gives_the_same_gate(store, with_summary):
+    from analysis.gate import evaluate_gate, parse_gate
+    from analysis.results import ExperimentResult
+    from harness.store.experiment import load_experiment, write_experiment
+
+    lifts = [lift(seq_p_value=math.nan, df=math.inf),
+             lift("video_interactions", abs_diff=-0.02, rel_diff=-0.002, rel_ci_low=-0.006, rel_ci_high=0.002,
+                  p_value=0.3, p_value_adjusted=0.3, significant=False),
+             lift(segment="activity_level", level="low", n_control=250, n_treatment=260)]
+    checks = [CheckResult("srm", "", "all", True, "error", 0.1, 0.75, 0.001, "ok")]
+    result = ExperimentResult("arm", "base", ("lsvcr",), {"base": 500, "lsvcr": 510}, {"alpha": 0.05}, lifts, checks)
+    run_id = store.create_run(**RUN)
+    if with_summary:
+        write_experiment(store, run_id, result)
+    else:  # e.g. a replay that wrote its lifts without a summary: counts come from the overall lifts
+        store.write_results(run_id, lifts=lifts, checks=checks)
+    back = load_experiment(store, run_id)
+    assert all(_same(a, b) for a, b in zip(back.lifts, lifts, strict=True))
+    assert all(_same(a, b) for a, b in zip(back.checks, checks, strict=True))
+    assert (back.control, back.treatments, back.arm_counts) == ("base", ("lsvcr",), {"base": 500, "lsvcr": 510})
+    gate = parse_gate({"min_units": 100, "primary": [{"metric": "watch_time_s"}],
+                       "guardrail": [{"metric": "video_interactions", "margin": 0.01}]})
+    assert evaluate_gate(back, gate) == evaluate_gate(result, gate)
+    assert evaluate_gate(back, gate).decision == "SHIP"
