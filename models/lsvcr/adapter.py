@@ -54,6 +54,7 @@ class LSVCRRecommender:
                             torch.from_numpy(catalogue.popular_comment))
         self.catalogue, self.tables, self.name, self.digest, self.device = catalogue, tables, name, digest, device
         self.config = config
+        self.chunk_cells = 1 << 22  # users x L x Lc per encoding chunk
 
     # ----- scoring -------------------------------------------------------------------------------
     def _states(self, hist: UserHistories) -> States:
@@ -73,16 +74,34 @@ class LSVCRRecommender:
             out[:, q0:q0 + step] = (vec * un[:, q0:q0 + step, None, :]).sum(-1) / self.model.cfg.temperature
         return out.masked_fill(cands == 0, float("-inf"))
 
+    def _users(self, hist: UserHistories, fn: Callable[[States, slice], Tensor]) -> Tensor:
+        """User vectors (B, Q, d), encoding users in chunks trimmed to their own lengths, so that the
+        (users x L x Lc) cross-history masks of heavy users stay within a fixed memory budget."""
+        nv = (hist.video_ids > 0).sum(1)
+        nc = (hist.comment_video_ids > 0).sum(1)
+        out, b = [], 0
+        B = hist.batch_size
+        while b < B:
+            e = b + 1
+            while e < B and (e + 1 - b) * max(1, int(nv[b:e + 1].max())) * max(1, int(nc[b:e + 1].max())) <= self.chunk_cells:
+                e += 1
+            L, Lc = max(1, int(nv[b:e].max())), max(1, int(nc[b:e].max()))
+            h = UserHistories(hist.video_ids[b:e, :L], hist.video_time[b:e, :L], hist.comment_video_ids[b:e, :Lc],
+                              hist.comment_ids[b:e, :Lc], hist.comment_time[b:e, :Lc])
+            out.append(fn(self._states(h), slice(b, e)))
+            b = e
+        return torch.cat(out, 0)
+
     @torch.no_grad()
     def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
-        user = self.model.user_video(self._states(hist), query.time)  # (B, Q, d)
+        user = self._users(hist, lambda st, sl: self.model.user_video(st, query.time[sl]))  # (B, Q, d)
         return self._score(user, query.candidates, self.model.video_item)
 
     @torch.no_grad()
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
-        user = self.model.user_comment(self._states(hist), query.time, query.video_ids)  # (B, Q, d)
+        user = self._users(hist, lambda st, sl: self.model.user_comment(st, query.time[sl], query.video_ids[sl]))
         return self._score(user, query.candidates, self.model.comment_item)
 
     def _truncated(self, hist: UserHistories, b: int, t: Tensor) -> UserHistories:

@@ -141,6 +141,7 @@ class Stage2Config:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     batch_users: int = 32
+    segment_len: int = 100
     n_comment_neg: int = 19
     w_comment: float = 1.0
     w_idtext: float = 0.1
@@ -152,6 +153,7 @@ class Stage2Config:
         _check(self.patience >= 1, "Stage2Config.patience must be >= 1")
         _check(self.lr > 0 and self.weight_decay >= 0, "Stage2Config: lr > 0 and weight_decay >= 0")
         _check(self.batch_users >= 1, "Stage2Config.batch_users must be >= 1")
+        _check(self.segment_len >= 1, "Stage2Config.segment_len must be >= 1")
         _check(self.n_comment_neg >= 1, "Stage2Config.n_comment_neg must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:

@@ -170,9 +170,11 @@ class LSVCRSR(nn.Module):
 
     # ----- item vectors --------------------------------------------------------------------------
     def _text(self, table: Tensor, has: Tensor, idx: Tensor) -> Tensor:
-        """A t(e) for rows idx (any shape), zero where there is no text or idx is padding."""
-        out = self.adapter(self.text_mlp(table[idx]))
-        return out * has[idx].unsqueeze(-1).to(out.dtype)
+        """A t(e) for rows idx (any shape), zero where there is no text or idx is padding. The MLP runs
+        once per distinct row (histories repeat videos a lot), then is gathered back."""
+        uniq, inv = torch.unique(idx, return_inverse=True)
+        out = self.adapter(self.text_mlp(table[uniq]))
+        return (out * has[uniq].unsqueeze(-1).to(out.dtype))[inv]
 
     def title_vec(self, v: Tensor) -> Tensor:
         if not self.cfg.use_text:

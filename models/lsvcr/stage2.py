@@ -13,7 +13,9 @@ history event:
 
 AdamW (lr 1e-3, weight decay 1e-5). After every epoch the stored validation candidates are scored
 (`models.evaluation.evaluate`); the selection metric is the mean of the two tasks' NDCG@5, the best
-epoch is kept and training stops after `patience` epochs without improvement. Videos absent from the
+epoch is kept and training stops after `patience` epochs without improvement. Heavy users are cut
+into training segments of `segment_len` predicted events (plus 50 events of context), so one batch's
+time masks stay small. Videos absent from the
 training histories keep a zero ID row throughout (re-zeroed after each step), so they are scored by
 their title alone, in training and at serving time alike.
 """
@@ -70,14 +72,77 @@ def comment_candidates(hist: UserHistories, off: np.ndarray, by_video: np.ndarra
     return torch.from_numpy(out)
 
 
+@dataclass
+class Segments:
+    """Training segments: heavy users (thousands of events) are cut into pieces of `segment_len` query
+    events, each preceded by up to `context` earlier events that are encoded but not predicted, so a
+    batch's (B, L, L) time masks stay small. Ranges are user-local [start, end) indices."""
+
+    user: np.ndarray
+    v0: np.ndarray  # first video event encoded
+    vq: np.ndarray  # first video event predicted
+    v1: np.ndarray
+    c0: np.ndarray
+    cq: np.ndarray
+    c1: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+
+def make_segments(log: EventLog, segment_len: int = 150, context: int = 50) -> Segments:
+    cols: dict[str, list[int]] = {k: [] for k in ("user", "v0", "vq", "v1", "c0", "cq", "c1")}
+    for u in range(log.n_users):
+        vt = log.video_time[log.video_offsets[u]:log.video_offsets[u + 1]]
+        ct = log.comment_time[log.comment_offsets[u]:log.comment_offsets[u + 1]]
+        nv, nc = len(vt), len(ct)
+        starts = list(range(0, max(nv, 1), segment_len))
+        for k, a in enumerate(starts):
+            b = min(a + segment_len, nv)
+            last = k == len(starts) - 1
+            cq = 0 if k == 0 else int(np.searchsorted(ct, vt[a], side="left"))
+            c1 = nc if last else int(np.searchsorted(ct, vt[b - 1], side="right"))
+            vals = (u, max(0, a - context), a, b, max(0, cq - context), cq, c1)
+            for key, v in zip(cols, vals, strict=True):
+                cols[key].append(v)
+    return Segments(**{k: np.asarray(v, np.int64) for k, v in cols.items()})
+
+
+def segment_histories(log: EventLog, seg: Segments, idx: np.ndarray) -> tuple[UserHistories, torch.Tensor, torch.Tensor]:
+    """Pack segments into a UserHistories plus (B, L) / (B, Lc) masks of the events to predict."""
+    B, M = len(idx), log.comment_top.shape[1]
+    L = max(1, int((seg.v1[idx] - seg.v0[idx]).max()))
+    Lc = max(1, int((seg.c1[idx] - seg.c0[idx]).max()))
+    vid, vt = np.zeros((B, L), np.int64), np.full((B, L), np.inf)
+    cv, ct, cc = np.zeros((B, Lc), np.int64), np.full((B, Lc), np.inf), np.zeros((B, Lc, M), np.int64)
+    vm, cm = np.zeros((B, L), bool), np.zeros((B, Lc), bool)
+    for b, i in enumerate(idx):
+        o, oc = log.video_offsets[seg.user[i]], log.comment_offsets[seg.user[i]]
+        n = seg.v1[i] - seg.v0[i]
+        vid[b, :n] = log.video[o + seg.v0[i]:o + seg.v1[i]]
+        vt[b, :n] = log.video_time[o + seg.v0[i]:o + seg.v1[i]]
+        vm[b, seg.vq[i] - seg.v0[i]:n] = True
+        n = seg.c1[i] - seg.c0[i]
+        cv[b, :n] = log.comment_video[oc + seg.c0[i]:oc + seg.c1[i]]
+        ct[b, :n] = log.comment_time[oc + seg.c0[i]:oc + seg.c1[i]]
+        cc[b, :n] = log.comment_top[oc + seg.c0[i]:oc + seg.c1[i]]
+        cm[b, seg.cq[i] - seg.c0[i]:n] = True
+    t = torch.from_numpy
+    return UserHistories(t(vid), t(vt), t(cv), t(cc), t(ct)), t(vm), t(cm)
+
+
 def stage2_batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor, cfg: Stage2Config,
-                        rng: np.random.Generator, known: torch.Tensor) -> dict[str, torch.Tensor]:
+                        rng: np.random.Generator, known: torch.Tensor, vmask: torch.Tensor | None = None,
+                        cmask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Losses of one batch; `vmask` / `cmask` select the events to predict (default: all)."""
     st = model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids, hist.comment_time)
     zero = model.pos_video.weight.sum() * 0.0
     out: dict[str, torch.Tensor] = {}
     # video task: every event with at least one earlier video event
     qv = hist.video_time
     ok = (hist.video_ids > 0) & (visible_count(hist.video_time, qv) >= 1)
+    if vmask is not None:
+        ok &= vmask
     if ok.any():
         u = model.user_video(st, qv)[ok]  # (N, d)
         out["video"] = F.cross_entropy(model.score_all_videos(u), hist.video_ids[ok])
@@ -85,6 +150,8 @@ def stage2_batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor
         out["video"] = zero
     # comment task: every record with a positive and at least one negative
     okc = (cands[..., 0] > 0) & (cands[..., 1] > 0)
+    if cmask is not None:
+        okc &= cmask
     if okc.any():
         u = model.user_comment(st, hist.comment_time, hist.comment_video_ids)  # (B, Lc, d)
         s = model.score(u[okc], model.comment_item(cands[okc]))  # (N, 1 + n_neg)
@@ -134,7 +201,9 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
     known = known_videos(train, catalogue.n_videos).to(device)
     off, by_video = _comments_by_video(catalogue)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rows = np.flatnonzero((train.n_video_events() >= 2) | (train.n_comment_records() >= 1))
+    seg = make_segments(train, cfg.segment_len, sr_cfg.max_len)
+    useful = ((seg.v1 - seg.vq) > 0) & ((seg.v1 - seg.v0) >= 2) | ((seg.c1 - seg.cq) > 0)
+    rows = np.flatnonzero(useful)
     if not len(rows):
         raise ValueError("stage 2 needs users with at least 2 video events or 1 comment record in training")
     best, best_state, best_epoch, bad = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
@@ -146,9 +215,10 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
         order = rng.permutation(rows)
         steps = range(0, len(order), cfg.batch_users)
         for s in tqdm(steps, desc=f"stage 2 epoch {epoch}", disable=not progress, leave=False):
-            hist = train.histories(order[s:s + cfg.batch_users])
+            hist, vmask, cmask = segment_histories(train, seg, order[s:s + cfg.batch_users])
             cands = comment_candidates(hist, off, by_video, cfg.n_comment_neg, rng).to(device)
-            losses = stage2_batch_losses(model, hist.to(device), cands, cfg, rng, known)
+            losses = stage2_batch_losses(model, hist.to(device), cands, cfg, rng, known, vmask.to(device),
+                                         cmask.to(device))
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -51,7 +51,7 @@ def test_decoder_lm_loss_on_response_tokens_and_last_prompt_state(lms):
         torch.testing.assert_close(state[i], out.hidden_states[-1][0, len(pi) - 1], atol=1e-5, rtol=1e-5)
         logp = F.log_softmax(out.logits[0, :-1], -1)
         for k in range(len(pi), len(pi) + len(ri)):
-            nll -= float(logp[k - 1, ids[0, k]])
+            nll -= float(logp[k - 1, ids[0, k]].detach())
             n += 1
     assert float(loss) == pytest.approx(nll / n, rel=1e-4)
 

@@ -143,3 +143,18 @@ def test_decoder_llm_stage1_then_separate_finetune(world, tmp_path):
                 progress=False, log=lambda s: None)
     rec = LSVCRRecommender.from_checkpoint(out)
     assert rec.model.cfg.lm_dim == 32  # the tiny decoder's hidden size
+
+
+def test_training_segments_predict_every_event_once_with_context(world):
+    from models.lsvcr.stage2 import make_segments, segment_histories
+
+    train = world["splits"].train
+    seg = make_segments(train, segment_len=5, context=3)
+    hist, vmask, cmask = segment_histories(train, seg, np.arange(len(seg)))
+    # every training event is a prediction target in exactly one segment
+    assert int(vmask.sum()) == len(train.video) and int(cmask.sum()) == len(train.comment_video)
+    for i in np.flatnonzero(seg.vq > 0)[:5]:  # later segments carry 3 events of context before the targets
+        assert seg.vq[i] - seg.v0[i] == 3 and not vmask[i, :3].any() and vmask[i, 3]
+        u = seg.user[i]
+        full = train.user_videos(u)
+        assert torch.equal(hist.video_ids[i, :seg.v1[i] - seg.v0[i]], torch.from_numpy(full[seg.v0[i]:seg.v1[i]]))
