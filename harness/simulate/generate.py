@@ -106,7 +106,7 @@ def _comment_sections(world: World, users: np.ndarray, videos: np.ndarray, rng: 
 
 
 def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random.Generator,
-           first_request: int, first_session: int) -> dict[str, dict[str, np.ndarray]]:
+           first_request: int, first_session: int, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
     cfg, b = world.config, world.config.behaviour
     ses = _sessions(world, users, rng)
     R, k = len(ses["user"]), cfg.slate_size
@@ -116,7 +116,7 @@ def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random
     is_random = rng.random(R) < cfg.random_share
     cands, source = retrieval.candidates(u, tfrac, rng)
     log_w = logging_log_weights(world, u, tfrac, req_ids, cands)
-    slates, prop, slot = draw_slates(log_w, is_random, k, rng)
+    slates, prop, slot = draw_slates(log_w, is_random, k, rng, workers)
     vids = np.take_along_axis(cands, slates, axis=1)  # (R, k)
     s, d = oc.video_affinities(world, u, tfrac, vids)
     exam = rng.random((R, k)) < oc.exam_probs(b.exam_decay, k)[None, :]
@@ -158,12 +158,17 @@ def iter_chunks(world: World) -> Iterator[tuple[int, np.ndarray]]:
         yield i, np.arange(s, min(s + step, n))
 
 
-def _to_table(name: str, cols: dict[str, np.ndarray]) -> pa.Table:
+def _to_table(name: str, cols: dict[str, Any]) -> pa.Table:
     schema = TABLES[name]
     arrays, fields = [], []
     for c in schema.columns:
-        arr = pa.array(cols[c.name], type=c.type) if c.type != pa.timestamp("us") else \
-            pa.array(cols[c.name].astype("datetime64[us]"), type=c.type)
+        v = cols[c.name]
+        if isinstance(v, pa.Array | pa.ChunkedArray):
+            arr = v.cast(c.type)
+        elif c.type == pa.timestamp("us"):
+            arr = pa.array(v.astype("datetime64[us]"), type=c.type)
+        else:
+            arr = pa.array(v, type=c.type)
         arrays.append(arr)
         fields.append(pa.field(c.name, c.type, nullable=c.nullable))
     for extra, values in cols.items():
@@ -174,11 +179,17 @@ def _to_table(name: str, cols: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def generate(config: WorldConfig, *, progress: bool = False) -> tuple[World, dict[str, pa.Table], Summary]:
-    """Build the world and simulate its logged sessions in memory: (world, the seven tables, summary)."""
+def generate(config: WorldConfig, *, progress: bool = False, workers: int | None = None
+             ) -> tuple[World, dict[str, pa.Table], Summary]:
+    """Build the world and simulate its logged sessions in memory: (world, the seven tables, summary).
+
+    `workers` threads (default: up to 2) share the exact Plackett-Luce marginals; the output does
+    not depend on it.
+    """
     from tqdm import tqdm
 
-    world = World.build(config)
+    workers = pl.default_workers() if workers is None else max(1, int(workers))
+    world = World.build(config, workers=workers)
     retrieval = Retrieval(world)
     parts: dict[str, list[dict[str, np.ndarray]]] = {}
     next_req, next_sess = 0, 0
@@ -186,12 +197,18 @@ def generate(config: WorldConfig, *, progress: bool = False) -> tuple[World, dic
     for i, users in tqdm(iter_chunks(world), total=n_chunks, desc="simulating", unit="chunk",
                          disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC4A2, i]))
-        out = _chunk(world, retrieval, users, rng, next_req, next_sess)
+        out = _chunk(world, retrieval, users, rng, next_req, next_sess, workers)
         next_req += len(out["requests"]["request_id"])
         next_sess += int(out.pop("_n_sessions")["n"][0])
         for name, cols in out.items():
             parts.setdefault(name, []).append(cols)
-    logs = {name: {c: np.concatenate([p[c] for p in ps]) for c in ps[0]} for name, ps in parts.items()}
+    world.drop_caches()  # the comment marginal matrix (C x list size) is not needed any more
+    # concatenate column by column, releasing each column's chunk parts as soon as it is joined, so
+    # the peak holds the logs about once (not chunk parts + concatenation)
+    logs: dict[str, dict[str, np.ndarray]] = {}
+    for name, ps in parts.items():
+        logs[name] = {c: np.concatenate([p.pop(c) for p in ps]) for c in list(ps[0])}
+    del parts
     logs["candidates"]["source"] = pa.DictionaryArray.from_arrays(
         pa.array(logs["candidates"]["source"], type=pa.int8()), pa.array(SOURCES))
     tables = {name: _to_table(name, cols) for name, cols in logs.items()}
@@ -213,11 +230,11 @@ def _static_tables(world: World) -> dict[str, pa.Table]:
             "user_id": np.arange(world.n_users), "activity_level": activity_level,
             "comment_level": comment_level, "signup_day": (world.signup_day - pre).astype(np.int32)}),
         "videos": _to_table("videos", {
-            "video_id": np.arange(world.n_videos), "title": np.asarray(world.titles, dtype=object),
+            "video_id": np.arange(world.n_videos), "title": world.titles,
             "duration_s": world.duration_s, "author_id": world.author}),
         "comments": _to_table("comments", {
             "comment_id": np.arange(world.n_comments), "video_id": world.comment_video,
-            "text": np.asarray(world.comment_texts, dtype=object), "like_count": world.comment_likes}),
+            "text": world.comment_texts, "like_count": world.comment_likes}),
     }
 
 
@@ -239,13 +256,14 @@ def _summary(world: World, tables: dict[str, pa.Table], logs: dict[str, dict[str
 
 
 def simulate(config: WorldConfig, out: Path | str, *, fmt: Literal["parquet", "duckdb"] = "parquet",
-             overwrite: bool = False, progress: bool = False) -> tuple[Path, Summary]:
+             overwrite: bool = False, progress: bool = False, workers: int | None = None
+             ) -> tuple[Path, Summary]:
     """Generate a world and write its logged sessions plus its parameters to `out` (atomically)."""
     from harness.logs.store import write_logs
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    world, tables, summary = generate(config, progress=progress)
+    world, tables, summary = generate(config, progress=progress, workers=workers)
     path = write_logs(tables, out, fmt=fmt, extra_files=world.to_files(), overwrite=overwrite)
     return path, summary

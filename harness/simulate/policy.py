@@ -71,16 +71,24 @@ class Retrieval:
         self.cum_pop = np.cumsum(pop)
 
     def _pick_in_topic(self, topics: np.ndarray, u: np.ndarray) -> np.ndarray:
-        lo_idx = self.topic_start[topics]
-        hi_idx = self.topic_end[topics]
-        empty = lo_idx == hi_idx
-        lo = np.where(lo_idx > 0, self.cum_topic[np.maximum(lo_idx - 1, 0)], 0.0)
-        hi = self.cum_topic[np.maximum(hi_idx - 1, 0)]
-        pos = np.searchsorted(self.cum_topic, lo + u * (hi - lo), side="right")
-        pos = np.clip(pos, lo_idx, np.maximum(hi_idx - 1, lo_idx))
-        out = self.by_topic[np.minimum(pos, len(self.by_topic) - 1)]
-        # a topic without videos falls back to a uniform video
-        return np.where(empty, (u * self.world.n_videos).astype(np.int64), out)
+        """Inverse-CDF draw of a video of each topic, proportional to popularity.
+
+        Keys are grouped by topic and each group is searched in its own slice of the cumulative
+        popularity (cache-sized; the global search gave the same index after clipping, slower).
+        """
+        out = (u * self.world.n_videos).astype(np.int64)  # a topic without videos: a uniform video
+        order = np.argsort(topics, kind="stable")
+        bounds = np.searchsorted(topics[order], np.arange(self.world.config.topics + 1), side="left")
+        for t in range(self.world.config.topics):
+            lo_idx, hi_idx = int(self.topic_start[t]), int(self.topic_end[t])
+            sel = order[bounds[t]:bounds[t + 1]]
+            if lo_idx == hi_idx or not len(sel):
+                continue
+            cum = self.cum_topic[lo_idx:hi_idx]
+            lo = self.cum_topic[lo_idx - 1] if lo_idx > 0 else 0.0
+            pos = np.searchsorted(cum, lo + u[sel] * (cum[-1] - lo), side="right")
+            out[sel] = self.by_topic[lo_idx + np.minimum(pos, hi_idx - lo_idx - 1)]
+        return out
 
     def candidates(self, users: np.ndarray, tfrac: np.ndarray, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +106,9 @@ class Retrieval:
         pi = np.exp(interest_z(self.world, users, tfrac))
         cdf = np.cumsum(pi / pi.sum(axis=1, keepdims=True), axis=1)
         ut = rng.random((R, M))
-        topics = np.minimum((cdf[:, None, :] < ut[:, :, None]).sum(axis=2), cfg.topics - 1)
+        topics = np.zeros((R, M), dtype=np.int64)  # topic = #{k : cdf_k < ut}, one pass per topic
+        for k in range(cfg.topics - 1):
+            topics += cdf[:, k, None] < ut
         draws = (u * V).astype(np.int64)  # uniform random source
         i_int = src == 0
         draws[i_int] = self._pick_in_topic(topics[i_int], u[i_int])
@@ -124,8 +134,8 @@ class Retrieval:
         return cands, source
 
 
-def draw_slates(log_w: np.ndarray, is_random: np.ndarray, k: int, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_slates(log_w: np.ndarray, is_random: np.ndarray, k: int, rng: np.random.Generator,
+                workers: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slates (R, k) as column indices into the candidates, marginal and sequential propensities."""
     R, n = log_w.shape
     lw = np.where(is_random[:, None], 0.0, log_w)
@@ -135,7 +145,7 @@ def draw_slates(log_w: np.ndarray, is_random: np.ndarray, k: int, rng: np.random
     rows = np.flatnonzero(~is_random)
     if len(rows):
         w = np.exp(lw[rows] - lw[rows].max(axis=1, keepdims=True))
-        prop[rows] = pl.slate_marginals(w, slates[rows])
+        prop[rows] = pl.slate_marginals(w, slates[rows], workers=workers)
         slot[rows] = pl.slot_propensities(w, slates[rows])
     # a shown item has positive probability; guard against underflow of extreme weights
     tiny = np.finfo(np.float64).tiny

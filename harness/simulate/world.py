@@ -30,7 +30,11 @@ Video comment-section quality cq_v = (1 - exp(-m_v / 4)) sigmoid(mean_c q_c + 0.
 Logging comment ranking: score_c = log1p(like_count) + 0.5 q_c + N(0, comment_score_noise^2) (fixed per
 comment), Plackett-Luce with weights exp(score_c / comment_temperature); the top
 L = min(m_v, comment_list_size) are shown. Its exact marginals P(c at rank j) are computed once here
-and give the per-comment exposure E_c = sum_j P(c at j) comment_exam_decay^j used by the oracle.
+(the subset recursion for sections of <= 12 comments, the quadrature above; plackett_luce.py) and give
+the per-comment exposure E_c = sum_j P(c at j) comment_exam_decay^j used by the oracle.
+
+Text is built as Arrow string arrays from token ids, TEXT_BLOCK rows at a time with one random stream
+per block (no Python string per word or per row), so its memory is bounded by a block.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from harness.simulate import plackett_luce as pl
 from harness.simulate.config import EPOCH, WorldConfig
@@ -52,6 +58,7 @@ CONFIG_FILE = "world/config.json"
 ARRAYS_FILE = "world/arrays.npz"
 FORMAT_VERSION = 1
 MAX_COMMENTS_PER_VIDEO = 200
+SUBSET_MAX_COMMENTS = 12  # exact subset recursion up to here (measured: cheaper than quadrature)
 
 USER_ARRAYS = ("interest_base", "interest_drift", "discussion", "comment_propensity", "activity",
                "signup_day")
@@ -65,34 +72,96 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _words(rng: np.random.Generator, topic_ids: np.ndarray, nmin: int, nmax: int, filler_share: float,
-           vocab: list[np.ndarray]) -> list[str]:
-    """Texts of nmin..nmax words: each a filler with prob. filler_share, else a word of the row's topic
-    (at least one topical word per text). Vectorised: one padded vocabulary matrix, one join per row."""
-    n = len(topic_ids)
-    lengths = rng.integers(nmin, nmax + 1, size=n)
-    is_filler = rng.random((n, nmax)) < filler_share
-    u = rng.random((n, nmax))
-    cols = np.arange(nmax)[None, :]
-    all_filler = (is_filler | (cols >= lengths[:, None])).all(axis=1)
-    is_filler[all_filler, 0] = False
-    sizes = np.array([len(v) for v in vocab])
-    mat = np.full((len(vocab), sizes.max()), "", dtype=f"<U{max(len(w) for v in vocab for w in v)}")
-    for i, v in enumerate(vocab):
-        mat[i, : len(v)] = v
-    t = topic_ids[:, None]
-    topical = mat[t, (u * sizes[t]).astype(np.int64)]
-    fillers = np.asarray(FILLERS)
-    fill = fillers[(u * len(fillers)).astype(np.int64)]
-    words = np.where(is_filler, fill, topical).tolist()
-    return [" ".join(w[:k]) for w, k in zip(words, lengths.tolist(), strict=True)]
+TEXT_BLOCK = 1 << 16  # rows of text built per block (one random stream per block: bounded memory)
+QUESTION_MARK = "?"
+
+
+class _Vocab:
+    """All words of the world as one token table: topic words, fillers, stance words and "?".
+
+    Text is built as Arrow string arrays straight from token ids (no Python string per word or per
+    row): each token id has a padded byte row, with and without a leading space.
+    """
+
+    def __init__(self, topics: tuple[str, ...]) -> None:
+        words: list[str] = []
+        self.topic_start = np.zeros(len(topics), dtype=np.int64)
+        self.topic_size = np.zeros(len(topics), dtype=np.int64)
+        for i, name in enumerate(topics):
+            self.topic_start[i], self.topic_size[i] = len(words), len(TOPICS[name])
+            words += TOPICS[name]
+        self.filler_start, self.filler_size = len(words), len(FILLERS)
+        words += FILLERS
+        self.stance_start = np.zeros(len(STANCES), dtype=np.int64)
+        self.stance_size = np.zeros(len(STANCES), dtype=np.int64)
+        for i, st in enumerate(STANCES):
+            self.stance_start[i], self.stance_size[i] = len(words), len(STANCE_WORDS[st])
+            words += STANCE_WORDS[st]
+        self.question = len(words)
+        words.append(QUESTION_MARK)
+        self.words = tuple(words)
+        enc = [w.encode() for w in words]
+        width = max(len(b) for b in enc) + 1
+        # row 2 i: word i; row 2 i + 1: " " + word i
+        self.bytes = np.zeros((2 * len(enc), width), dtype=np.uint8)
+        self.length = np.zeros(2 * len(enc), dtype=np.int64)
+        for i, b in enumerate(enc):
+            for lead, text in ((0, b), (1, b" " + b)):
+                self.bytes[2 * i + lead, : len(text)] = np.frombuffer(text, dtype=np.uint8)
+                self.length[2 * i + lead] = len(text)
+
+    def join(self, tokens: np.ndarray) -> pa.StringArray:
+        """One string per row of `tokens` (R, T): its ids >= 0 joined by single spaces, "?" glued on.
+
+        -1 marks no token (trailing or not). Vectorised: gather padded byte rows, keep the bytes
+        within each token's length (row-major order = the concatenation).
+        """
+        tokens = np.asarray(tokens, dtype=np.int64)
+        valid = tokens >= 0
+        first = np.cumsum(valid, axis=1) == 1
+        lead = valid & ~first & (tokens != self.question)
+        rows = 2 * np.where(valid, tokens, 0) + lead
+        nbytes = np.where(valid, self.length[rows], 0)
+        offsets = np.zeros(tokens.shape[0] + 1, dtype=np.int64)
+        np.cumsum(nbytes.sum(axis=1), out=offsets[1:])
+        if offsets[-1] >= 2**31:
+            raise ValueError("text block over 2 GiB; lower TEXT_BLOCK")
+        sel = rows[valid]
+        keep = np.arange(self.bytes.shape[1])[None, :] < self.length[sel][:, None]
+        data = self.bytes[sel][keep]
+        return pa.StringArray.from_buffers(tokens.shape[0], pa.py_buffer(offsets.astype(np.int32)),
+                                           pa.py_buffer(data))
+
+    def body_tokens(self, rng: np.random.Generator, topic_ids: np.ndarray, nmin: int, nmax: int,
+                    filler_share: float) -> np.ndarray:
+        """Token ids (R, nmax), -1 past each row's length: nmin..nmax words, each a filler with prob.
+        filler_share, else a uniform word of the row's topic (at least one topical word per row)."""
+        n = len(topic_ids)
+        lengths = rng.integers(nmin, nmax + 1, size=n)
+        is_filler = rng.random((n, nmax)) < filler_share
+        u = rng.random((n, nmax))
+        cols = np.arange(nmax)[None, :]
+        past = cols >= lengths[:, None]
+        all_filler = (is_filler | past).all(axis=1)
+        is_filler[all_filler, 0] = False
+        t = topic_ids[:, None]
+        topical = self.topic_start[t] + (u * self.topic_size[t]).astype(np.int64)
+        filler = self.filler_start + (u * self.filler_size).astype(np.int64)
+        return np.where(past, -1, np.where(is_filler, filler, topical))
+
+    def stance_tokens(self, rng: np.random.Generator, stance: np.ndarray) -> np.ndarray:
+        """A uniform word of each row's stance (R,)."""
+        u = rng.random(len(stance))
+        return self.stance_start[stance] + (u * self.stance_size[stance]).astype(np.int64)
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An .npz (readable by np.load(allow_pickle=False)) with fixed zip timestamps, so identical
-    arrays give identical bytes (np.savez stamps the current time)."""
+    arrays give identical bytes (np.savez stamps the current time). Integer arrays are deflated;
+    float arrays are stored (random doubles shrink by a few percent at the cost of most of the write
+    time)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w") as zf:
         for name in sorted(arrays):
             arr = np.ascontiguousarray(arrays[name])
             if arr.dtype == object:
@@ -100,19 +169,20 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             one = io.BytesIO()
             np.lib.format.write_array(one, arr, allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED if arr.dtype.kind == "f" else zipfile.ZIP_DEFLATED
             zf.writestr(info, one.getvalue())
     return buf.getvalue()
 
 
 @dataclass
 class World:
-    """All hidden parameters of one world; `titles` / `comment_texts` exist only on a freshly built one."""
+    """All hidden parameters of one world; `titles` / `comment_texts` (Arrow string arrays, one row per
+    video / comment id) exist only on a freshly built one."""
 
     config: WorldConfig
     arrays: dict[str, np.ndarray]
-    titles: list[str] | None = None
-    comment_texts: list[str] | None = None
+    titles: pa.ChunkedArray | None = None
+    comment_texts: pa.ChunkedArray | None = None
     _comment_marginals: np.ndarray | None = field(default=None, repr=False)
 
     # -- convenience views ---------------------------------------------------------------------
@@ -149,11 +219,12 @@ class World:
 
     # -- build ---------------------------------------------------------------------------------
     @classmethod
-    def build(cls, config: WorldConfig) -> World:
-        """Draw a world from `config` (deterministic by config.seed)."""
+    def build(cls, config: WorldConfig, *, workers: int = 1) -> World:
+        """Draw a world from `config` (deterministic by config.seed; `workers` threads for the comment
+        marginals change nothing in the result)."""
         b = config.behaviour
         ss = np.random.SeedSequence([config.seed, 0x5EED])
-        r_users, r_videos, r_comments, r_text = (np.random.default_rng(s) for s in ss.spawn(4))
+        r_users, r_videos, r_comments, _ = (np.random.default_rng(s) for s in ss.spawn(4))
         K, N, V = config.topics, config.users, config.videos
         a: dict[str, np.ndarray] = {}
 
@@ -208,36 +279,48 @@ class World:
         a["comment_quality"] = np.where(counts > 0, (1 - np.exp(-counts / 4.0)) * _sigmoid(qmean + 0.5), 0.0)
 
         world = cls(config=config, arrays=a)
-        marg = world.comment_marginals()
+        marg = world.comment_marginals(workers=workers)
         decay = b.comment_exam_decay ** np.arange(marg.shape[1])
-        a["comment_exposure"] = marg @ decay
-        world._make_text(r_text)
+        a["comment_exposure"] = np.einsum("cj,j->c", marg, decay)
+        world._make_text()
         return world
 
-    def _make_text(self, rng: np.random.Generator) -> None:
-        b = self.config.behaviour
-        vocab = [np.asarray(TOPICS[t]) for t in self.topic_names]
-        self.titles = _words(rng, self.primary_topic, b.title_words_min, b.title_words_max,
-                             b.title_filler_share, vocab)
-        bodies = _words(rng, self.comment_topic, b.comment_words_min, b.comment_words_max,
-                        b.comment_filler_share, vocab)
-        stance_vocab = [np.asarray(STANCE_WORDS[s]) for s in STANCES]
-        u = rng.random(self.n_comments)
-        st = self.comment_stance
-        first = [sv[int(x * len(sv))] for sv, x in zip((stance_vocab[i] for i in st.tolist()), u.tolist(),
-                                                        strict=True)]
-        self.comment_texts = [f"{f} {body}?" if s_ == 2 else f"{f} {body}"
-                              for f, body, s_ in zip(first, bodies, st.tolist(), strict=True)]
+    def _make_text(self) -> None:
+        """Titles and comment texts, in blocks of TEXT_BLOCK rows with one random stream per block
+        (SeedSequence([seed, 0x7E47, kind, block])), as Arrow strings: memory bounded by a block."""
+        b, cfg = self.config.behaviour, self.config
+        vocab = _Vocab(self.topic_names)
+
+        def blocks(kind: int, n: int) -> Iterator[tuple[slice, np.random.Generator]]:
+            for i, s in enumerate(range(0, n, TEXT_BLOCK)):
+                yield slice(s, min(s + TEXT_BLOCK, n)), np.random.default_rng(
+                    np.random.SeedSequence([cfg.seed, 0x7E47, kind, i]))
+
+        titles = [vocab.join(vocab.body_tokens(rng, self.primary_topic[sl], b.title_words_min,
+                                               b.title_words_max, b.title_filler_share))
+                  for sl, rng in blocks(0, self.n_videos)]
+        texts = []
+        for sl, rng in blocks(1, self.n_comments):
+            stance = self.comment_stance[sl]
+            body = vocab.body_tokens(rng, self.comment_topic[sl], b.comment_words_min,
+                                     b.comment_words_max, b.comment_filler_share)
+            first = vocab.stance_tokens(rng, stance)
+            last = np.where(stance == 2, vocab.question, -1)  # questions end in "?"
+            texts.append(vocab.join(np.column_stack([first, body, last])))
+        self.titles = pa.chunked_array(titles, type=pa.string())
+        self.comment_texts = pa.chunked_array(texts, type=pa.string())
 
     # -- comment ranking truth -----------------------------------------------------------------
     def comment_log_weights(self) -> np.ndarray:
         """Log PL weights of the logging comment ranking, aligned with comment ids, (C,)."""
         return self.comment_score / self.config.behaviour.comment_temperature
 
-    def comment_marginals(self) -> np.ndarray:
+    def comment_marginals(self, *, workers: int = 1) -> np.ndarray:
         """P(comment c at rank j) under the logging comment ranking, (C, comment_list_size).
 
-        Exact (plackett_luce.marginals), computed per group of videos with the same comment count.
+        Exact, per group of videos with the same comment count m: the subset recursion for
+        m <= SUBSET_MAX_COMMENTS (plackett_luce.subset_marginals, no quadrature; most sections), the
+        exponential-race quadrature (plackett_luce.marginals) above.
         """
         if self._comment_marginals is not None:
             return self._comment_marginals
@@ -246,15 +329,22 @@ class World:
         counts = np.diff(off)
         logw = self.comment_log_weights()
         out = np.zeros((self.n_comments, L))
-        for m in np.unique(counts[counts > 0]):
+        for m in np.unique(counts[counts > 0]).tolist():
             vids = np.flatnonzero(counts == m)
             idx = off[vids][:, None] + np.arange(m)[None, :]  # (n_v, m) comment ids
             lw = logw[idx]
             w = np.exp(lw - lw.max(axis=1, keepdims=True))
-            k = int(min(m, L))
-            out[idx, :k] = pl.marginals(w, k)
+            k = min(m, L)
+            if m <= SUBSET_MAX_COMMENTS:
+                out[idx, :k] = pl.subset_marginals(w, k)
+            else:
+                out[idx, :k] = pl.marginals(w, k, workers=workers)
         self._comment_marginals = out
         return out
+
+    def drop_caches(self) -> None:
+        """Forget the comment marginal matrix (recomputed on the next `comment_marginals` call)."""
+        self._comment_marginals = None
 
     # -- persistence ---------------------------------------------------------------------------
     def to_files(self) -> dict[str, bytes]:

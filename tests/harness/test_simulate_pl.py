@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -100,3 +101,72 @@ def test_bad_input_is_rejected_with_a_clear_message() -> None:
         pl.marginals(np.array([[1.0, -1.0]]), 1)
     with pytest.raises(ValueError, match="distinct"):
         pl.slate_marginals(np.ones((1, 4)), np.array([[0, 0]]))
+
+
+def exact_enumeration(w: np.ndarray, k: int) -> np.ndarray:
+    """As `brute_force`, in exact rational arithmetic (the float version loses ~1e-11 to
+    cancellation in `rest -= w[i]` when weights span many orders of magnitude)."""
+    n = len(w)
+    wf = [Fraction(float(x)) for x in w]
+    out = [[Fraction(0)] * k for _ in range(n)]
+    for seq in itertools.permutations(range(n), k):
+        p, rest = Fraction(1), sum(wf)
+        for i in seq:
+            p *= wf[i] / rest
+            rest -= wf[i]
+        for j, i in enumerate(seq):
+            out[i][j] += p
+    return np.array([[float(x) for x in row] for row in out])
+
+
+@pytest.mark.parametrize(("n", "k", "scale"), [(5, 5, 1.0), (6, 6, 4.0), (7, 3, 3.0), (6, 1, 1.0), (7, 5, 2.0)])
+def test_subset_marginals_equal_exact_enumeration(n: int, k: int, scale: float) -> None:
+    rng = np.random.default_rng(100 + n * 10 + k)
+    W = np.exp(scale * rng.normal(size=(2, n)))
+    M = pl.subset_marginals(W, k)
+    for r in range(2):
+        np.testing.assert_allclose(M[r], exact_enumeration(W[r], k), atol=1e-14, rtol=0)
+
+
+def test_subset_marginals_padding_and_size_limit() -> None:
+    rng = np.random.default_rng(6)
+    W = np.exp(rng.normal(size=(3, 5)))
+    padded = np.concatenate([W, np.zeros((3, 2))], axis=1)
+    M = pl.subset_marginals(padded, 5)
+    np.testing.assert_allclose(M[:, :5], brute_force_rows(W, 5), atol=1e-12)
+    assert np.all(M[:, 5:] == 0)
+    with pytest.raises(ValueError, match="use marginals"):
+        pl.subset_marginals(np.ones((1, pl.SUBSET_MAX_N + 1)), 3)
+
+
+def test_quadrature_top10_of_13_equals_the_exact_subset_recursion() -> None:
+    """The comment-section regime (k < n, beyond enumeration): two independent exact methods agree."""
+    rng = np.random.default_rng(7)
+    W = np.exp(2.0 * rng.normal(size=(12, 13)))
+    np.testing.assert_allclose(pl.marginals(W, 10), pl.subset_marginals(W, 10), atol=1e-9, rtol=0)
+
+
+def test_rows_get_their_own_nodes_whatever_the_batch_or_threads() -> None:
+    """Rows with very different weight spreads need different panel counts; a row's result must not
+    depend on its batch-mates or on the number of threads (byte-identical)."""
+    rng = np.random.default_rng(8)
+    W = np.exp(rng.normal(size=(30, 40)) * np.linspace(0.3, 4.0, 30)[:, None])
+    assert len(np.unique(pl.row_panels(W / W.sum(axis=1, keepdims=True), 6))) > 2
+    slates = pl.sample_slates(np.log(W), 6, rng)
+    S = pl.slate_marginals(W, slates)
+    assert np.array_equal(S, pl.slate_marginals(W, slates, workers=2))
+    assert np.array_equal(S[7:8], pl.slate_marginals(W[7:8], slates[7:8]))
+    M = pl.marginals(W, 6)
+    assert np.array_equal(M, pl.marginals(W, 6, workers=2))
+    assert np.array_equal(M[[3, 29]], pl.marginals(W[[3, 29]], 6))
+    expect = np.take_along_axis(M, slates[:, :, None], axis=1)[:, np.arange(6), np.arange(6)]
+    np.testing.assert_allclose(S, expect, atol=1e-12)
+
+
+def test_slate_marginals_equal_enumeration_with_mixed_panels() -> None:
+    rng = np.random.default_rng(9)
+    W = np.exp(rng.normal(size=(6, 8)) * np.array([0.5, 1.0, 2.0, 3.0, 4.0, 5.0])[:, None])
+    slates = pl.sample_slates(np.log(W), 4, rng)
+    ref = brute_force_rows(W, 4)
+    expect = np.take_along_axis(ref, slates[:, :, None], axis=1)[:, np.arange(4), np.arange(4)]
+    np.testing.assert_allclose(pl.slate_marginals(W, slates), expect, atol=1e-10, rtol=0)

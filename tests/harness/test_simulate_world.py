@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from harness.logs.store import LogStore
+from harness.simulate import plackett_luce as pl
 from harness.simulate.config import WorldConfig
-from harness.simulate.generate import simulate
-from harness.simulate.vocab import FILLERS, TOPICS
-from harness.simulate.world import ARRAYS_FILE, CONFIG_FILE, World
+from harness.simulate.generate import generate, simulate
+from harness.simulate.policy import Retrieval
+from harness.simulate.vocab import FILLERS, TOPICS, topic_names
+from harness.simulate.world import ARRAYS_FILE, CONFIG_FILE, SUBSET_MAX_COMMENTS, World, _Vocab
+from tests.harness.test_simulate_pl import brute_force
 
 SMALL = WorldConfig(users=250, videos=400, days=4, seed=7)
 
@@ -139,3 +142,78 @@ def test_bad_config_names_the_problem(kwargs: dict, match: str) -> None:
 def test_existing_output_is_not_overwritten_by_default(small: Path) -> None:
     with pytest.raises(FileExistsError, match="overwrite"):
         simulate(SMALL, small)
+
+
+def test_text_is_the_space_join_of_its_tokens() -> None:
+    """Arrow texts built from token ids equal Python's join (single spaces, "?" glued on)."""
+    vocab = _Vocab(topic_names(20))
+    rng = np.random.default_rng(0)
+    tok = rng.integers(0, vocab.question, size=(300, 9))
+    tok[rng.random(tok.shape) < 0.3] = -1  # gaps anywhere, including the first column
+    tok[::3, -1] = vocab.question
+    got = vocab.join(tok).to_pylist()
+    for row, text in zip(tok, got, strict=True):
+        words = [vocab.words[t] for t in row if t >= 0]
+        ref = " ".join(w for w in words if w != "?") + ("?" if words and words[-1] == "?" else "")
+        if words == ["?"]:
+            ref = "?"
+        assert text == ref
+
+
+def test_comment_marginals_of_both_exact_paths_are_distributions() -> None:
+    """Small sections use the subset recursion, large ones the quadrature: every shown rank holds
+    exactly one comment, no comment exceeds probability 1, and each path equals an independent
+    method on a section it covers."""
+    world = World.build(WorldConfig(users=20, videos=60, comments_per_video=14, days=2, seed=3))
+    L = world.config.behaviour.comment_list_size
+    off, counts = world.comment_offsets, np.diff(world.comment_offsets)
+    marg = world.comment_marginals()
+    assert counts.min() <= SUBSET_MAX_COMMENTS < counts.max()
+    for v in np.flatnonzero(counts):
+        block = marg[off[v]:off[v + 1]]
+        k = min(int(counts[v]), L)
+        np.testing.assert_allclose(block[:, :k].sum(axis=0), 1.0, atol=1e-9)
+        assert np.all(block[:, k:] == 0) and np.all(block.sum(axis=1) <= 1 + 1e-9)
+    w_all = np.exp(world.comment_log_weights())
+    small = int(np.flatnonzero((counts >= 3) & (counts <= 6))[0])
+    w = w_all[off[small]:off[small + 1]]
+    np.testing.assert_allclose(marg[off[small]:off[small + 1], : len(w)], brute_force(w, len(w)), atol=1e-10)
+    large = int(np.flatnonzero((counts > SUBSET_MAX_COMMENTS) & (counts <= pl.SUBSET_MAX_N))[0])
+    w = w_all[off[large]:off[large + 1]]
+    np.testing.assert_allclose(marg[off[large]:off[large + 1]], pl.subset_marginals(w[None, :], L)[0], atol=1e-9)
+    np.testing.assert_allclose(world.comment_exposure, marg @ (world.config.behaviour.comment_exam_decay
+                                                               ** np.arange(L)), rtol=1e-12)
+
+
+def test_topic_retrieval_is_the_popularity_inverse_cdf() -> None:
+    """Per-topic searches equal one inverse-CDF search over the topic-sorted catalogue (an empty
+    topic falls back to a uniform video)."""
+    world = World.build(WorldConfig(users=10, videos=30, candidates=10, slate_size=3, days=1, seed=4))
+    ret = Retrieval(world)
+    assert np.any(ret.topic_start == ret.topic_end)  # 30 videos over 20 topics: some topic is empty
+    rng = np.random.default_rng(1)
+    topics = rng.integers(0, world.config.topics, size=5000)
+    u = rng.random(5000)
+    lo_idx, hi_idx = ret.topic_start[topics], ret.topic_end[topics]
+    lo = np.where(lo_idx > 0, ret.cum_topic[np.maximum(lo_idx - 1, 0)], 0.0)
+    hi = ret.cum_topic[np.maximum(hi_idx - 1, 0)]
+    pos = np.clip(np.searchsorted(ret.cum_topic, lo + u * (hi - lo), side="right"), lo_idx,
+                  np.maximum(hi_idx - 1, lo_idx))
+    ref = np.where(lo_idx == hi_idx, (u * world.n_videos).astype(np.int64),
+                   ret.by_topic[np.minimum(pos, world.n_videos - 1)])
+    np.testing.assert_array_equal(ret._pick_in_topic(topics, u), ref)
+    # and the draws follow popularity within the topic
+    t = int(np.argmax(ret.topic_end - ret.topic_start))
+    vids = ret.by_topic[ret.topic_start[t]:ret.topic_end[t]]
+    draws = ret._pick_in_topic(np.full(200_000, t), rng.random(200_000))
+    freq = np.bincount(draws, minlength=world.n_videos)[vids] / 200_000
+    p = world.popularity[vids] / world.popularity[vids].sum()
+    assert np.max(np.abs(freq - p) / np.sqrt(p * (1 - p) / 200_000)) < 5
+
+
+def test_output_does_not_depend_on_threads() -> None:
+    cfg = WorldConfig(users=120, videos=200, days=2, seed=11, comments_per_video=15)
+    _, one, _ = generate(cfg, workers=1)
+    _, two, _ = generate(cfg, workers=2)
+    for name, table in one.items():
+        assert table.equals(two[name]), name
