@@ -13,17 +13,23 @@ daily partitions can produce them and `+` merges them (Chan, Golub and LeVeque 1
 Fields may carry leading batch dimensions (n: (...), mean: (..., k), comoment: (..., k, k)) so that
 simulations and the Poisson bootstrap evaluate thousands of experiments with the same code.
 
-The query reads the table once: for every (arm), (arm, segment) grouping set it computes counts,
-means, covariances (DuckDB's `covar_samp`, a stable streaming update rather than the cancellation-prone
-sum(x^2) - (sum x)^2 / n) and skewness. Only the cross products some metric needs are computed (the
-rest of the matrix is NaN). `Moments.from_sums` accepts raw power sums from other engines.
+The query reads the table once: for every (arm), (arm, segment) grouping set it computes counts and
+plain power sums of shifted values (n, sum d, sum d_i d_j for the pairs some metric needs, sum d^3 for
+the tail check, d = x - shift), which `Moments.from_sums` turns into centred moments:
+
+    mean = S1/n + shift,  C = S2 - S1 S1^T / n,  M3 = S3 - 3 m S2 + 2 n m^3  (m = S1/n).
+
+Plain sums are what DuckDB aggregates fastest (no per-row division as in Welford/`covar_samp`); the shift
+near the column mean keeps the subtraction from cancelling (see `compute_moments`). Cross products no
+metric needs are not computed (NaN in the matrix); min/max only for columns that need a range check.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -211,19 +217,22 @@ class GroupKey:
 
 @dataclass(frozen=True)
 class AggregateSpec:
-    """What to compute: columns, the cross-product pairs needed, which columns get tail moments."""
+    """What to compute: columns, the cross-product pairs needed, which columns get tail moments
+    (third power sums, for the skewness check) and which get a range (min/max, for proportions)."""
 
     columns: tuple[str, ...]
     pairs: frozenset[tuple[int, int]]  # (i, j) with i <= j
     tail_columns: tuple[str, ...] = ()
+    range_columns: tuple[str, ...] = ()
 
     @classmethod
-    def from_blocks(cls, blocks: Sequence[Sequence[str]], tail_columns: Sequence[str] = ()) -> AggregateSpec:
+    def from_blocks(cls, blocks: Sequence[Sequence[str]], tail_columns: Sequence[str] = (),
+                    range_columns: Sequence[str] = ()) -> AggregateSpec:
         cols: dict[str, None] = {}
         for b in blocks:
             for c in b:
                 cols.setdefault(c, None)
-        for c in tail_columns:
+        for c in (*tail_columns, *range_columns):
             cols.setdefault(c, None)
         columns = tuple(cols)
         pos = {c: i for i, c in enumerate(columns)}
@@ -235,100 +244,233 @@ class AggregateSpec:
                     pairs.add((ix[a], ix[bb]))
         for c in columns:
             pairs.add((pos[c], pos[c]))
-        return cls(columns, frozenset(pairs), tuple(dict.fromkeys(tail_columns)))
+        return cls(columns, frozenset(pairs), tuple(dict.fromkeys(tail_columns)),
+                   tuple(dict.fromkeys(range_columns)))
 
 
-def _shifts(con: duckdb.DuckDBPyConnection, src: str, columns: Sequence[str]) -> np.ndarray:
-    """Rough column means from the first rows, used only to centre the sums (any value works)."""
-    sel = ", ".join(f"avg(CAST({_quote(c)} AS DOUBLE))" for c in columns)
-    inner = ", ".join(_quote(c) for c in columns)
-    row = con.execute(f"SELECT {sel} FROM (SELECT {inner} FROM {src} LIMIT 4096)").fetchone()
-    out = np.array([0.0 if v is None or not math.isfinite(v) else float(v) for v in row])
-    return out
+# A column whose centred sum of squares is below this share of its shifted sum of squares has lost more
+# than three digits to cancellation (S2 = C + n (mean - shift)^2): the query is rerun with the shift
+# set to the column mean found by the first pass.
+_RESHIFT_BELOW = 1e-3
 
 
-def _raise_nonfinite(con: duckdb.DuckDBPyConnection, src: str, arm_q: str, cols: Sequence[str]) -> None:
-    """Raise an AnalysisError naming the first column and arm holding NaN or infinite values, if any."""
-    sel = ", ".join(f"count(*) FILTER (WHERE NOT isfinite(CAST({_quote(c)} AS DOUBLE)))" for c in cols)
-    for row in con.execute(f"SELECT CAST({arm_q} AS VARCHAR), {sel} FROM {src} GROUP BY 1 ORDER BY 1").fetchall():
-        for c, bad in zip(cols, row[1:], strict=True):
-            if bad:
-                raise AnalysisError(f"column {c!r} has NaN or infinite values in arm {row[0]!r} ({bad} row(s)); "
-                                    "drop or fix those rows before analysing")
+_PARQUET_SRC = re.compile(r"read_parquet\(('(?:[^']|'')*'), union_by_name=true\)")
 
 
-def compute_moments(con: duckdb.DuckDBPyConnection, src: str, *, arm_col: str, arms: Sequence[str],
-                    segments: Sequence[str], spec: AggregateSpec) -> tuple[dict[GroupKey, Moments],
-                                                                         dict[GroupKey, np.ndarray]]:
-    """One scan: moments for every (arm) and (arm, segment level). Returns (moments, non-null counts)."""
+def _parquet_hints(con: duckdb.DuckDBPyConnection, files: str, columns: Sequence[str]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, may_have_nulls) per column from the Parquet footers: min/max and null counts, no data pages.
+
+    The shift is 0 when the column's range [lo, hi] reaches at least as close to 0 as it is wide (metric
+    columns: counts, durations, deltas around 0; then |mean| is within a few ranges of 0), else the
+    endpoint nearest 0 (an offset column such as 1e6 + noise is then centred to within its range).
+    NULL-free needs a zero null count in every row group of every file (union_by_name fills a column
+    missing from a file with NULLs).
+    """
+    rows = con.execute(
+        f"SELECT path_in_schema, min(TRY_CAST(stats_min_value AS DOUBLE)), max(TRY_CAST(stats_max_value AS DOUBLE)), "
+        f"bool_and(coalesce(stats_null_count = 0, false)), count(DISTINCT file_name), "
+        f"(SELECT count(DISTINCT file_name) FROM parquet_metadata({files})) "
+        f"FROM parquet_metadata({files}) GROUP BY 1").fetchall()
+    info = {r[0]: r[1:] for r in rows}
+    shift = np.zeros(len(columns))
+    nullable = np.ones(len(columns), bool)
+    for i, c in enumerate(columns):
+        if c not in info:
+            continue
+        lo, hi, no_nulls, n_files, all_files = info[c]
+        nullable[i] = not (no_nulls and n_files == all_files)
+        if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+            continue
+        gap = lo if lo > 0 else (-hi if hi < 0 else 0.0)
+        if gap > hi - lo:
+            shift[i] = lo if lo > 0 else hi
+    return shift, nullable
+
+
+def _shifts(con: duckdb.DuckDBPyConnection, src: str, columns: Sequence[str], rows: int = 1024
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, may_have_nulls) per column: centring constants for the power sums, and NULL hints.
+
+    Any shift is exact in exact arithmetic; one near the data keeps sum((x - s)^2) close to the centred
+    sum, so `C = S2 - S1^2 / n` does not cancel. A Parquet scan (`open_source`) takes both from the file
+    footers (`_parquet_hints`, milliseconds); other sources take the mean of the first `rows` rows (one
+    page per column) and assume NULLs are possible. The SQL literal is the shortest exact repr.
+    """
+    k = len(columns)
+    parquet = _PARQUET_SRC.fullmatch(src)
+    try:
+        if parquet:
+            return _parquet_hints(con, parquet.group(1), columns)
+        sel = ", ".join(f"avg(CAST({_quote(c)} AS DOUBLE))" for c in columns)
+        inner = ", ".join(_quote(c) for c in columns)
+        row = con.execute(f"SELECT {sel} FROM (SELECT {inner} FROM {src} LIMIT {rows})").fetchone()
+    except duckdb.Error:  # a cast the main query reports properly; centring is only an optimisation
+        return np.zeros(k), np.ones(k, bool)
+    shift = np.array([0.0 if v is None or not math.isfinite(v) else float(v) for v in row])
+    return shift, np.ones(k, bool)
+
+
+def _sql_double(x: float) -> str:
+    return f"CAST('{float(x)!r}' AS DOUBLE)"
+
+
+def _moments_query(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arms: Sequence[str] | None,
+                   segments: Sequence[str], spec: AggregateSpec, shift: np.ndarray, nullable: np.ndarray,
+                   per_column_counts: bool = False
+                   ) -> tuple[dict[GroupKey, Moments], dict[GroupKey, np.ndarray], dict[GroupKey, np.ndarray]]:
+    """One scan computing, per group, n, non-null counts and shifted power sums; see compute_moments.
+
+    Without `per_column_counts` one count of rows with no NULL in any `nullable` column stands for all
+    of them (their sum is NULL when one is): exact when it equals n, the normal case; otherwise the
+    caller asks again per column, on the error path only. Columns known NULL-free are not counted.
+    """
     cols = spec.columns
     k = len(cols)
-    # DuckDB's avg / covar_samp / skewness are numerically stable (Welford-style updates), so the
-    # moments need no pre-centring pass and the table is read once.
-    q = [f"CAST({_quote(c)} AS DOUBLE)" for c in cols]
-    tails = {cols.index(c) for c in spec.tail_columns}
-    exprs: list[str] = ["count(*)"]
-    exprs += [f"count({_quote(c)})" for c in cols]
-    exprs += [f"avg({q[i]})" for i in range(k)]
     pairs = sorted(spec.pairs)
-    exprs += [f"{'var_samp' if i == j else 'covar_samp'}({q[i]}{'' if i == j else ', ' + q[j]})" for i, j in pairs]
-    tail_list = sorted(tails)
-    exprs += [f"skewness({q[i]})" for i in tail_list]
-    exprs += [f"min({_quote(cols[i])}), max({_quote(cols[i])})" for i in tail_list]
+    tails = sorted(cols.index(c) for c in spec.tail_columns)
+    ranges = sorted(cols.index(c) for c in spec.range_columns)
+    v = [f"__v{i}" for i in range(k)]
     arm_q = _quote(arm_col)
-    seg_sel = ", ".join(f"CAST({_quote(s)} AS VARCHAR) AS {_quote('__seg_' + s)}" for s in segments)
-    seg_grp = [f"GROUPING({_quote('__seg_' + s)})" for s in segments]
-    sets = ["(__arm)"] + [f"(__arm, {_quote('__seg_' + s)})" for s in segments]
-    arm_list = ", ".join(_literal(a) for a in arms)
-    inner = (f"SELECT CAST({arm_q} AS VARCHAR) AS __arm{', ' + seg_sel if segments else ''}, * "
-             f"FROM {src} WHERE CAST({arm_q} AS VARCHAR) IN ({arm_list})")
-    seg_cols = "".join(f", {_quote('__seg_' + s)}" for s in segments)
-    grp_cols = "".join(f", {g}" for g in seg_grp)
-    sql = (f"SELECT __arm{seg_cols}{grp_cols}, {', '.join(exprs)} FROM ({inner}) "
-           f"GROUP BY GROUPING SETS ({', '.join(sets)})")
+    proj = [f"CAST({arm_q} AS VARCHAR) AS __arm"]
+    proj += [f"CAST({_quote(s)} AS VARCHAR) AS __s{j}" for j, s in enumerate(segments)]
+    proj += [f"CAST({_quote(c)} AS DOUBLE){f' - {_sql_double(shift[i])}' if shift[i] else ''} AS {v[i]}"
+             for i, c in enumerate(cols)]
+    proj += [f"CAST({_quote(cols[i])} AS DOUBLE) AS __r{i}" for i in ranges]
+    where = "" if arms is None else f" WHERE CAST({arm_q} AS VARCHAR) IN ({', '.join(_literal(a) for a in arms)})"
+    maybe_null = [x for x, z in zip(v, nullable, strict=True) if z]
+    if per_column_counts:
+        exprs = ["count(*)"] + [f"count({x})" for x in v]
+    else:
+        exprs = ["count(*)"] + ([f"count({' + '.join(maybe_null)})"] if maybe_null else [])
+    exprs += [f"sum({x})" for x in v]
+    exprs += [f"sum({v[i]} * {v[j]})" for i, j in pairs]
+    exprs += [f"sum({v[i]} * {v[i]} * {v[i]})" for i in tails]
+    exprs += [f"min(__r{i}), max(__r{i})" for i in ranges]
+    seg_cols = [f"__s{j}" for j in range(len(segments))]
+    if segments:
+        keys = ", ".join(["__arm", *seg_cols, *(f"GROUPING({s})" for s in seg_cols)])
+        sets = ", ".join(["(__arm)", *(f"(__arm, {s})" for s in seg_cols)])
+        group = f"GROUPING SETS ({sets})"
+    else:
+        keys, group = "__arm", "__arm"
+    sql = f"SELECT {keys}, {', '.join(exprs)} FROM (SELECT {', '.join(proj)} FROM {src}{where}) GROUP BY {group}"
     try:
         rows = con.execute(sql).fetchall()
     except duckdb.Error as exc:
-        _raise_nonfinite(con, src, arm_q, cols)  # DuckDB's skewness rejects inf: name the culprit
         raise AnalysisError(f"aggregation query failed: {exc}; check that metric and covariate columns are "
                             "numeric") from exc
-    out: dict[GroupKey, Moments] = {}
-    counts: dict[GroupKey, np.ndarray] = {}
     ns = len(segments)
+    moments: dict[GroupKey, Moments] = {}
+    counts: dict[GroupKey, np.ndarray] = {}
+    raw_sq: dict[GroupKey, np.ndarray] = {}
     for r in rows:
-        arm = r[0]
-        levels = r[1:1 + ns]
-        grouping = r[1 + ns:1 + 2 * ns]
-        vals = r[1 + 2 * ns:]
+        arm = NULL_LEVEL if r[0] is None else r[0]
         seg, lev = "all", "all"
-        for s, lv, g in zip(segments, levels, grouping, strict=True):
+        for s, lv, g in zip(segments, r[1:1 + ns], r[1 + ns:1 + 2 * ns], strict=True):
             if g == 0:
                 seg, lev = s, NULL_LEVEL if lv is None else str(lv)
-        it = iter(vals)
-
-        def num(v: Any) -> float:
-            return np.nan if v is None else float(v)
-
-        n = float(next(it))
-        nonnull = np.array([float(next(it)) for _ in range(k)])
-        mean = np.array([num(next(it)) for _ in range(k)])
-        com = np.full((k, k), np.nan)
-        for i, j in pairs:
-            v = num(next(it)) * (n - 1.0) if n >= 2 else (0.0 if n == 1 else np.nan)
-            com[i, j] = com[j, i] = v
-        m3 = np.full(k, np.nan)
-        for i in tail_list:
-            g = num(next(it))  # DuckDB: adjusted G1 = g1 sqrt(n (n-1)) / (n-2), g1 = sqrt(n) M3 / M2^1.5
-            if n > 2 and np.isfinite(g):
-                g1 = g * (n - 2.0) / np.sqrt(n * (n - 1.0))
-                m3[i] = g1 * com[i, i] ** 1.5 / np.sqrt(n)
-        mn = np.full(k, np.nan)
-        mx = np.full(k, np.nan)
-        for i in tail_list:
-            mn[i] = num(next(it))
-            mx[i] = num(next(it))
+        vals = np.array([np.nan if x is None else float(x) for x in r[1 + 2 * ns:]])
+        n, pos = vals[0], 1
+        if per_column_counts:
+            nonnull, pos = vals[pos:pos + k], pos + k
+        elif maybe_null:
+            nonnull, pos = np.full(k, vals[pos]), pos + 1
+        else:
+            nonnull = np.full(k, n)
+        sums = vals[pos:pos + k]
+        pos += k
+        cross = np.full((k, k), np.nan)
+        for (i, j), x in zip(pairs, vals[pos:pos + len(pairs)], strict=True):
+            cross[i, j] = cross[j, i] = x
+        pos += len(pairs)
+        cubes = np.full(k, np.nan)
+        cubes[tails] = vals[pos:pos + len(tails)]
+        pos += len(tails)
+        mn, mx = np.full(k, np.nan), np.full(k, np.nan)
+        mn[ranges] = vals[pos:pos + 2 * len(ranges):2]
+        mx[ranges] = vals[pos + 1:pos + 2 * len(ranges):2]
         key = GroupKey(arm, seg, lev)
-        with np.errstate(invalid="ignore"):
-            out[key] = Moments(cols, np.asarray(n), mean, com, m3, mn, mx)
+        moments[key] = Moments.from_sums(cols, n, sums, cross, cubes, shift=shift, minimum=mn, maximum=mx)
         counts[key] = nonnull
-    return out, counts
+        raw_sq[key] = np.diag(cross).copy()
+    return moments, counts, raw_sq
+
+
+def _zero_cancelled(m: Moments, raw_sq: np.ndarray) -> Moments:
+    """Set to exactly 0 the centred sums of squares that rounding cannot tell from 0.
+
+    C = S2 - S1^2/n from rounded sums errs by at most about 3 n eps S2 (Higham 2002, sums of n terms),
+    so a smaller C, or a negative one, is a constant column (Welford updates give exactly 0 there, and
+    the "zero variance" handling downstream relies on it). Valid because the shift is near the mean:
+    compute_moments reruns the query for columns where it was not.
+    """
+    n = float(m.n)
+    com, m3 = m.comoment.copy(), m.m3.copy()
+    with np.errstate(invalid="ignore"):
+        zero = np.diag(com) <= 3.0 * max(n, 1.0) * np.finfo(float).eps * raw_sq
+    if not zero.any():
+        return m
+    for i in np.flatnonzero(zero):
+        computed = ~np.isnan(com[i])
+        com[i, computed] = 0.0
+        com[computed, i] = 0.0
+        if not np.isnan(m3[i]):
+            m3[i] = 0.0
+    return replace(m, comoment=com, m3=m3)
+
+
+def _needs_reshift(moments: dict[GroupKey, Moments], raw_sq: dict[GroupKey, np.ndarray],
+                   counts: dict[GroupKey, np.ndarray], exact_zero: bool) -> np.ndarray:
+    """Columns whose shifted sums lost more than 3 digits: C < _RESHIFT_BELOW * S2 in some group.
+
+    With `exact_zero` (the shift came from the data) a C within rounding of 0 means a constant column
+    and is no reason to rerun; with an arbitrary shift (0) it may be total cancellation, so it is.
+    """
+    bad = None
+    for key, m in moments.items():
+        c, s2 = np.diag(m.comoment), raw_sq[key]
+        eps = 3.0 * max(float(m.n), 1.0) * np.finfo(float).eps
+        with np.errstate(invalid="ignore"):
+            lost = (np.isfinite(c) & np.isfinite(s2) & (s2 > 0) & (c < _RESHIFT_BELOW * s2)
+                    & (counts[key] == float(m.n)))  # columns with NULLs are an error anyway
+            if exact_zero:
+                lost &= c > eps * s2
+        bad = lost if bad is None else bad | lost
+    return np.zeros(0, bool) if bad is None else bad
+
+
+def compute_moments(con: duckdb.DuckDBPyConnection, src: str, *, arm_col: str, arms: Sequence[str] | None,
+                    segments: Sequence[str], spec: AggregateSpec, sample_shift: bool = True
+                    ) -> tuple[dict[GroupKey, Moments], dict[GroupKey, np.ndarray]]:
+    """One scan: moments for every (arm) and (arm, segment level). Returns (moments, non-null counts).
+
+    `arms=None` groups every arm in the table (NULL arms under `NULL_LEVEL`), so the arm counts come out of
+    the same scan. The query computes only plain sums of shifted values, the mergeable sufficient
+    statistics (n, S1 = sum d, S2 = sum d d^T for the needed pairs, S3 = sum d^3 for tail columns, d = x
+    - shift), which DuckDB evaluates in one vectorised pass (running Welford/`covar_samp` updates per row
+    cost several times more). Centring: C = S2 - S1 S1^T / n loses about log10(S2 / C) digits, so the
+    shift comes from the data (`_shifts`: Parquet footer minima or the mean of the first rows; with
+    `sample_shift=False`, for sources that are themselves aggregations, where LIMIT would run the whole
+    subquery, it is 0), and any column still left with C < 1e-3 S2 in some group is recomputed with its
+    mean from the first pass as the shift (a second scan, only for badly offset data). NaN or infinite
+    values propagate into the sums, so a non-finite mean or comoment marks them; NULLs are left out of
+    the sums and show in the non-null counts.
+    """
+    k = len(spec.columns)
+    shift, nullable = _shifts(con, src, spec.columns) if sample_shift else (np.zeros(k), np.ones(k, bool))
+    moments, counts, raw_sq = _moments_query(con, src, arm_col, arms, segments, spec, shift, nullable)
+    per_column = any((c < float(moments[key].n)).any() for key, c in counts.items())
+    if per_column:  # some NULLs: count them per column, to name the column (or ignore an unused arm)
+        moments, counts, raw_sq = _moments_query(con, src, arm_col, arms, segments, spec, shift, nullable, True)
+    redo = _needs_reshift(moments, raw_sq, counts, exact_zero=sample_shift)
+    if redo.any():
+        overall = [m for key, m in moments.items() if key.segment == "all" and key.arm != NULL_LEVEL]
+        total = sum(float(m.n) for m in overall)
+        if total > 0:
+            with np.errstate(invalid="ignore", over="ignore"):
+                mean = sum(float(m.n) * m.mean for m in overall) / total
+            shift = np.where(redo & np.isfinite(mean), mean, shift)
+            moments, counts, raw_sq = _moments_query(con, src, arm_col, arms, segments, spec, shift, nullable,
+                                                     per_column)
+    return {key: _zero_cancelled(m, raw_sq[key]) for key, m in moments.items()}, counts

@@ -212,7 +212,16 @@ class _Analysis:
         if overlap:
             raise AnalysisError(f"column(s) {sorted(overlap)} are used as both a metric and a covariate")
         self.covs = covs
-        self.arm_counts = self._arm_counts()
+        # One scan does everything when the table is read as is: the moments of every arm, whose
+        # group sizes are the arm counts. Winsorising and unit-level sums need the arms (or change the
+        # rows) first, so they count arms in a query of their own.
+        single_scan = self.unit_col is None and cfg.winsorize is None and not cfg.paired
+        pre = None
+        if single_scan:
+            pre = self._moments(value_cols, arms=None)
+            self.arm_counts = self._counts_from(pre[0])
+        else:
+            self.arm_counts = self._arm_counts()
         self._resolve_arms()
         self._winsorize(value_cols, all_covs)
         if self.unit_col is not None:
@@ -222,7 +231,7 @@ class _Analysis:
             for t in self.treatments:
                 lifts += self._paired(t, value_cols)
         else:
-            lifts += self._independent(value_cols, all_covs)
+            lifts += self._independent(value_cols, all_covs, pre)
         lifts = self._adjust(lifts)
         het = self._heterogeneity(lifts)
         return ExperimentResult(
@@ -230,6 +239,12 @@ class _Analysis:
             arm_counts=self.arm_counts, config=cfg.to_dict(), lifts=lifts, checks=self.checks,
             heterogeneity=het, power=self.power,
         )
+
+    @staticmethod
+    def _counts_from(moments: dict[GroupKey, Moments]) -> dict[str, int]:
+        """Arm -> rows, from the overall groups of the moments query (sorted as `_arm_counts`, NULL last)."""
+        counts = {k.arm: int(m.n) for k, m in moments.items() if k.segment == OVERALL}
+        return {a: counts[a] for a in sorted(counts, key=lambda a: (a == NULL_LEVEL, a))}
 
     def _arm_counts(self) -> dict[str, int]:
         a = _quote(self.arm_col)
@@ -285,16 +300,27 @@ class _Analysis:
                 if missing > 0:
                     raise AnalysisError(f"column {label(col)!r} has {int(missing)} missing (NULL, or NaN from pandas) value(s) in "
                                         f"arm {arm!r}; fill them (e.g. 0 for no activity) or drop those rows")
-                if not (np.isfinite(m.mean[i]) and np.isfinite(m.comoment[i, i])):
+                if not np.isfinite(m.mean[i]):  # NaN and inf propagate into the sums
                     raise AnalysisError(f"column {label(col)!r} has NaN or infinite values in arm {arm!r}; "
                                         "drop or fix those rows before analysing")
+                if not np.isfinite(m.comoment[i, i]):  # finite values whose squares overflow
+                    raise AnalysisError(f"column {label(col)!r} has values too large to square in double "
+                                        f"precision (|x| > 1e154) in arm {arm!r}; rescale the column")
 
     # -- independent arms ---------------------------------------------------------------------------
-    def _independent(self, value_cols: list[str], all_covs: list[str]) -> list[LiftResult]:
+    def _moments(self, value_cols: list[str], arms: Sequence[str] | None
+                 ) -> tuple[dict[GroupKey, Moments], dict[GroupKey, np.ndarray]]:
+        """The one aggregation query of an independent-arms analysis (all arms when `arms` is None)."""
         blocks = [list(m.value_columns) + list(self.covs[m.name]) for m in self.metrics]
-        spec = AggregateSpec.from_blocks(blocks, tail_columns=value_cols)
-        moments, counts = compute_moments(self.con, self.src, arm_col=self.arm_col, arms=self.arms,
-                                          segments=self.segments, spec=spec)
+        ranges = [m.column for m in self.metrics if isinstance(m, ProportionMetric)]
+        spec = AggregateSpec.from_blocks(blocks, tail_columns=value_cols, range_columns=ranges)
+        return compute_moments(self.con, self.src, arm_col=self.arm_col, arms=arms, segments=self.segments,
+                               spec=spec, sample_shift=self.unit_col is None)
+
+    def _independent(self, value_cols: list[str], all_covs: list[str],
+                     pre: tuple[dict[GroupKey, Moments], dict[GroupKey, np.ndarray]] | None = None
+                     ) -> list[LiftResult]:
+        moments, counts = pre if pre is not None else self._moments(value_cols, self.arms)
         self._validate(moments, counts, self.arms)
         overall = {a: moments[GroupKey(a, OVERALL, OVERALL)] for a in self.arms}
         self._metric_checks(overall)
@@ -348,7 +374,7 @@ class _Analysis:
         blocks = [[f"c::{c}" for c in m.value_columns] + [f"t::{c}" for c in m.value_columns] for m in self.metrics]
         spec = AggregateSpec.from_blocks(blocks, tail_columns=cols_c + cols_t)
         moments, counts = compute_moments(self.con, joined, arm_col="__pair_arm", arms=["paired"],
-                                          segments=self.segments, spec=spec)
+                                          segments=self.segments, spec=spec, sample_shift=False)
         key = GroupKey("paired", OVERALL, OVERALL)
         n_pairs = int(moments[key].n) if key in moments else 0
         if n_pairs == 0:

@@ -16,23 +16,28 @@ from __future__ import annotations
 
 import math
 
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from analysis.errors import AnalysisError
 
 
 def power_two_sample(effect_size: float, nobs1: float, *, ratio: float = 1.0, alpha: float = 0.05,
                      test: str = "z") -> float:
-    """Power of the two-sided test for a standardised effect."""
+    """Power of the two-sided test for a standardised effect.
+
+    Calls the scipy.special functions behind scipy.stats.norm / t / nct directly (ndtr, ndtri, stdtrit,
+    nctdtr): the same numbers (the noncentral-t upper tail as 1 - cdf, within 1e-16) at ~5 us instead
+    of ~150 us a call, which matters because `mde` inverts this by root finding for every metric.
+    """
     n2 = ratio * nobs1
     s = math.sqrt(1.0 / nobs1 + 1.0 / n2)
     ncp = effect_size / s
     if test == "z":
-        crit = stats.norm.isf(alpha / 2)
-        return float(stats.norm.sf(crit - ncp) + stats.norm.cdf(-crit - ncp))
+        crit = -special.ndtri(alpha / 2)
+        return float(special.ndtr(ncp - crit) + special.ndtr(-crit - ncp))
     df = nobs1 + n2 - 2.0
-    crit = stats.t.isf(alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    crit = -special.stdtrit(df, alpha / 2)
+    return float((1.0 - special.nctdtr(df, ncp, crit)) + special.nctdtr(df, ncp, -crit))
 
 
 def _check(alpha: float, power: float, test: str) -> None:
