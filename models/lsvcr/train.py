@@ -48,6 +48,10 @@ def prepare_data(tables: Mapping) -> tuple[Catalogue, Splits]:
     return catalogue, leave_one_out(event_log_from_tables(catalogue, dict(tables)))
 
 
+def _has_any_text(catalogue: Catalogue) -> bool:
+    return any(isinstance(t, str) and t.strip() for t in (*catalogue.titles, *catalogue.comment_texts))
+
+
 def stage1_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + "-stage1")
 
@@ -119,6 +123,12 @@ def train_lsvcr(
         if data is None:
             raise ValueError("pass the log tables (data) or both catalogue= and splits=")
         catalogue, splits = prepare_data(data)
+    if ablation != "no_text" and not _has_any_text(catalogue):
+        # Degrade honestly on text-less logs (e.g. imported KuaiRand): never invent text features.
+        raise ValueError(
+            "these logs carry no text (every video title and comment text is null, as in imported KuaiRand "
+            "logs): LSVCR's text inputs and its alignment stage have nothing to read. Train the ID-only "
+            "variant instead (`harness train --model lsvcr --ablation no_text`), or use logs with titles.")
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     cache = Path(cache_dir) if cache_dir is not None else out_dir.parent / ".lsvcr-cache"
