@@ -1,23 +1,37 @@
-"""Offline ranking quality of base, pop (and LSVCR + ablations) over seeds; prints one JSON line.
+"""Offline ranking quality of base, pop, LSVCR and its ablations over seeds; prints one JSON line.
 
-    python bench/quality.py                       # default synthetic world, base + pop, seeds 0,1,2
-    python bench/quality.py --models base,pop,lsvcr,no_align,no_comments,no_text
+    python bench/quality.py                                   # default world, base + pop, seeds 0,1,2
+    python bench/quality.py --models base,pop,lsvcr,no_align,no_comments,no_text --seeds 0
+    python bench/quality.py --data /tmp/world0 --lsvcr-budget 900 --threads 1
     python bench/quality.py --movielens /tmp/recbole/recbole-1.2.1-py3-none-any.whl --seeds 0
 
 Protocol: leave-one-out by time, 100 stored candidates for videos (target + 99 uniform negatives),
 comment candidates per LSVCR.md; test split; mean and std (ddof=1 when >1 seed) over training seeds.
-The evaluation candidates are the same for every model and seed (seed 0).
+The evaluation candidates are the same for every model and seed (seed 0). `base` and `pop` rank
+comments by like count (the production rule; neither has a comment model).
+
+Budgets: `base` trains up to `--epochs` epochs with early stopping (patience 5) and, when given,
+`--base-budget` seconds; each LSVCR model gets `--lsvcr-budget` seconds for the whole pipeline
+(stage 2 stops before an epoch that would overrun it, keeping its best epoch). The pre-trained LM's
+embedding of the catalogue is cached in the work folder and shared by every LSVCR run.
+
+Gap checks (issue 4): LSVCR beats base on NDCG@10 by >= 5% relative on both tasks, and every ablation
+sits below full LSVCR; a gap "exceeds 2 std" when mean difference > 2 sqrt(s_a^2 + s_b^2) (the std of
+the difference of two independent runs); with one seed the std test is reported as null (unknown).
+A per-run log (one line per trained model, with timings and validation figures) goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from models.evaluation import EvalConfig, evaluate, load_or_sample_candidates
 from models.histories import prepare_data
@@ -25,6 +39,11 @@ from models.pop import PopRecommender
 from models.train_sasrec import TrainConfig, train_sasrec
 
 LSVCR_NAMES = {"lsvcr": None, "no_align": "no_align", "no_comments": "no_comments", "no_text": "no_text"}
+ABLATION_NAMES = ("no_align", "no_comments", "no_text")
+
+
+def err(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def load_tables(args) -> tuple[dict, str]:
@@ -45,54 +64,109 @@ def load_tables(args) -> tuple[dict, str]:
     return tables, "synthetic-default"
 
 
+def _gap(a: dict, b: dict, rel_min: float | None) -> dict:
+    """a - b on one metric: difference, relative gain, and whether it exceeds 2 std of the difference."""
+    diff = a["mean"] - b["mean"]
+    sd = float(np.hypot(a["std"], b["std"]))
+    out = {"diff": diff, "rel": diff / b["mean"] if b["mean"] else None, "std_diff": sd,
+           "exceeds_2std": (diff > 2 * sd) if a["n"] > 1 and b["n"] > 1 else None}
+    if rel_min is not None:
+        out["rel_ok"] = out["rel"] is not None and out["rel"] >= rel_min
+    return out
+
+
+def gap_checks(results: dict, metric: str = "ndcg@10") -> dict:
+    checks: dict = {}
+    for task in ("video", "comment"):
+        full = results.get("lsvcr", {}).get(task)
+        if full is None:
+            continue
+        base = results.get("base", {}).get(task)
+        if base is not None:
+            checks[f"lsvcr_vs_base_{task}"] = _gap(full[metric], base[metric], 0.05)
+        for abl in ABLATION_NAMES:
+            r = results.get(abl, {}).get(task)
+            if r is not None:
+                checks[f"lsvcr_vs_{abl}_{task}"] = _gap(full[metric], r[metric], None)
+    return checks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="base,pop")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--models", default="base,pop", help="comma list of base, pop, lsvcr, no_align, no_comments, no_text")
+    ap.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
+    ap.add_argument("--epochs", type=int, default=50, help="max epochs (base and LSVCR stage 2)")
+    ap.add_argument("--base-budget", type=float, default=None, help="seconds for base's training (default: none)")
+    ap.add_argument("--lsvcr-budget", type=float, default=540.0, help="seconds for each LSVCR pipeline")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 is fastest on a contended 2-core machine: 2 ran 4x slower)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--movielens", help="RecBole ml-100k .inter file or the recbole wheel")
     ap.add_argument("--data", help="logs folder / .duckdb instead of the default synthetic world")
-    ap.add_argument("--workdir", help="where checkpoints and candidates go (default: a temporary folder)")
+    ap.add_argument("--workdir", help="where checkpoints, candidates and the LM cache go (default: a temp folder)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     tables, source = load_tables(args)
     prep = prepare_data(tables)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-quality-"))
     cands = load_or_sample_candidates(prep.splits, prep.catalogue, work, EvalConfig(seed=0))
     seeds = [int(s) for s in args.seeds.split(",")]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in ("base", "pop", *LSVCR_NAMES)]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; known: base, pop, {', '.join(LSVCR_NAMES)}")
+    err(f"data {source}: {prep.splits.full.n_users} users, {prep.catalogue.n_videos} videos; work {work}")
     per: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    runs: list[dict] = []
+    for name in models:
         for seed in seeds:
+            t = time.perf_counter()
+            info: dict = {"model": name, "seed": seed}
             if name == "pop":
                 rec = PopRecommender.fit(prep.splits.train, prep.catalogue)
             elif name == "base":
-                rec = train_sasrec(prep.splits, prep.catalogue, cands,
+                res = train_sasrec(prep.splits, prep.catalogue, cands,
                                    config=TrainConfig(epochs=args.epochs, seed=seed, device=args.device,
-                                                      progress=False), log=lambda s: None).recommender
-            elif name in LSVCR_NAMES:
+                                                      progress=False, max_seconds=args.base_budget),
+                                   log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
+                rec = res.recommender
+                info |= {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
+                         "valid_video_ndcg@5": res.best_valid_ndcg5}
+            else:
                 from models.adapters import load_recommender
                 from models.lsvcr.train import train_lsvcr
 
                 folder = train_lsvcr(None, work / f"{name}-{seed}", ablation=LSVCR_NAMES[name], seed=seed,
                                      device=args.device, catalogue=prep.catalogue, splits=prep.splits,
-                                     candidates_dir=work, progress=False, log=lambda s: None)
+                                     epochs=args.epochs, candidates_dir=work, cache_dir=work / ".lsvcr-cache",
+                                     time_budget_s=args.lsvcr_budget, progress=False,
+                                     log=lambda s, n=name, sd=seed: err(f"  {n}/{sd}: {s}"))
                 rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
-            else:
-                raise SystemExit(f"unknown model {name!r}")
+                m = json.loads((folder / "config.json").read_text())["training_metrics"]
+                info |= {k: m.get(k) for k in ("best_epoch", "pretrained_embedding_s", "stage1_s", "stage2_s",
+                                               "total_s", "valid_video_ndcg@5", "valid_comment_ndcg@5")}
+                info["epochs_run"] = len(m.get("epochs", []))
             rec.name = name
             for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test"):
                 if r.n_queries == 0:  # e.g. no comment data (MovieLens): no task to report
                     continue
                 d = per.setdefault((name, r.task), {})
-                for m, v in r.metrics.items():
-                    d.setdefault(m, []).append(v)
-    out = {"bench": "quality", "data": source, "seeds": seeds, "n_users": prep.splits.full.n_users,
-           "n_videos": prep.catalogue.n_videos, "results": {}}
+                for k, v in r.metrics.items():
+                    d.setdefault(k, []).append(v)
+                info[f"test_{r.task}_ndcg@10"] = r.metrics["ndcg@10"]
+            info["seconds"] = round(time.perf_counter() - t, 1)
+            runs.append(info)
+            err("run " + json.dumps(info, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
+    out: dict = {"bench": "quality", "data": source, "seeds": seeds, "threads": args.threads,
+                 "lsvcr_budget_s": args.lsvcr_budget, "base_budget_s": args.base_budget,
+                 "n_users": prep.splits.full.n_users, "n_videos": prep.catalogue.n_videos, "results": {}}
     for (name, task), d in per.items():
         out["results"].setdefault(name, {})[task] = {
-            m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
-            for m, v in d.items()}
+            k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+            for k, v in d.items()}
+    out["checks"] = gap_checks(out["results"])
+    out["runs"] = runs
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
 

@@ -41,8 +41,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    max_seconds: float | None = None  # wall-clock cap (fair comparisons with budgeted models); None = none
 
     def __post_init__(self) -> None:
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError("TrainConfig.max_seconds must be > 0 (or None)")
         if self.epochs < 1 or self.batch_windows < 1 or self.patience < 1:
             raise ValueError("TrainConfig: epochs, batch_windows and patience must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -125,6 +128,7 @@ def train_sasrec(
     rec = SASRecRecommender(model, catalogue, name=name, device=cfg.device)
     best_state, best, best_epoch, bad = None, -1.0, 0, 0
     history: list[dict] = []
+    t_begin = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -162,6 +166,10 @@ def train_sasrec(
             if bad >= cfg.patience:
                 log(f"early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
                 break
+        used = time.perf_counter() - t_begin
+        if cfg.max_seconds is not None and used + row["seconds"] > cfg.max_seconds:  # next epoch would overrun
+            log(f"time budget: stop after {used:.0f} s of {cfg.max_seconds:.0f} s; best epoch {best_epoch}")
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -29,6 +29,8 @@ key/value (attention) or null state (pooling) instead of a softmax over nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -142,7 +144,23 @@ class LSVCRSR(nn.Module):
         for name in ("title_has", "comment_has"):
             self.register_buffer(name, torch.zeros(1, dtype=torch.bool), persistent=False)
         self.register_buffer("popular_comment", torch.zeros(1, dtype=torch.long), persistent=False)
+        self._title_cache: Tensor | None = None  # set only inside `text_cache`
+        self._comment_cache: Tensor | None = None
+        self.apply(self._init)
         self.reset_pad_rows()
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        """RecBole's initialisation (the paper's code base, and our SASRec): Linear and Embedding
+        weights ~ N(0, 0.02), zero biases. PyTorch's default N(0, 1) embeddings have norm ~8 in 64-d,
+        25x the text vectors A t(e) (norm ~0.3 on MiniLM inputs): the ID term would swamp the
+        stage-1-aligned text in every item and history vector, and AdamW at lr 1e-3 moves such an
+        ID row only slowly, so stage 2 would start from (and long keep) random item vectors; the
+        position tables would likewise swamp the inputs of the encoders."""
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
     # ----- text tables ---------------------------------------------------------------------------
     def set_text(self, title_emb: Tensor, title_has: Tensor, comment_emb: Tensor, comment_has: Tensor,
@@ -176,14 +194,46 @@ class LSVCRSR(nn.Module):
         out = self.adapter(self.text_mlp(table[uniq]))
         return (out * has[uniq].unsqueeze(-1).to(out.dtype))[inv]
 
+    def _dense_text(self, table: Tensor, has: Tensor, rows: Tensor | None) -> Tensor:
+        """(N+1, d) table of A t(e) holding `rows` (None = every row), zero elsewhere; differentiable."""
+        if rows is None:
+            out = self.adapter(self.text_mlp(table))
+            return out * has.unsqueeze(-1).to(out.dtype)
+        rows = torch.unique(rows)
+        vec = self.adapter(self.text_mlp(table[rows])) * has[rows].unsqueeze(-1).to(table.dtype)
+        return vec.new_zeros(table.shape[0], vec.shape[1]).index_put((rows,), vec)
+
+    @contextmanager
+    def text_cache(self, comments: Tensor | None = None) -> Iterator[None]:
+        """Within the block, text vectors come from tables computed once: every title (the full-softmax
+        video task needs all of them anyway) and the comment rows `comments` (None = all). A training
+        step otherwise runs the text MLP separately for the history's popular comments, the users'
+        comments, the candidates and the titles of each use; the cached tables are the same function
+        of the same weights, so losses and gradients are unchanged. Lookups of comment rows outside
+        `comments` give zero vectors, so pass every row the block will read."""
+        if not self.cfg.use_text:
+            yield
+            return
+        self._title_cache = self._dense_text(self.title_emb, self.title_has, None)
+        self._comment_cache = (None if self.comment_id is not None
+                               else self._dense_text(self.comment_emb, self.comment_has, comments))
+        try:
+            yield
+        finally:
+            self._title_cache = self._comment_cache = None
+
     def title_vec(self, v: Tensor) -> Tensor:
         if not self.cfg.use_text:
             return self.pos_video.weight.new_zeros(*v.shape, self.cfg.hidden)
+        if self._title_cache is not None:
+            return self._title_cache[v]
         return self._text(self.title_emb, self.title_has, v)
 
     def comment_vec(self, c: Tensor) -> Tensor:
         if self.comment_id is not None:
             return self.comment_id(c)
+        if self._comment_cache is not None:
+            return self._comment_cache[c]
         return self._text(self.comment_emb, self.comment_has, c)
 
     def id_vec(self, v: Tensor) -> Tensor:
