@@ -119,30 +119,26 @@ class LSVCRRecommender:
         return UserHistories(vid, vt, cv, cc, ct)
 
     @torch.no_grad()
-    def score_videos_naive(self, hist: UserHistories, query: VideoQuery) -> Tensor:
+    def _naive(self, hist: UserHistories, query: VideoQuery | CommentQuery,
+               user_fn: Callable[[States, int, int], Tensor], item_fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Reference: one forward pass per query over the history truncated to t < query time."""
-        hist, query = hist.to(self.device), query.to(self.device)
         B, Q, _ = query.candidates.shape
         out = torch.full(query.candidates.shape, float("-inf"), device=self.device)
         for b in range(B):
             for q in range(Q):
-                h = self._truncated(hist, b, query.time[b, q])
-                u = self.model.user_video(self._states(h), query.time[b, q].view(1, 1))
-                out[b, q] = self.model.score(u, self.model.video_item(query.candidates[b, q][None, None]))[0, 0]
+                states = self._states(self._truncated(hist, b, query.time[b, q]))
+                out[b, q] = self.model.score(user_fn(states, b, q), item_fn(query.candidates[b, q][None, None]))[0, 0]
         return out.masked_fill(query.candidates == 0, float("-inf"))
 
-    @torch.no_grad()
+    def score_videos_naive(self, hist: UserHistories, query: VideoQuery) -> Tensor:
+        hist, query = hist.to(self.device), query.to(self.device)
+        return self._naive(hist, query, lambda s, b, q: self.model.user_video(s, query.time[b, q].view(1, 1)),
+                           self.model.video_item)
+
     def score_comments_naive(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
-        B, Q, _ = query.candidates.shape
-        out = torch.full(query.candidates.shape, float("-inf"), device=self.device)
-        for b in range(B):
-            for q in range(Q):
-                h = self._truncated(hist, b, query.time[b, q])
-                u = self.model.user_comment(self._states(h), query.time[b, q].view(1, 1),
-                                            query.video_ids[b, q].view(1, 1))
-                out[b, q] = self.model.score(u, self.model.comment_item(query.candidates[b, q][None, None]))[0, 0]
-        return out.masked_fill(query.candidates == 0, float("-inf"))
+        return self._naive(hist, query, lambda s, b, q: self.model.user_comment(
+            s, query.time[b, q].view(1, 1), query.video_ids[b, q].view(1, 1)), self.model.comment_item)
 
     # ----- checkpoints ---------------------------------------------------------------------------
     def save(self, folder: Path | str, *, data_fingerprint: str, seed: int, metrics: dict | None = None,
