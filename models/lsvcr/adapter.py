@@ -23,14 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from models.batch import CommentQuery, UserHistories, VideoQuery, visible_count
 from models.catalogue import Catalogue
 from models.checkpoint import CheckpointError, check_state_shapes, load_checkpoint, save_checkpoint
 from models.lsvcr.config import LSVCRConfig
-from models.lsvcr.sr_model import LSVCRSR, States
+from models.lsvcr.sr_model import LSVCRSR, States, unit
 from models.lsvcr.text import TEXT_FILE, TextTables
 
 KIND = "lsvcr"
@@ -51,7 +50,7 @@ class LSVCRRecommender:
             raise ValueError(f"text embeddings are {tables.dim}-d but the model's text MLP expects {cfg.lm_dim}-d")
         self.model = model.to(device).eval()
         self.model.set_text(tables.title_emb, tables.title_has, tables.comment_emb, tables.comment_has,
-                            torch.from_numpy(catalogue.popular_comment))
+                            torch.from_numpy(catalogue.popular_comment), torch.from_numpy(catalogue.comment_likes))
         self.catalogue, self.tables, self.name, self.digest, self.device = catalogue, tables, name, digest, device
         self.config = config
         self.chunk_cells = 1 << 22  # users x L x Lc per encoding chunk
@@ -61,17 +60,20 @@ class LSVCRRecommender:
         return self.model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids,
                                  hist.comment_time)
 
-    def _score(self, user: Tensor, cands: Tensor, item_fn: Callable[[Tensor], Tensor]) -> Tensor:
-        """cos(user, item) / tau for (B, Q, d) users and (B, Q, C) candidates, -inf at pads."""
+    def _score(self, user: Tensor, cands: Tensor, item_fn: Callable[[Tensor], Tensor],
+               bias_fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """cos(user, item) / tau (+ bias_fn(item)) for (B, Q, d) users and (B, Q, C) candidates, -inf at pads."""
         B, Q, C = cands.shape
         uniq, inv = torch.unique(cands, return_inverse=True)
-        table = F.normalize(item_fn(uniq), dim=-1)  # (U, d)
-        un = F.normalize(user, dim=-1)
+        table = unit(item_fn(uniq))  # (U, d)
+        un = unit(user)
         out = torch.empty(B, Q, C, device=cands.device)
         step = max(1, (1 << 22) // max(1, B * C * table.shape[1]))
         for q0 in range(0, Q, step):
             vec = table[inv[:, q0:q0 + step]]  # (B, q, C, d)
             out[:, q0:q0 + step] = (vec * un[:, q0:q0 + step, None, :]).sum(-1) / self.model.cfg.temperature
+        if bias_fn is not None:
+            out += bias_fn(uniq)[inv]
         return out.masked_fill(cands == 0, float("-inf"))
 
     def _users(self, hist: UserHistories, fn: Callable[[States, slice], Tensor]) -> Tensor:
@@ -102,7 +104,7 @@ class LSVCRRecommender:
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
         user = self._users(hist, lambda st, sl: self.model.user_comment(st, query.time[sl], query.video_ids[sl]))
-        return self._score(user, query.candidates, self.model.comment_item)
+        return self._score(user, query.candidates, self.model.comment_item, self.model.comment_bias)
 
     def _truncated(self, hist: UserHistories, b: int, t: Tensor) -> UserHistories:
         """User b's history restricted to events strictly before time t (at least one pad column)."""
@@ -120,14 +122,18 @@ class LSVCRRecommender:
 
     @torch.no_grad()
     def _naive(self, hist: UserHistories, query: VideoQuery | CommentQuery,
-               user_fn: Callable[[States, int, int], Tensor], item_fn: Callable[[Tensor], Tensor]) -> Tensor:
+               user_fn: Callable[[States, int, int], Tensor], item_fn: Callable[[Tensor], Tensor],
+               bias_fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Reference: one forward pass per query over the history truncated to t < query time."""
         B, Q, _ = query.candidates.shape
         out = torch.full(query.candidates.shape, float("-inf"), device=self.device)
         for b in range(B):
             for q in range(Q):
                 states = self._states(self._truncated(hist, b, query.time[b, q]))
-                out[b, q] = self.model.score(user_fn(states, b, q), item_fn(query.candidates[b, q][None, None]))[0, 0]
+                c = query.candidates[b, q][None, None]
+                out[b, q] = self.model.score(user_fn(states, b, q), item_fn(c))[0, 0]
+                if bias_fn is not None:
+                    out[b, q] += bias_fn(c)[0, 0]
         return out.masked_fill(query.candidates == 0, float("-inf"))
 
     def score_videos_naive(self, hist: UserHistories, query: VideoQuery) -> Tensor:
@@ -138,7 +144,8 @@ class LSVCRRecommender:
     def score_comments_naive(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
         return self._naive(hist, query, lambda s, b, q: self.model.user_comment(
-            s, query.time[b, q].view(1, 1), query.video_ids[b, q].view(1, 1)), self.model.comment_item)
+            s, query.time[b, q].view(1, 1), query.video_ids[b, q].view(1, 1)), self.model.comment_item,
+            self.model.comment_bias)
 
     # ----- checkpoints ---------------------------------------------------------------------------
     def save(self, folder: Path | str, *, data_fingerprint: str, seed: int, metrics: dict | None = None,

@@ -50,6 +50,10 @@ class SRConfig:
     use_ids: bool = False
     use_text: bool = True
     use_comments: bool = True
+    # A learned like-count prior on comment logits (sr_model.py, LIKE_BUCKETS). Not in LSVCR.md's
+    # comment tower (text only); on by default because comment exposure, and so engagement, follows
+    # like count (bench/oracle_ceiling.py: exposure alone is most of the comment task's signal).
+    comment_prior: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lm_dim", "text_dim", "hidden", "n_layers", "n_heads", "ffn"):

@@ -14,6 +14,10 @@ post-LayerNorm, max position 50.
 5. Heads: video = additive-attention pooling over video-history states; comment = one attention layer
    whose query is the watched video (gate * id + A t(title)) over comment-history states.
 6. Score = cos(user, item) / 0.07; video item = gate * id + A t(title), comment item = A t(comment).
+   Comment logits add a learned like-count prior b[bucket(likes_c)], bucket = floor(log2(1 + likes))
+   capped at LIKE_BUCKETS - 1 (`SRConfig.comment_prior`; our addition, not in the paper: comment
+   exposure follows like count, and a text-only comment vector cannot know it). Zero-initialised, so
+   it starts as the paper's score and only moves where the data pays for it.
 
 Time (all prefixes of a user in one pass, exact): histories are sorted by time, padding at the end
 (time = +inf). An event's encoder state comes from a causal window of W = max_len events with
@@ -38,6 +42,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.lsvcr.config import SRConfig
+
+LIKE_BUCKETS = 16  # like counts 0, 1, 2-3, 4-7, ..., >= 2^15 - 1
+
+
+def unit(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """x / |x| along the last axis, and exactly 0 with zero gradient where |x| < eps.
+
+    F.normalize divides by max(|x|, 1e-12), so a zero vector (a video with neither text nor a trained
+    ID row, e.g. every unseen video of the text-less ablation) gets a gradient of order 1e12 from a
+    softmax over all videos; gradient clipping then scales every other gradient to nothing, and
+    training stalls at a loss above log(#videos) (the `no_text` collapse)."""
+    n = x.norm(dim=-1, keepdim=True)
+    return torch.where(n >= eps, x / n.clamp_min(eps), torch.zeros_like(x))
 
 
 def visible(key_time: Tensor, query_time: Tensor, window: int, *, strict: bool) -> Tensor:
@@ -139,14 +156,18 @@ class LSVCRSR(nn.Module):
         self.mix_video, self.mix_comment = nn.Linear(2 * d, d), nn.Linear(2 * d, d)
         self.video_head = AdditivePooling(d)
         self.comment_head = MaskedAttention(d, cfg.n_heads, cfg.dropout)
+        self.like_prior = nn.Embedding(LIKE_BUCKETS, 1) if cfg.comment_prior else None
         for name, dim in (("title_emb", cfg.lm_dim), ("comment_emb", cfg.lm_dim)):
             self.register_buffer(name, torch.zeros(1, dim), persistent=False)
         for name in ("title_has", "comment_has"):
             self.register_buffer(name, torch.zeros(1, dtype=torch.bool), persistent=False)
         self.register_buffer("popular_comment", torch.zeros(1, dtype=torch.long), persistent=False)
+        self.register_buffer("like_bucket", torch.zeros(1, dtype=torch.long), persistent=False)
         self._title_cache: Tensor | None = None  # set only inside `text_cache`
         self._comment_cache: Tensor | None = None
         self.apply(self._init)
+        if self.like_prior is not None:
+            nn.init.zeros_(self.like_prior.weight)
         self.reset_pad_rows()
 
     @staticmethod
@@ -164,8 +185,9 @@ class LSVCRSR(nn.Module):
 
     # ----- text tables ---------------------------------------------------------------------------
     def set_text(self, title_emb: Tensor, title_has: Tensor, comment_emb: Tensor, comment_has: Tensor,
-                 popular_comment: Tensor) -> None:
-        """Install LM embeddings (V+1, D) / (C+1, D), their has-text masks and popular comments (V+1,)."""
+                 popular_comment: Tensor, comment_likes: Tensor | None = None) -> None:
+        """Install LM embeddings (V+1, D) / (C+1, D), their has-text masks, popular comments (V+1,) and
+        the comments' like counts (C+1,) for the like-count prior (None = all zero)."""
         D = self.cfg.lm_dim
         if title_emb.ndim != 2 or title_emb.shape[1] != D or comment_emb.ndim != 2 or comment_emb.shape[1] != D:
             raise ValueError(f"text embeddings must be (V+1, {D}) and (C+1, {D}); got "
@@ -178,6 +200,13 @@ class LSVCRSR(nn.Module):
         self.comment_emb = comment_emb.float().to(dev)
         self.comment_has = comment_has.bool().to(dev)
         self.popular_comment = popular_comment.long().to(dev)
+        if comment_likes is None:
+            comment_likes = torch.zeros(comment_emb.shape[0], dtype=torch.long)
+        if comment_likes.shape[0] != comment_emb.shape[0]:
+            raise ValueError(f"comment_likes must have one entry per comment row ({comment_emb.shape[0]}), "
+                             f"got {comment_likes.shape[0]}")
+        likes = comment_likes.double().clamp(min=0)
+        self.like_bucket = torch.floor(torch.log2(1.0 + likes)).long().clamp(max=LIKE_BUCKETS - 1).to(dev)
 
     def reset_pad_rows(self) -> None:
         """Padding rows of the ID tables are zero (a pitfall of the public code)."""
@@ -247,6 +276,16 @@ class LSVCRSR(nn.Module):
 
     def comment_item(self, c: Tensor) -> Tensor:
         return self.comment_vec(c)
+
+    def comment_bias(self, c: Tensor) -> Tensor:
+        """The like-count prior of comments c (any shape), 0 without `comment_prior`."""
+        if self.like_prior is None:
+            return self.pos_video.weight.new_zeros(c.shape)
+        return self.like_prior.weight[self.like_bucket[c], 0]
+
+    def comment_logits(self, user: Tensor, c: Tensor) -> Tensor:
+        """Comment scores: cos(user, A t(c)) / tau + prior(c). user (..., d), c (..., C) -> (..., C)."""
+        return self.score(user, self.comment_item(c)) + self.comment_bias(c)
 
     # ----- history features ----------------------------------------------------------------------
     def video_features(self, v: Tensor, shown_comment: Tensor | None = None) -> Tensor:
@@ -319,12 +358,12 @@ class LSVCRSR(nn.Module):
     # ----- scoring -------------------------------------------------------------------------------
     def score(self, user: Tensor, items: Tensor) -> Tensor:
         """cos(user, item) / temperature. user (..., d), items (..., C, d) -> (..., C)."""
-        u = F.normalize(user, dim=-1).unsqueeze(-2)
-        return (u * F.normalize(items, dim=-1)).sum(-1) / self.cfg.temperature
+        u = unit(user).unsqueeze(-2)
+        return (u * unit(items)).sum(-1) / self.cfg.temperature
 
     def score_all_videos(self, user: Tensor) -> Tensor:
         """(N, d) users -> (N, V+1) scores against every video (column 0 = padding, set to -inf)."""
-        table = F.normalize(self.video_item(torch.arange(self.cfg.n_videos + 1, device=user.device)), dim=-1)
-        s = F.normalize(user, dim=-1) @ table.T / self.cfg.temperature
+        table = unit(self.video_item(torch.arange(self.cfg.n_videos + 1, device=user.device)))
+        s = unit(user) @ table.T / self.cfg.temperature
         s[:, 0] = float("-inf")
         return s

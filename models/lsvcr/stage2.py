@@ -207,7 +207,7 @@ def _batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor, cfg:
         okc &= cmask
     if okc.any():
         u = model.user_comment(st, hist.comment_time, hist.comment_video_ids)  # (B, Lc, d)
-        s = model.score(u[okc], model.comment_item(cands[okc]))  # (N, 1 + n_neg)
+        s = model.comment_logits(u[okc], cands[okc])  # (N, 1 + n_neg)
         s = s.masked_fill(cands[okc] == 0, float("-inf"))
         out["comment"] = F.cross_entropy(s, torch.zeros(s.shape[0], dtype=torch.long, device=s.device))
     else:
@@ -244,7 +244,7 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
     model = LSVCRSR(sr_cfg)
     if init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
-        allowed = {"video_id.weight", "gate"}
+        allowed = {"video_id.weight", "gate", "like_prior.weight"}
         if unexpected or not set(missing) <= allowed:
             raise ValueError(f"stage-1 weights do not fit the stage-2 model: missing {sorted(set(missing) - allowed)}, "
                              f"unexpected {sorted(unexpected)}")

@@ -21,8 +21,9 @@ def catalogue() -> Catalogue:
     cv = np.concatenate([[0], (np.arange(C) % V) + 1])
     pop = np.zeros(V + 1, np.int64)
     pop[1:] = np.arange(1, V + 1)  # comment j (1..V) sits under video j
+    likes = np.concatenate([[0], (np.arange(C) * 7919) % 300])  # 0..299 likes: buckets 0..8
     return Catalogue(np.arange(V) * 10 + 5, [None] + [f"t{i}" for i in range(V)], np.arange(C) + 1000, cv,
-                     [None] + [f"c{j}" for j in range(C)], pop)
+                     [None] + [f"c{j}" for j in range(C)], pop, comment_likes=likes)
 
 
 def tables(seed: int = 0) -> TextTables:
@@ -42,6 +43,8 @@ def recommender(seed: int = 0, **kw) -> LSVCRRecommender:
     model = LSVCRSR(cfg)
     with torch.no_grad():  # a trained-looking gate and ID table
         model.video_id.weight.normal_(0, 0.5)
+        if model.like_prior is not None:
+            model.like_prior.weight.normal_(0, 1.0)
         model.reset_pad_rows()
     return LSVCRRecommender(model, catalogue(), tables(), device="cpu")
 
@@ -157,6 +160,25 @@ def test_scores_are_cosine_over_temperature_and_cold_video_is_text_only():
     torch.testing.assert_close(m.video_item(torch.tensor([9])), m.title_vec(torch.tensor([9])))
     # a video without title: text part is exactly zero
     assert torch.count_nonzero(m.title_vec(torch.tensor([7]))) == 0
+
+
+def test_comment_logits_add_the_like_count_prior_by_bucket():
+    rec = recommender()
+    m = rec.model
+    likes = rec.catalogue.comment_likes
+    c = torch.tensor([[1, 2, 3, 50, 0]])
+    u = torch.randn(1, 64)
+    want_bucket = [int(np.floor(np.log2(1 + likes[j]))) for j in c[0].tolist()]  # hand rule: 2^b - 1 <= likes < 2^(b+1) - 1
+    assert m.like_bucket[c[0]].tolist() == want_bucket
+    prior = m.like_prior.weight[:, 0]
+    want = m.score(u, m.comment_item(c)) + prior[want_bucket]
+    torch.testing.assert_close(m.comment_logits(u, c), want)
+    assert m.comment_logits(u, c)[0, 0] != m.score(u, m.comment_item(c))[0, 0]
+    # a fresh model starts with a zero prior, i.e. the paper's text-only score; off = exactly that
+    fresh = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True))
+    assert torch.count_nonzero(fresh.like_prior.weight) == 0
+    off = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, comment_prior=False))
+    assert off.like_prior is None and torch.count_nonzero(off.comment_bias(c)) == 0
 
 
 def test_no_text_model_uses_ids_only():

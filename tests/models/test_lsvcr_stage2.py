@@ -122,6 +122,35 @@ def test_bucketed_batches_cover_every_segment_once_and_cut_padding():
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))  # deterministic by seed
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_zero_item_vectors_give_no_gradient_blowup():
+    """Regression (the `no_text` collapse): without text, a video never seen in training has a zero
+    item vector; with F.normalize its softmax gradient was ~1e9, so clipping erased every other
+    gradient. Zero vectors must score 0 with zero gradient, and the step must reduce the loss."""
+    torch.manual_seed(0)
+    m = LSVCRSR(SRConfig(lm_dim=8, n_videos=V, n_comments=C, use_ids=True, use_text=False))
+    m.set_text(torch.zeros(V + 1, 8), torch.zeros(V + 1, dtype=torch.bool), torch.zeros(C + 1, 8),
+               torch.zeros(C + 1, dtype=torch.bool), torch.from_numpy(catalogue().popular_comment))
+    hist = random_histories(4, 30, 5, 3, V, C, seed=1)
+    for ids in (hist.video_ids, hist.comment_video_ids):  # videos V-4..V never occur in training
+        ids[ids > V - 5] = 1
+    known = torch.zeros(V + 1, dtype=torch.bool)
+    known[torch.unique(torch.cat([hist.video_ids.flatten(), hist.comment_video_ids.flatten()]))] = True
+    known[0] = False
+    with torch.no_grad():
+        m.video_id.weight[~known] = 0.0  # as stage 2 keeps unseen videos
+    assert (~known[1:]).any()
+    cands = torch.zeros(4, 5, 20, dtype=torch.long)
+    losses = stage2_batch_losses(m, hist, cands, Stage2Config(), np.random.default_rng(0), known)
+    losses["total"].backward()
+    grads = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+    assert torch.isfinite(grads).all() and grads.norm() < 100
+    assert m.video_id.weight.grad[~known].abs().max() == 0
+    u = torch.randn(3, 64)
+    s = m.score_all_videos(u)
+    assert (s[:, 1:][:, ~known[1:]] == 0).all()
+
+
 def test_recbole_initialisation_keeps_ids_on_the_scale_of_text():
     """ID and position tables and Linear weights start ~ N(0, 0.02) (RecBole), pad row zero: the ID term
     must not swamp the text term of an item vector at the start of stage 2."""
