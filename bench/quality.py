@@ -19,6 +19,9 @@ Gap checks (issue 4): LSVCR beats base on NDCG@10 by >= 5% relative on both task
 sits below full LSVCR; a gap "exceeds 2 std" when mean difference > 2 sqrt(s_a^2 + s_b^2) (the std of
 the difference of two independent runs); with one seed the std test is reported as null (unknown).
 A per-run log (one line per trained model, with timings and validation figures) goes to stderr.
+With `--jobs 2` two runs train at once, one process (and one torch thread) each. When `--data` is a
+synthetic world, the output also holds the oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the
+headroom the world leaves above the production rules.
 """
 
 from __future__ import annotations
@@ -91,74 +94,147 @@ def gap_checks(results: dict, metric: str = "ndcg@10") -> dict:
     return checks
 
 
+_WORKER: dict = {}
+
+
+def _setup(args: argparse.Namespace) -> tuple:
+    """Tables, prepared data and stored candidates, once per process."""
+    if "prep" not in _WORKER:
+        torch.set_num_threads(args.threads)
+        tables, source = load_tables(args)
+        prep = prepare_data(tables)
+        work = Path(args.workdir)
+        _WORKER.update(prep=prep, source=source, work=work,
+                       cands=load_or_sample_candidates(prep.splits, prep.catalogue, work, EvalConfig(seed=0)))
+    return _WORKER["prep"], _WORKER["cands"], _WORKER["work"]
+
+
+def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]:
+    """Train (or fit) one model with one seed and evaluate it on the test split."""
+    prep, cands, work = _setup(args)
+    t = time.perf_counter()
+    info: dict = {"model": name, "seed": seed}
+    if name == "pop":
+        rec = PopRecommender.fit(prep.splits.train, prep.catalogue)
+    elif name == "base":
+        res = train_sasrec(prep.splits, prep.catalogue, cands,
+                           config=TrainConfig(epochs=args.epochs, seed=seed, device=args.device,
+                                              progress=False, max_seconds=args.base_budget),
+                           log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
+        rec = res.recommender
+        info |= {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
+                 "valid_video_ndcg@5": res.best_valid_ndcg5}
+    else:
+        from models.adapters import load_recommender
+        from models.lsvcr.train import train_lsvcr
+
+        folder = train_lsvcr(None, work / f"{name}-{seed}", ablation=LSVCR_NAMES[name], seed=seed,
+                             device=args.device, catalogue=prep.catalogue, splits=prep.splits,
+                             epochs=args.epochs, candidates_dir=work, cache_dir=work / ".lsvcr-cache",
+                             time_budget_s=args.lsvcr_budget or None, progress=False,
+                             log=lambda s, n=name, sd=seed: err(f"  {n}/{sd}: {s}"))
+        rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
+        m = json.loads((folder / "config.json").read_text())["training_metrics"]
+        info |= {k: m.get(k) for k in ("best_epoch", "pretrained_embedding_s", "stage1_s", "stage2_s",
+                                       "total_s", "valid_video_ndcg@5", "valid_comment_ndcg@5")}
+        info["epochs_run"] = len(m.get("epochs", []))
+    rec.name = name
+    metrics: dict = {}
+    for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test"):
+        if r.n_queries == 0:  # e.g. no comment data (MovieLens): no task to report
+            continue
+        metrics[r.task] = r.metrics
+        info[f"test_{r.task}_ndcg@10"] = r.metrics["ndcg@10"]
+    info["seconds"] = round(time.perf_counter() - t, 1)
+    err("run " + json.dumps(info, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
+    return info, metrics
+
+
+def _warm_text_cache(args: argparse.Namespace) -> None:
+    """Embed the catalogue with the pre-trained LM once, before parallel LSVCR jobs would each do it."""
+    from models.lsvcr.llm import load_llm
+    from models.lsvcr.text import cached_catalogue_embedding
+
+    prep, _, work = _setup(args)
+    t = time.perf_counter()
+    cached_catalogue_embedding(load_llm(None, device=args.device), prep.catalogue, work / ".lsvcr-cache")
+    err(f"pre-trained text cache ready in {time.perf_counter() - t:.1f} s")
+
+
+def oracle_ceiling(args: argparse.Namespace) -> dict | None:
+    """The oracle rankers of bench/oracle_ceiling.py on the same candidates, when --data is a world."""
+    if not args.data:
+        return None
+    try:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from oracle_ceiling import main as ceiling_main
+    except ImportError:
+        return None
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            ceiling_main(["--data", args.data, "--workdir", str(args.workdir)])
+    except (FileNotFoundError, ValueError, KeyError) as e:  # not a synthetic world: no oracle
+        err(f"no oracle ceiling: {e}")
+        return None
+    res = json.loads(buf.getvalue())
+    return {task: {name: v["ndcg@10"] for name, v in res[task].items() if isinstance(v, dict)}
+            for task in ("video", "comment")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="base,pop", help="comma list of base, pop, lsvcr, no_align, no_comments, no_text")
     ap.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
     ap.add_argument("--epochs", type=int, default=50, help="max epochs (base and LSVCR stage 2)")
     ap.add_argument("--base-budget", type=float, default=None, help="seconds for base's training (default: none)")
-    ap.add_argument("--lsvcr-budget", type=float, default=540.0, help="seconds for each LSVCR pipeline")
+    ap.add_argument("--lsvcr-budget", type=float, default=540.0,
+                    help="seconds for each LSVCR pipeline (0 = none: early stopping alone decides)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1 is fastest on a contended 2-core machine: 2 ran 4x slower)")
+                    help="torch threads per job (1 is fastest on a contended 2-core machine: 2 ran 4x slower)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs trained at once, one process each (2 on 2 cores: wall-clock budgets then "
+                         "hold per run, each on its own core)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--movielens", help="RecBole ml-100k .inter file or the recbole wheel")
     ap.add_argument("--data", help="logs folder / .duckdb instead of the default synthetic world")
     ap.add_argument("--workdir", help="where checkpoints, candidates and the LM cache go (default: a temp folder)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    tables, source = load_tables(args)
-    prep = prepare_data(tables)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-quality-"))
-    cands = load_or_sample_candidates(prep.splits, prep.catalogue, work, EvalConfig(seed=0))
+    args.workdir = str(Path(args.workdir or tempfile.mkdtemp(prefix="bench-quality-")))
     seeds = [int(s) for s in args.seeds.split(",")]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in ("base", "pop", *LSVCR_NAMES)]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; known: base, pop, {', '.join(LSVCR_NAMES)}")
+    prep, _, work = _setup(args)
+    source = _WORKER["source"]
     err(f"data {source}: {prep.splits.full.n_users} users, {prep.catalogue.n_videos} videos; work {work}")
+    if any(m in LSVCR_NAMES and m != "no_text" for m in models):
+        _warm_text_cache(args)
+    # longest runs first, so parallel jobs finish together
+    cost = {"lsvcr": 0, "no_comments": 1, "no_align": 2, "no_text": 3, "base": 4, "pop": 5}
+    jobs = sorted(((m, s) for m in models for s in seeds), key=lambda j: (cost[j[0]], j[1]))
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            done = list(ex.map(run_one, [args] * len(jobs), [m for m, _ in jobs], [s for _, s in jobs]))
+    else:
+        done = [run_one(args, m, s) for m, s in jobs]
     per: dict[tuple[str, str], dict[str, list[float]]] = {}
     runs: list[dict] = []
-    for name in models:
-        for seed in seeds:
-            t = time.perf_counter()
-            info: dict = {"model": name, "seed": seed}
-            if name == "pop":
-                rec = PopRecommender.fit(prep.splits.train, prep.catalogue)
-            elif name == "base":
-                res = train_sasrec(prep.splits, prep.catalogue, cands,
-                                   config=TrainConfig(epochs=args.epochs, seed=seed, device=args.device,
-                                                      progress=False, max_seconds=args.base_budget),
-                                   log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
-                rec = res.recommender
-                info |= {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
-                         "valid_video_ndcg@5": res.best_valid_ndcg5}
-            else:
-                from models.adapters import load_recommender
-                from models.lsvcr.train import train_lsvcr
-
-                folder = train_lsvcr(None, work / f"{name}-{seed}", ablation=LSVCR_NAMES[name], seed=seed,
-                                     device=args.device, catalogue=prep.catalogue, splits=prep.splits,
-                                     epochs=args.epochs, candidates_dir=work, cache_dir=work / ".lsvcr-cache",
-                                     time_budget_s=args.lsvcr_budget, progress=False,
-                                     log=lambda s, n=name, sd=seed: err(f"  {n}/{sd}: {s}"))
-                rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
-                m = json.loads((folder / "config.json").read_text())["training_metrics"]
-                info |= {k: m.get(k) for k in ("best_epoch", "pretrained_embedding_s", "stage1_s", "stage2_s",
-                                               "total_s", "valid_video_ndcg@5", "valid_comment_ndcg@5")}
-                info["epochs_run"] = len(m.get("epochs", []))
-            rec.name = name
-            for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test"):
-                if r.n_queries == 0:  # e.g. no comment data (MovieLens): no task to report
-                    continue
-                d = per.setdefault((name, r.task), {})
-                for k, v in r.metrics.items():
-                    d.setdefault(k, []).append(v)
-                info[f"test_{r.task}_ndcg@10"] = r.metrics["ndcg@10"]
-            info["seconds"] = round(time.perf_counter() - t, 1)
-            runs.append(info)
-            err("run " + json.dumps(info, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
-    out: dict = {"bench": "quality", "data": source, "seeds": seeds, "threads": args.threads,
+    for info, metrics in done:
+        runs.append(info)
+        for task, mt in metrics.items():
+            d = per.setdefault((info["model"], task), {})
+            for k, v in mt.items():
+                d.setdefault(k, []).append(v)
+    out: dict = {"bench": "quality", "data": source, "seeds": seeds, "threads": args.threads, "jobs": args.jobs,
                  "lsvcr_budget_s": args.lsvcr_budget, "base_budget_s": args.base_budget,
                  "n_users": prep.splits.full.n_users, "n_videos": prep.catalogue.n_videos, "results": {}}
     for (name, task), d in per.items():
@@ -166,6 +242,7 @@ def main() -> None:
             k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
             for k, v in d.items()}
     out["checks"] = gap_checks(out["results"])
+    out["oracle_ndcg@10"] = oracle_ceiling(args)
     out["runs"] = runs
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
