@@ -14,7 +14,7 @@ post-LayerNorm, max position 50.
 5. Heads: video = additive-attention pooling over video-history states; comment = one attention layer
    whose query is the watched video (gate * id + A t(title)) over comment-history states.
 6. Score = cos(user, item) / 0.07; video item = gate * id + A t(title), comment item = A t(comment).
-   Comment logits add a learned like-count prior b[bucket(likes_c)], bucket = floor(log2(1 + likes))
+   Comment logits add a learned like-count prior 20 w[bucket(likes_c)], bucket = floor(log2(1 + likes))
    capped at LIKE_BUCKETS - 1 (`SRConfig.comment_prior`; our addition, not in the paper: comment
    exposure follows like count, and a text-only comment vector cannot know it). Zero-initialised, so
    it starts as the paper's score and only moves where the data pays for it.
@@ -44,6 +44,10 @@ from torch import Tensor, nn
 from models.lsvcr.config import SRConfig
 
 LIKE_BUCKETS = 16  # like counts 0, 1, 2-3, 4-7, ..., >= 2^15 - 1
+# The prior is PRIOR_SCALE * w: AdamW moves a parameter by about lr per step whatever its gradient,
+# so an unscaled prior would need thousands of steps (at lr 1e-3) to reach the few logits that the
+# like-count order is worth; scaled, it gets there within an epoch.
+PRIOR_SCALE = 20.0
 
 
 def unit(x: Tensor, eps: float = 1e-8) -> Tensor:
@@ -281,7 +285,7 @@ class LSVCRSR(nn.Module):
         """The like-count prior of comments c (any shape), 0 without `comment_prior`."""
         if self.like_prior is None:
             return self.pos_video.weight.new_zeros(c.shape)
-        return self.like_prior.weight[self.like_bucket[c], 0]
+        return PRIOR_SCALE * self.like_prior.weight[self.like_bucket[c], 0]
 
     def comment_logits(self, user: Tensor, c: Tensor) -> Tensor:
         """Comment scores: cos(user, A t(c)) / tau + prior(c). user (..., d), c (..., C) -> (..., C)."""

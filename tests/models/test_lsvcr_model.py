@@ -170,7 +170,7 @@ def test_comment_logits_add_the_like_count_prior_by_bucket():
     u = torch.randn(1, 64)
     want_bucket = [int(np.floor(np.log2(1 + likes[j]))) for j in c[0].tolist()]  # hand rule: 2^b - 1 <= likes < 2^(b+1) - 1
     assert m.like_bucket[c[0]].tolist() == want_bucket
-    prior = m.like_prior.weight[:, 0]
+    prior = 20.0 * m.like_prior.weight[:, 0]  # PRIOR_SCALE
     want = m.score(u, m.comment_item(c)) + prior[want_bucket]
     torch.testing.assert_close(m.comment_logits(u, c), want)
     assert m.comment_logits(u, c)[0, 0] != m.score(u, m.comment_item(c))[0, 0]
