@@ -92,6 +92,12 @@ def train(
                                                                 "before stopping."),
     ablation: str | None = typer.Option(None, "--ablation", help="LSVCR only: train an ablation "
                                                                    "(no_align, no_comments, no_text)."),
+    time_budget: float = typer.Option(540.0, "--time-budget", min=0.0,
+                                      help="LSVCR only: seconds for the whole pipeline; stage 2 stops before an "
+                                           "epoch that would overrun it (0 = none: early stopping alone)."),
+    comment_prior: bool = typer.Option(True, "--comment-prior/--no-comment-prior",
+                                       help="LSVCR only: add the learned like-count prior to comment scores "
+                                            "(--no-comment-prior = the paper's text-only comment tower)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     with _user_errors():
@@ -100,6 +106,8 @@ def train(
 
         if ablation is not None and model is not ModelKind.lsvcr:
             raise ValueError("--ablation applies to --model lsvcr only")
+        if model is not ModelKind.lsvcr and (not comment_prior or time_budget != 540.0):
+            raise ValueError("--time-budget and --no-comment-prior apply to --model lsvcr only")
 
         out = out or Path("checkpoints") / model.value
         tables, _ = _read_logs(data)
@@ -123,9 +131,15 @@ def train(
                 from models.lsvcr.train import train_lsvcr
             except ImportError as e:
                 raise ValueError(f"LSVCR training is not available (models.lsvcr.train.train_lsvcr: {e})") from e
+            from models.lsvcr.config import LSVCRConfig
+
+            cfg_l = LSVCRConfig()
+            cfg_l.sr.comment_prior = comment_prior
+            cfg_l.stage2.patience = patience
             train_lsvcr(None, out, stage=stage.value, llm_path=llm, ablation=ablation, device=device.value,
-                        seed=seed, epochs=epochs, catalogue=prep.catalogue, splits=prep.splits,
-                        candidates_dir=out.parent, progress=progress, log=typer.echo)
+                        seed=seed, epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
+                        candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
+                        log=typer.echo)
         typer.echo(f"saved {model.value} checkpoint to {out}")
 
 

@@ -75,7 +75,8 @@ class SRConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SRConfig:
-        return _from_dict(cls, data)
+        # config.json files written before the like-count prior existed describe models without it
+        return _from_dict(cls, {"comment_prior": False, **data})
 
 
 @dataclass

@@ -55,6 +55,21 @@ def test_user_errors(tmp_path, logs) -> None:
     assert "no checkpoint for 'base'" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "--model", "pop", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "p")])
     assert r.exit_code == 1 and "does not exist" in r.output
+    r = runner.invoke(app, ["train", "--model", "base", "--data", str(logs), "--out", str(tmp_path / "b"),
+                            "--no-comment-prior"])
+    assert r.exit_code == 1 and "apply to --model lsvcr only" in r.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_lsvcr_cli_options_reach_the_checkpoint(tmp_path, logs) -> None:
+    out = tmp_path / "ck" / "nt"
+    r = runner.invoke(app, ["train", "--model", "lsvcr", "--ablation", "no_text", "--data", str(logs), "--out", str(out),
+                            "--epochs", "1", "--no-comment-prior", "--time-budget", "0", "--patience", "2",
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    hp = json.loads((out / "config.json").read_text())["hyperparameters"]
+    assert hp["sr"]["comment_prior"] is False and hp["stage2"]["patience"] == 2
+    assert hp["stage2"]["max_seconds"] is None and hp["ablation"] == "no_text"
 
 
 def test_evaluate_stores_ranking_metrics(tmp_path, logs) -> None:
