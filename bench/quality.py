@@ -152,12 +152,18 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
 
 def _warm_text_cache(args: argparse.Namespace) -> None:
     """Embed the catalogue with the pre-trained LM once, before parallel LSVCR jobs would each do it."""
+    from models.lsvcr.config import LSVCRConfig
     from models.lsvcr.llm import load_llm
-    from models.lsvcr.text import cached_catalogue_embedding
+    from models.lsvcr.stage1 import stage1_boundary_layer
+    from models.lsvcr.text import cached_catalogue_embedding_and_boundary
 
     prep, _, work = _setup(args)
     t = time.perf_counter()
-    cached_catalogue_embedding(load_llm(None, device=args.device), prep.catalogue, work / ".lsvcr-cache")
+    lm, cfg = load_llm(None, device=args.device), LSVCRConfig().stage1
+    # the same key as train_lsvcr's: final embeddings plus the states entering the tuned top blocks
+    cached_catalogue_embedding_and_boundary(lm, prep.catalogue, work / ".lsvcr-cache",
+                                            boundary_layer=stage1_boundary_layer(lm, cfg),
+                                            max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch)
     err(f"pre-trained text cache ready in {time.perf_counter() - t:.1f} s")
 
 

@@ -6,6 +6,10 @@
 - `setup_tuning`: which weights train in stage 1: "top" (the top k transformer blocks; cheapest useful
   choice on CPU), "lora" (peft LoRA, r=8, alpha=32, dropout 0.1, injected in place), "full", "frozen".
 - `embed_texts`: mean-pooled last hidden states, sum_t m_t h_t / sum_t m_t, batched by length.
+- `embed_texts_with_boundary` / `embed_from_boundary`: the fast re-embedding of lm_tuning="top". The
+  blocks below k = n_blocks - top_layers are frozen, so the states entering block k, h_k(x), are the same
+  before and after tuning: the pre-trained pass keeps them (real tokens only, ragged) and every later
+  embedding is E(x) = mean_t f_top(h_k(x))_t, i.e. only the top blocks run (k/n of the cost is saved).
 - `prompt_states`: the preference-vector input, i.e. the hidden state of the last prompt token (decoder)
   or the mean-pooled prompt (encoder, as all-MiniLM is trained), plus for decoders the LM loss on the
   response tokens (prompt tokens carry label -100).
@@ -154,11 +158,31 @@ def mean_pool(h: Tensor, mask: Tensor) -> Tensor:
     return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-@torch.no_grad()
 def embed_texts(lm: LanguageModel, texts: Sequence[str], *, max_tokens: int = 32, batch_size: int = 128,
                 progress: bool = False, desc: str = "embedding texts") -> Tensor:
     """(N, hidden) float32 mean-pooled embeddings on the CPU. Identical texts are embedded once; texts
     are batched by length so little padding is computed."""
+    return _embed_loop(lm, texts, None, max_tokens=max_tokens, batch_size=batch_size, progress=progress,
+                       desc=desc)[0]
+
+
+def embed_texts_with_boundary(lm: LanguageModel, texts: Sequence[str], layer: int, *, max_tokens: int = 32,
+                              batch_size: int = 128, progress: bool = False, desc: str = "embedding texts",
+                              dtype: torch.dtype = torch.float16) -> tuple[Tensor, BoundaryStates]:
+    """`embed_texts` (same batches, same numbers) plus the states entering block `layer` of every distinct
+    text, kept as `dtype` (float16 halves the memory; the error it adds is measured in the tests)."""
+    if not lm.is_decoder and 0 <= layer <= len(transformer_blocks(lm.model)):
+        emb, b = _embed_loop(lm, texts, layer, max_tokens=max_tokens, batch_size=batch_size, progress=progress,
+                             desc=desc, dtype=dtype)
+        assert b is not None
+        return emb, b
+    raise ValueError(f"boundary states need an encoder and 0 <= layer <= n_blocks, got layer {layer} "
+                     f"of {type(lm.model).__name__}")
+
+
+@torch.no_grad()
+def _embed_loop(lm: LanguageModel, texts: Sequence[str], layer: int | None, *, max_tokens: int, batch_size: int,
+                progress: bool, desc: str, dtype: torch.dtype = torch.float16) -> tuple[Tensor, BoundaryStates | None]:
     was_training = lm.model.training
     lm.model.eval()
     uniq = sorted(set(texts))
@@ -166,17 +190,169 @@ def embed_texts(lm: LanguageModel, texts: Sequence[str], *, max_tokens: int = 32
     lengths = [len(t) for t in uniq]
     order = sorted(range(len(uniq)), key=lambda i: lengths[i])
     out = torch.zeros(len(uniq), lm.hidden_size)
+    n_tok = torch.zeros(len(uniq), dtype=torch.long)
+    chunks: list[Tensor] = []  # boundary rows, batch by batch, in `order`
     bar = tqdm(total=len(uniq), desc=desc, disable=not progress, leave=False)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         enc = lm.tokenizer([uniq[i] for i in idx], padding=True, truncation=True, max_length=max_tokens,
                            return_tensors="pt").to(lm.device)
-        h, _ = _hidden(lm, enc["input_ids"], enc["attention_mask"])
-        out[idx] = mean_pool(h, enc["attention_mask"]).float().cpu()
+        mask = enc["attention_mask"]
+        if layer is None:
+            h, _ = _hidden(lm, enc["input_ids"], mask)
+        else:
+            o = lm.model(input_ids=enc["input_ids"], attention_mask=mask, output_hidden_states=True)
+            h = o.last_hidden_state
+            # hidden_states[0] = embeddings output, hidden_states[k] = output of block k-1 = input of block k
+            chunks.append(o.hidden_states[layer][mask.bool()].to("cpu", dtype))  # (real tokens, hidden) row-major
+            n_tok[idx] = mask.sum(1).cpu()
+        out[idx] = mean_pool(h, mask).float().cpu()
         bar.update(len(idx))
     bar.close()
     lm.model.train(was_training)
-    return out[[where[t] for t in texts]] if texts else out
+    emb = out[[where[t] for t in texts]] if texts else out
+    if layer is None:
+        return emb, None
+    # distinct text j = order[r] sits at rank r of the stored rows
+    rank = torch.empty(len(uniq), dtype=torch.long)
+    rank[torch.tensor(order, dtype=torch.long)] = torch.arange(len(uniq))
+    lens = n_tok[torch.tensor(order, dtype=torch.long)]
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)])
+    states = torch.cat(chunks) if chunks else torch.zeros(0, lm.hidden_size, dtype=dtype)
+    index = rank[[where[t] for t in texts]] if texts else torch.zeros(0, dtype=torch.long)
+    return emb, BoundaryStates(layer, states, offsets, index)
+
+
+class FastEmbedUnavailable(RuntimeError):
+    """The top-blocks-only re-embedding cannot be used here (architecture, tuning mode, transformers
+    version, or states that do not reproduce the full pass); callers fall back to the full pass."""
+
+
+# model types whose blocks are BertLayer copies: block(hidden_states, attention_mask) with absolute
+# positions added in the embeddings, so a block needs nothing but the states below it and the padding mask
+# (mpnet/deberta compute relative position biases outside the blocks, modernbert rotary ones, albert shares
+# blocks, distilbert's blocks take another mask: those use the full pass).
+FAST_TOP_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
+
+
+@dataclass
+class BoundaryStates:
+    """Hidden states entering block `layer`, real tokens only, for U distinct texts (ragged).
+
+    Distinct text j owns rows `states[offsets[j]:offsets[j+1]]` (its attention mask is that many ones,
+    right-padded); input text i is distinct text `index[i]`. Distinct texts are stored in the
+    length-sorted order `embed_texts` batches them in.
+    """
+
+    layer: int
+    states: Tensor  # (n_tokens, hidden) float16 or float32
+    offsets: Tensor  # (U+1,) int64, offsets[0] = 0, offsets[-1] = n_tokens
+    index: Tensor  # (N,) int64 in [0, U)
+
+    def __post_init__(self) -> None:
+        self.offsets, self.index = self.offsets.long(), self.index.long()
+        problems = []
+        if self.layer < 0:
+            problems.append(f"layer {self.layer} < 0")
+        if self.states.ndim != 2 or not self.states.is_floating_point():
+            problems.append(f"states must be a 2-D float tensor, got {tuple(self.states.shape)} {self.states.dtype}")
+        if self.offsets.ndim != 1 or self.offsets.numel() < 1 or int(self.offsets[0]) != 0:
+            problems.append("offsets must be 1-D and start at 0")
+        elif int(self.offsets[-1]) != self.states.shape[0] or bool((self.offsets.diff() < 1).any()):
+            problems.append(f"offsets must increase by >= 1 token per text and end at n_tokens "
+                            f"({int(self.offsets[-1])} vs {self.states.shape[0]})")
+        if self.index.ndim != 1 or (self.index.numel() and (int(self.index.min()) < 0
+                                                             or int(self.index.max()) >= self.n_unique)):
+            problems.append(f"index must be 1-D in [0, {self.n_unique})")
+        if problems:
+            raise ValueError("BoundaryStates: " + "; ".join(problems))
+
+    @property
+    def n_unique(self) -> int:
+        return int(self.offsets.numel()) - 1
+
+    @property
+    def hidden(self) -> int:
+        return int(self.states.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.states, self.offsets, self.index))
+
+
+def fast_top_supported(lm: LanguageModel) -> bool:
+    """Whether `embed_from_boundary` may call this model's blocks directly (BERT-family encoder, blocks at
+    `model.encoder.layer`, no LoRA injected). `embed_from_boundary` still checks the call itself."""
+    m = lm.model
+    cfg = getattr(m, "config", None)
+    layers = getattr(getattr(m, "encoder", None), "layer", None)
+    return (not lm.is_decoder and cfg is not None and getattr(cfg, "model_type", None) in FAST_TOP_TYPES
+            and not getattr(cfg, "is_decoder", False) and not getattr(cfg, "add_cross_attention", False)
+            and isinstance(layers, nn.ModuleList) and layers is transformer_blocks(m)
+            and not any("lora_" in n for n, _ in m.named_parameters()))
+
+
+def _run_top_blocks(model: nn.Module, blocks: Sequence[nn.Module], h: Tensor, mask: Tensor) -> Tensor:
+    """Run BERT-family blocks directly on (B, T, hidden) states with a (B, T) 0/1 padding mask.
+
+    This is the one place that depends on transformers' internals. transformers 5.x (written against
+    5.24): `BertLayer.forward(hidden_states, attention_mask, ...)` returns a Tensor, and `BertModel`
+    builds the mask with `masking_utils.create_bidirectional_mask` in the format of
+    `config._attn_implementation` (bool for sdpa, additive float for eager, None when nothing is padded).
+    transformers 4.x: blocks return a tuple and take the additive (B, 1, 1, T) mask built below. Any
+    other change shows up as an exception or as a mismatch with the full pass, both of which make the
+    callers fall back (see `embed_from_boundary` and the tests in test_lsvcr_fast_embed.py).
+    """
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:  # transformers 4.x
+        ext = (1.0 - mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+    else:
+        ext = create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask)
+    for block in blocks:
+        out = block(h, ext)
+        h = out[0] if isinstance(out, tuple) else out
+    return h
+
+
+@torch.no_grad()
+def embed_from_boundary(lm: LanguageModel, b: BoundaryStates, *, batch_size: int = 128, progress: bool = False,
+                        desc: str = "embedding texts (top blocks)") -> Tensor:
+    """(N, hidden) float32: the mean-pooled output of blocks `b.layer..` run on the stored states, i.e.
+    `embed_texts` of the same texts with the current weights when the blocks below `b.layer` are
+    unchanged. Raises `FastEmbedUnavailable` when the model does not allow it."""
+    if not fast_top_supported(lm):
+        raise FastEmbedUnavailable(f"{type(lm.model).__name__} ({getattr(lm.model.config, 'model_type', '?')}) "
+                                   "has no directly callable BERT-style blocks")
+    blocks = transformer_blocks(lm.model)
+    if b.layer > len(blocks) or b.hidden != lm.hidden_size:
+        raise FastEmbedUnavailable(f"boundary states of layer {b.layer}, width {b.hidden} do not fit a model "
+                                   f"with {len(blocks)} blocks of width {lm.hidden_size}")
+    was_training = lm.model.training
+    lm.model.eval()
+    dev, dtype = lm.device, next(lm.model.parameters()).dtype
+    lens = b.offsets.diff()
+    order = torch.argsort(lens, stable=True)  # by token count: the least padding
+    out = torch.zeros(b.n_unique, lm.hidden_size)
+    bar = tqdm(total=b.n_unique, desc=desc, disable=not progress, leave=False)
+    try:
+        for s in range(0, b.n_unique, batch_size):
+            idx = order[s:s + batch_size]
+            n = lens[idx]  # (B,)
+            pos = torch.arange(int(n.max()))
+            mask = pos[None, :] < n[:, None]  # (B, T)
+            rows = (b.offsets[idx][:, None] + pos[None, :]).clamp(max=max(b.states.shape[0] - 1, 0))
+            h = (b.states[rows] * mask[..., None]).to(dev, dtype)  # (B, T, hidden), zeros on padding
+            m = mask.to(dev, torch.long)
+            h = _run_top_blocks(lm.model, blocks[b.layer:], h, m)
+            out[idx] = mean_pool(h, m).float().cpu()
+            bar.update(len(idx))
+    except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise FastEmbedUnavailable(f"calling the blocks of {type(lm.model).__name__} directly failed ({e})") from e
+    finally:
+        bar.close()
+        lm.model.train(was_training)
+    return out[b.index]
 
 
 def prompt_states(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str] | None = None, *,

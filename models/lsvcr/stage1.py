@@ -14,6 +14,12 @@ The SR side has no ID embeddings; its text inputs are the LM's embeddings of eve
 computed with no gradient and refreshed once per epoch (the cost of re-embedding 33k texts per step
 would be prohibitive on CPU), so the text MLP, the SR model, the preference head and the LM's tuned
 weights all train. After the last epoch the tuned LM embeds every title and comment once.
+
+With lm_tuning="top" those re-embeddings run only the tuned top blocks when the caller passes the
+pre-trained LM's states entering them (`boundary`, see text.py; `stage1_boundary_layer` says which block):
+the frozen blocks below give the same states before and after tuning, so this is the full pass at about
+top_layers / n_blocks of its cost. Any other case (LoRA, full, decoders, other architectures, states that
+do not reproduce the full pass) re-embeds with the full LM.
 """
 
 from __future__ import annotations
@@ -30,11 +36,20 @@ from tqdm.auto import tqdm
 from models.catalogue import Catalogue
 from models.histories import EventLog
 from models.lsvcr.config import SRConfig, Stage1Config
-from models.lsvcr.llm import LanguageModel, PreferenceHead, prompt_states, setup_tuning, tuned_state
+from models.lsvcr.llm import (
+    FastEmbedUnavailable,
+    LanguageModel,
+    PreferenceHead,
+    fast_top_supported,
+    prompt_states,
+    setup_tuning,
+    transformer_blocks,
+    tuned_state,
+)
 from models.lsvcr.losses import info_nce, ssc_loss, vcc_loss
 from models.lsvcr.prompts import Stage1Samples, build_samples, prompt_and_response
 from models.lsvcr.sr_model import LSVCRSR
-from models.lsvcr.text import TextTables, embed_catalogue
+from models.lsvcr.text import CatalogueBoundary, TextTables, embed_catalogue, embed_catalogue_from_boundary
 
 
 @dataclass
@@ -81,6 +96,14 @@ def stage1_batch_losses(sr: LSVCRSR, pref: PreferenceHead, lm: LanguageModel, s:
     return out
 
 
+def stage1_boundary_layer(lm: LanguageModel, cfg: Stage1Config) -> int | None:
+    """The block whose input states the pre-trained embedding pass should keep for stage 1's fast
+    re-embedding (n_blocks - top_layers), or None when stage 1 must re-embed with the full LM."""
+    if cfg.lm_tuning != "top" or not fast_top_supported(lm):
+        return None
+    return max(0, len(transformer_blocks(lm.model)) - cfg.top_layers)
+
+
 def _batches(samples: Stage1Samples, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Single-task batches (>= 2 samples each, for in-batch negatives), in random order."""
     out = []
@@ -95,9 +118,33 @@ def _batches(samples: Stage1Samples, batch_size: int, rng: np.random.Generator) 
 
 def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tables: TextTables, sr_cfg: SRConfig,
                cfg: Stage1Config, *, seed: int = 0, device: str = "cpu", progress: bool = False,
-               log: Callable[[str], None] = print) -> Stage1Result:
-    """Align a fresh SR model (no IDs) with the LM; returns it with the tuned LM's text tables."""
+               log: Callable[[str], None] = print, boundary: CatalogueBoundary | None = None) -> Stage1Result:
+    """Align a fresh SR model (no IDs) with the LM; returns it with the tuned LM's text tables.
+
+    `boundary`: the pre-trained LM's states entering block `stage1_boundary_layer(lm, cfg)` (from
+    `cached_catalogue_embedding_and_boundary`); optional, it only makes the re-embeddings cheaper.
+    """
     t0 = time.perf_counter()
+    fits = boundary is not None and (boundary.layer, boundary.max_tokens) == (stage1_boundary_layer(lm, cfg),
+                                                                               cfg.text_max_tokens)
+    fast = boundary if fits else None
+    if boundary is not None:
+        boundary.check_catalogue(catalogue, "run_stage1(boundary=...)")
+        if fast is None and cfg.lm_tuning == "top":
+            log(f"stage 1: the given boundary states (layer {boundary.layer}, max_tokens {boundary.max_tokens}) do "
+                "not fit this LM and config; re-embedding with the full language model")
+
+    def reembed() -> TextTables:
+        nonlocal fast
+        if fast is not None:
+            try:
+                return embed_catalogue_from_boundary(lm, catalogue, fast, batch_size=cfg.embed_batch, progress=progress)
+            except FastEmbedUnavailable as e:
+                log(f"stage 1: {e}; re-embedding with the full language model from now on")
+                fast = None
+        return embed_catalogue(lm, catalogue, max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch,
+                               progress=progress)
+
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 1])
     sr = LSVCRSR(sr_cfg).to(device)
@@ -114,8 +161,7 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
     n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
     for epoch in range(cfg.epochs):
         if epoch > 0 and cfg.lm_tuning != "frozen":  # refresh the SR side's text inputs once per epoch
-            install_text(sr, embed_catalogue(lm, catalogue, max_tokens=cfg.text_max_tokens,
-                                             batch_size=cfg.embed_batch, progress=progress), catalogue)
+            install_text(sr, reembed(), catalogue)
         samples = build_samples(train, catalogue, cfg.n_samples, comment_share=cfg.comment_share,
                                 n_video_items=cfg.n_video_items, n_comment_items=n_items, max_len=sr_cfg.max_len,
                                 swap_p=cfg.swap_p, seed=seed * 1000 + epoch)
@@ -134,7 +180,6 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         log(f"stage 1 epoch {epoch + 1}: " + "  ".join(
             f"{k} {np.mean([h[k] for h in tail]):.4f}" for k in ("total", "lm", "rec", "ssc", "vcc")))
     lm.model.eval()
-    tables = pre_tables if cfg.lm_tuning == "frozen" else embed_catalogue(
-        lm, catalogue, max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch, progress=progress)
+    tables = pre_tables if cfg.lm_tuning == "frozen" else reembed()
     install_text(sr, tables, catalogue)
     return Stage1Result(sr.cpu(), tables, tuned_state(lm), history, time.perf_counter() - t0)

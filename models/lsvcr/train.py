@@ -31,9 +31,9 @@ from models.evaluation import load_or_sample_candidates
 from models.histories import Splits, event_log_from_tables, leave_one_out
 from models.lsvcr.config import ABLATIONS, LSVCRConfig
 from models.lsvcr.llm import load_llm
-from models.lsvcr.stage1 import run_stage1
+from models.lsvcr.stage1 import run_stage1, stage1_boundary_layer
 from models.lsvcr.stage2 import run_stage2
-from models.lsvcr.text import TEXT_FILE, TextTables, cached_catalogue_embedding
+from models.lsvcr.text import TEXT_FILE, TextTables, cached_catalogue_embedding_and_boundary
 
 STAGES = ("all", "align", "finetune")
 STAGE1_WEIGHTS = "sr_stage1.safetensors"
@@ -148,13 +148,15 @@ def train_lsvcr(
         lm = load_llm(cfg.llm_path, device=device)
         cfg.sr.lm_dim = lm.hidden_size
         t = time.perf_counter()
-        pre = cached_catalogue_embedding(lm, catalogue, cache, max_tokens=cfg.stage1.text_max_tokens,
-                                         batch_size=cfg.stage1.embed_batch, progress=progress)
+        layer = stage1_boundary_layer(lm, cfg.stage1) if needs_stage1 else None
+        pre, boundary = cached_catalogue_embedding_and_boundary(
+            lm, catalogue, cache, boundary_layer=layer, max_tokens=cfg.stage1.text_max_tokens,
+            batch_size=cfg.stage1.embed_batch, progress=progress)
         timings["pretrained_embedding_s"] = time.perf_counter() - t
         if needs_stage1:
             cfg.sr.__post_init__()
             res = run_stage1(splits.train, catalogue, lm, pre, cfg.sr, cfg.stage1, seed=seed, device=device,
-                             progress=progress, log=log)
+                             progress=progress, log=log, boundary=boundary)
             timings["stage1_s"] = res.seconds
             init_state, tables = res.sr.state_dict(), res.tables
             first = [h["total"] for h in res.history[: max(1, len(res.history) // 5)]]
@@ -166,7 +168,7 @@ def train_lsvcr(
             log(f"stage 1 done in {res.seconds:.1f} s: loss {np.mean(first):.4f} -> {np.mean(last):.4f}; saved {s1}")
         else:
             tables = pre
-        del lm
+        del lm, boundary  # the boundary states (~0.5 GB on the default world) are not needed in stage 2
         if stage == "align":
             return s1
     else:
