@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from models.adapters import SASRecRecommender
+from models.budget import StepBudget
 from models.catalogue import Catalogue
 from models.evaluation import EvalCandidates, evaluate
 from models.histories import EventLog, Splits
@@ -128,14 +129,18 @@ def train_sasrec(
     rec = SASRecRecommender(model, catalogue, name=name, device=cfg.device)
     best_state, best, best_epoch, bad = None, -1.0, 0, 0
     history: list[dict] = []
-    t_begin = time.perf_counter()
+    budget = StepBudget(cfg.max_seconds)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         perm = keep[rng.permutation(keep.shape[0])]
-        total, count = 0.0, 0
+        total, count, done, partial = 0.0, 0, 0, False
         steps = range(0, perm.shape[0], cfg.batch_windows)
         for start in tqdm(steps, desc=f"epoch {epoch}", disable=not cfg.progress, leave=False):
+            if not budget.step_fits():  # the budget ends inside this epoch: validate what we have
+                partial = True
+                break
+            t_step = time.perf_counter()
             batch = perm[start:start + cfg.batch_windows]
             idx = np.concatenate([np.arange(data.offsets[w], data.offsets[w + 1]) for w in batch])
             local = np.repeat(np.arange(batch.shape[0]), np.diff(data.offsets)[batch])
@@ -149,14 +154,19 @@ def train_sasrec(
                 model.item_emb.weight[0].zero_()  # AdamW's weight decay must not move the pad row
             total += float(loss.detach()) * idx.shape[0]
             count += idx.shape[0]
+            done += 1
+            budget.record_step(time.perf_counter() - t_step)
         model.eval()
+        t_eval = time.perf_counter()
         (res,) = evaluate(rec, splits, candidates, catalogue, split="valid", tasks=("video",))
+        budget.record_eval(time.perf_counter() - t_eval)
         ndcg5 = res.metrics["ndcg@5"]
         improved = ndcg5 > best
         row = {"epoch": epoch, "loss": total / max(count, 1), "valid_ndcg@5": ndcg5,
-               "valid_recall@10": res.metrics["recall@10"], "seconds": time.perf_counter() - t0}
+               "valid_recall@10": res.metrics["recall@10"], "steps": done, "partial": partial,
+               "seconds": time.perf_counter() - t0}
         history.append(row)
-        log(f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid ndcg@5 {ndcg5:.4f}  "
+        log(f"epoch {epoch:3d}{f' ({done}/{len(steps)} steps)' if partial else ''}  loss {row['loss']:.4f}  valid ndcg@5 {ndcg5:.4f}  "
             f"recall@10 {row['valid_recall@10']:.4f}  {row['seconds']:.1f}s" + ("  *best" if improved else ""))
         if improved:
             best, best_epoch, bad = ndcg5, epoch, 0
@@ -166,9 +176,9 @@ def train_sasrec(
             if bad >= cfg.patience:
                 log(f"early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
                 break
-        used = time.perf_counter() - t_begin
-        if cfg.max_seconds is not None and used + row["seconds"] > cfg.max_seconds:  # next epoch would overrun
-            log(f"time budget: stop after {used:.0f} s of {cfg.max_seconds:.0f} s; best epoch {best_epoch}")
+        if partial or not budget.step_fits():
+            log(f"time budget: stop after {budget.elapsed():.0f} s of {cfg.max_seconds:.0f} s ({budget.steps} steps); "
+                f"best epoch {best_epoch}")
             break
     if best_state is not None:
         model.load_state_dict(best_state)

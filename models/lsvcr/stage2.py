@@ -18,8 +18,8 @@ into training segments of `segment_len` predicted events (plus 50 events of cont
 time masks stay small; batches group segments of similar length (`bucketed_batches`). Cost per step
 (default world, 1 thread): the text MLP runs once over every title and the union of the comment rows
 the step reads (`LSVCRSR.text_cache`), the comment negatives are drawn without a Python loop;
-about 1.2-1.5 s a step, ~106 steps an epoch. With `max_seconds`, training stops before an epoch that
-(at the last epoch's pace) would overrun the budget. Videos absent from the
+about 0.8-1.5 s a step, ~107 steps an epoch. With `max_seconds`, training stops at step granularity
+(`models.budget.StepBudget`): the last epoch may be partial, then it is validated like any other. Videos absent from the
 training histories keep a zero ID row throughout (re-zeroed after each step), so they are scored by
 their title alone, in training and at serving time alike.
 """
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from models.batch import UserHistories, visible_count
+from models.budget import StepBudget
 from models.catalogue import Catalogue
 from models.evaluation import EvalCandidates, evaluate
 from models.histories import EventLog, Splits
@@ -262,13 +263,18 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
     best, best_state, best_epoch, bad = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
     best_valid: dict[str, float] = {}
     history: list[dict[str, float]] = []
+    budget = StepBudget(cfg.max_seconds, start=t0)
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter() - t0
         model.train()
         sums: dict[str, float] = {}
         batches = bucketed_batches(rows, seg, cfg.batch_users, rng)
-        steps = range(len(batches))
-        for s in tqdm(steps, desc=f"stage 2 epoch {epoch}", disable=not progress, leave=False):
+        done, partial = 0, False
+        for s in tqdm(range(len(batches)), desc=f"stage 2 epoch {epoch}", disable=not progress, leave=False):
+            if not budget.step_fits():  # the budget ends inside this epoch: validate what we have
+                partial = True
+                break
+            t_step = time.perf_counter()
             hist, vmask, cmask = segment_histories(train, seg, batches[s])
             cands = comment_candidates(hist, off, by_video, cfg.n_comment_neg, rng).to(device)
             losses = stage2_batch_losses(model, hist.to(device), cands, cfg, rng, known, vmask.to(device),
@@ -281,17 +287,24 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
                 with torch.no_grad():
                     model.video_id.weight[~known] = 0.0
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(steps)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            done += 1
+            budget.record_step(time.perf_counter() - t_step)
+        sums = {k: v / max(done, 1) for k, v in sums.items()} or {k: float("nan") for k in
+                                                                   ("video", "comment", "idtext", "total")}
         model.eval()
+        t_eval = time.perf_counter()
         res = evaluate(rec, splits, candidates, catalogue, split="valid")
+        budget.record_eval(time.perf_counter() - t_eval)
         valid = {f"{r.task}_{m}": v for r in res if r.n_queries for m, v in r.metrics.items()}
         ndcg = [r.metrics["ndcg@5"] for r in res if r.n_queries]
         score = float(np.mean(ndcg)) if ndcg else -float(sums["total"])
-        history.append({"epoch": epoch, **sums, **valid, "valid_score": score,
-                        "seconds": time.perf_counter() - t0 - epoch_start})
-        log(f"stage 2 epoch {epoch:3d}  loss {sums['total']:.4f} (video {sums['video']:.4f}, comment "
-            f"{sums['comment']:.4f}, id-text {sums['idtext']:.4f})  valid ndcg@5 "
-            + ", ".join(f"{r.task} {r.metrics['ndcg@5']:.4f}" for r in res if r.n_queries))
+        history.append({"epoch": epoch, **sums, **valid, "valid_score": score, "steps": done,
+                        "partial": partial, "seconds": time.perf_counter() - t0 - epoch_start})
+        log(f"stage 2 epoch {epoch:3d}{f' ({done}/{len(batches)} steps)' if partial else ''}  loss "
+            f"{sums['total']:.4f} (video {sums['video']:.4f}, comment {sums['comment']:.4f}, id-text "
+            f"{sums['idtext']:.4f})  valid ndcg@5 " + ", ".join(f"{r.task} {r.metrics['ndcg@5']:.4f}" for r in res
+                                                               if r.n_queries))
         if score > best:
             best, best_state, best_epoch, bad, best_valid = score, copy.deepcopy(model.state_dict()), epoch, 0, valid
         else:
@@ -299,11 +312,10 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
             if bad >= cfg.patience:
                 log(f"stage 2 early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
                 break
-        # Stop when another epoch (as long as the last one) would overrun the budget, not after it has.
-        elapsed = time.perf_counter() - t0
-        if cfg.max_seconds is not None and elapsed + (elapsed - epoch_start) > cfg.max_seconds:
-            log(f"stage 2 stops at its time budget ({cfg.max_seconds:.0f} s, {elapsed:.0f} s used, "
-                f"{elapsed - epoch_start:.0f} s per epoch); best epoch {best_epoch}")
+        if partial or not budget.step_fits():
+            log(f"stage 2 stops at its time budget ({cfg.max_seconds:.0f} s, {budget.elapsed():.0f} s used, "
+                f"{budget.steps} steps of {budget.step_seconds:.2f} s, validation {budget.eval_seconds:.0f} s); "
+                f"best epoch {best_epoch}")
             break
     model.load_state_dict(best_state)
     model.eval()

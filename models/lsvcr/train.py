@@ -104,9 +104,9 @@ def train_lsvcr(
     """Train LSVCR on log tables (`data`, keyed by schema name) or on a prepared `catalogue` + `splits`.
 
     Returns the checkpoint folder (`out_dir`), or the stage-1 folder for stage="align".
-    `time_budget_s` caps the whole call: stage 2 stops (keeping its best epoch so far) before an epoch
-    that would overrun what is left (it always runs at least one epoch, so the call can exceed the
-    budget when stage 1 leaves less than an epoch); None = no cap (early stopping alone decides).
+    `time_budget_s` caps the whole call: stage 2 gets what stage 1 left (at least 30 s) and stops at
+    step granularity, validating a last partial epoch and keeping the best epoch (models.budget);
+    None = no cap (early stopping alone decides).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")

@@ -164,9 +164,9 @@ def test_recbole_initialisation_keeps_ids_on_the_scale_of_text():
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_sasrec_time_budget_stops_before_an_epoch_would_overrun(tmp_path):
+def test_sasrec_time_budget_stops_at_step_granularity(tmp_path):
     """bench/quality.py gives base the same wall-clock budget as LSVCR: with a budget shorter than one
-    epoch, exactly one epoch runs; without one, early stopping alone decides."""
+    step, exactly one step runs and is validated; without one, early stopping alone decides."""
     from models.evaluation import load_or_sample_candidates
     from models.histories import prepare_data
     from models.train_sasrec import TrainConfig, train_sasrec
@@ -176,8 +176,11 @@ def test_sasrec_time_budget_stops_before_an_epoch_would_overrun(tmp_path):
     cands = load_or_sample_candidates(prep.splits, prep.catalogue, tmp_path)
     logs: list[str] = []
     res = train_sasrec(prep.splits, prep.catalogue, cands, log=logs.append,
-                       config=TrainConfig(epochs=6, patience=6, progress=False, max_seconds=1e-6))
+                       config=TrainConfig(epochs=6, patience=6, progress=False, max_seconds=1e-6,
+                                          batch_windows=2))
     assert len(res.history) == 1 and any(s.startswith("time budget") for s in logs)
+    assert res.history[0]["steps"] == 1 and res.history[0]["partial"]  # a partial epoch, validated
+    assert res.best_epoch == 1
     res = train_sasrec(prep.splits, prep.catalogue, cands, log=lambda s: None,
                        config=TrainConfig(epochs=3, patience=6, progress=False))
     assert len(res.history) == 3

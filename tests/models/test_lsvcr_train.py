@@ -125,6 +125,26 @@ def test_ablations_train_and_load(world, ablation):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_stage2_budget_validates_a_partial_last_epoch(world):
+    """A budget that ends inside an epoch: stage 2 stops at step granularity, validates the partial
+    epoch and keeps it as a checkpoint (no budget second is wasted waiting for a whole epoch)."""
+    from models.lsvcr.stage2 import run_stage2
+
+    cfg = small_config(epochs=5, batch_users=2, max_seconds=1e-6)
+    cfg.sr.n_videos, cfg.sr.n_comments = world["catalogue"].n_videos, world["catalogue"].n_comments
+    cfg.sr.use_ids, cfg.sr.use_text, cfg.sr.lm_dim = True, False, 8
+    from models.lsvcr.text import TextTables
+
+    logs: list[str] = []
+    cands = load_or_sample_candidates(world["splits"], world["catalogue"], world["root"] / "ck")
+    res = run_stage2(world["splits"], world["catalogue"], cands, TextTables.empty(world["catalogue"], 8), cfg,
+                     log=logs.append)
+    (row,) = res.history
+    assert row["steps"] == 1 and row["partial"] and res.best_epoch == 1
+    assert any("stops at its time budget" in s for s in logs)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_decoder_llm_stage1_then_separate_finetune(world, tmp_path):
     lm = save_tiny_lm(tmp_path / "tiny-decoder", "decoder")
     out = tmp_path / "ck" / "lsvcr"

@@ -1,0 +1,32 @@
+"""Step-granular wall-clock budgets (models/budget.py), with hand-set clocks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from models.budget import StepBudget
+
+
+def test_step_fits_counts_one_more_step_and_the_validation_that_follows():
+    b = StepBudget(10.0, start=time.perf_counter() - 5.0)  # 5 s used
+    assert b.step_fits()  # the first step always runs, so a model always exists
+    b.record_step(1.0)
+    # before any validation the reserve is max(5 s, 5% of the budget) = 5 s: 5 + 1 + 5 > 10
+    assert not b.step_fits()
+    b.record_eval(2.0)  # measured: 5 + 1 + 2 <= 10
+    assert b.step_fits()
+    b.record_step(3.0)  # running mean of the step time: (1 + 3) / 2 = 2 -> 5 + 2 + 2 <= 10
+    assert b.steps == 2 and b.step_seconds == pytest.approx(2.0)
+    assert b.step_fits()
+    b.record_eval(3.5)  # 5 + 2 + 3.5 > 10
+    assert not b.step_fits()
+
+
+def test_no_budget_always_fits_and_bad_budgets_are_refused():
+    b = StepBudget(None, start=time.perf_counter() - 1e6)
+    b.record_step(100.0)
+    assert b.step_fits()
+    with pytest.raises(ValueError, match="max_seconds"):
+        StepBudget(0.0)
