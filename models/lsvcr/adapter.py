@@ -54,8 +54,75 @@ class LSVCRRecommender:
         self.catalogue, self.tables, self.name, self.digest, self.device = catalogue, tables, name, digest, device
         self.config = config
         self.chunk_cells = 1 << 22  # users x L x Lc per encoding chunk
+        self.trim = True  # drop history events no query of the batch can depend on (`_trim`)
 
     # ----- scoring -------------------------------------------------------------------------------
+    def _trim(self, hist: UserHistories, query_time: Tensor) -> UserHistories:
+        """Each user's histories cut to the events that can reach one of its queries; scores unchanged.
+
+        Why: offline evaluation asks one query per user at the end of a history of up to thousands of
+        events, and encoding all of them (with (L x Lc) time masks) made a validation pass cost about
+        as much as a training epoch.
+
+        Which states a query at time q reads (sr_model.py; W = max_len, S = W/2; kv, kc = video events
+        and comment records before q): the video head reads mixed video states kv-W..kv-1, whose
+        cross-attention reads comment *encoder* states from index cnt_c(t <= t_v[kv-W]) - W on; the
+        comment head reads mixed comment states kc-W..kc-1, whose cross-attention reads video encoder
+        states from cnt_v(t <= t_c[kc-W]) - W on. Per history, let a be the smallest state index read
+        (over the user's earliest query; later queries read later states). An encoder state depends
+        on its window, which starts at a multiple of S; cutting the history at a multiple of S that is
+        <= a - S leaves every state at index >= a in the same window with the same content and
+        positions, so those states, and the scores, are unchanged (only states in the first S kept
+        events see shorter windows, and none is read). Events at or after the last query time are
+        dropped too (nothing reads them). Tested against the untrimmed pass."""
+        W = self.model.cfg.max_len
+        S = W // 2
+        inf = float("inf")
+        real = ~torch.isneginf(query_time) & ~torch.isnan(query_time)  # -inf = a padded query; +inf = "after all"
+        q_lo = torch.where(real, query_time, torch.full_like(query_time, inf)).amin(1, keepdim=True)
+        q_hi = torch.where(real, query_time, torch.full_like(query_time, -inf)).amax(1, keepdim=True)
+        vt, ct = hist.video_time, hist.comment_time
+        kv = visible_count(vt, q_lo)[:, 0]  # (B,)
+        kc = visible_count(ct, q_lo)[:, 0]
+        B = vt.shape[0]
+        rows = torch.arange(B, device=vt.device)
+
+        def time_at(times: Tensor, k: Tensor) -> Tensor:
+            """time of event max(k - W, 0); +inf when the user has no such event (k == 0)."""
+            i = (k - W).clamp(min=0).clamp(max=times.shape[1] - 1)
+            return torch.where(k > 0, times[rows, i], torch.full_like(times[:, 0], inf))
+
+        def count_le(times: Tensor, t: Tensor) -> Tensor:
+            return torch.searchsorted(times.contiguous(), t[:, None].contiguous(), side="right")[:, 0]
+
+        big = torch.full_like(kv, 1 << 40)
+        a_v = torch.minimum(torch.where(kv > 0, kv - W, big), torch.where(kc > 0, count_le(vt, time_at(ct, kc)) - W, big))
+        a_c = torch.minimum(torch.where(kc > 0, kc - W, big), torch.where(kv > 0, count_le(ct, time_at(vt, kv)) - W, big))
+
+        def window(a: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
+            start = torch.div((a - S).clamp(min=0), S, rounding_mode="floor") * S
+            end = visible_count(times, q_hi)[:, 0]
+            start = torch.minimum(start, end)
+            return start, end
+
+        vs, ve = window(a_v, vt)
+        cs, ce = window(a_c, ct)
+        Lv, Lc = max(1, int((ve - vs).max())), max(1, int((ce - cs).max()))
+        if Lv >= vt.shape[1] and Lc >= ct.shape[1]:
+            return hist  # nothing to cut
+
+        def take(x: Tensor, start: Tensor, n: int, keep: Tensor, fill) -> Tensor:
+            idx = (start[:, None] + torch.arange(n, device=x.device)[None]).clamp(max=x.shape[1] - 1)  # (B, n)
+            g = x.gather(1, idx.view(*idx.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:]))
+            k = keep.view(*keep.shape, *([1] * (x.ndim - 2)))
+            return torch.where(k, g, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
+
+        keep_v = torch.arange(Lv, device=vt.device)[None] < (ve - vs)[:, None]  # (B, Lv)
+        keep_c = torch.arange(Lc, device=ct.device)[None] < (ce - cs)[:, None]
+        return UserHistories(take(hist.video_ids, vs, Lv, keep_v, 0), take(vt, vs, Lv, keep_v, inf),
+                             take(hist.comment_video_ids, cs, Lc, keep_c, 0), take(hist.comment_ids, cs, Lc, keep_c, 0),
+                             take(ct, cs, Lc, keep_c, inf))
+
     def _states(self, hist: UserHistories) -> States:
         return self.model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids,
                                  hist.comment_time)
@@ -97,12 +164,16 @@ class LSVCRRecommender:
     @torch.no_grad()
     def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
+        if self.trim:
+            hist = self._trim(hist, query.time)
         user = self._users(hist, lambda st, sl: self.model.user_video(st, query.time[sl]))  # (B, Q, d)
         return self._score(user, query.candidates, self.model.video_item)
 
     @torch.no_grad()
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
+        if self.trim:
+            hist = self._trim(hist, query.time)
         user = self._users(hist, lambda st, sl: self.model.user_comment(st, query.time[sl], query.video_ids[sl]))
         return self._score(user, query.candidates, self.model.comment_item, self.model.comment_bias)
 

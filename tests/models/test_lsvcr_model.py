@@ -94,6 +94,52 @@ def test_one_pass_equals_naive_per_query_scoring(kw):
     assert fast_v[torch.isfinite(fast_v)].std() > 0.1  # scores are not degenerate
 
 
+def _long_histories() -> UserHistories:
+    """Three users with long histories whose comment records are bursty in time: user 0 comments
+    a lot early and rarely late (old records are read through the cross mix), user 1 the opposite,
+    user 2 has no comment records."""
+    g = torch.Generator().manual_seed(3)
+    B, L, Lc = 3, 420, 160
+    vid = torch.randint(1, V + 1, (B, L), generator=g)
+    vt = torch.arange(L, dtype=torch.float64).repeat(B, 1) * 10.0
+    ct = torch.full((B, Lc), float("inf"), dtype=torch.float64)
+    ct[0] = torch.cat([torch.linspace(0, 300, 150), torch.linspace(3000, 4100, 10)]).double()
+    ct[1, :120] = torch.cat([torch.linspace(100, 200, 20), torch.linspace(3500, 4190, 100)]).double()
+    cv = torch.where(torch.isfinite(ct), torch.randint(1, V + 1, (B, Lc), generator=g), 0)
+    cc = torch.randint(1, C + 1, (B, Lc, M), generator=g) * torch.isfinite(ct)[..., None]
+    return UserHistories(vid, vt, cv, cc, ct)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_trimmed_histories_give_identical_scores():
+    """`_trim` drops events no query can depend on; the scores must not change at all (late queries
+    after long histories: the evaluation case), and the trimmed histories must really be shorter."""
+    rec = recommender()
+    hist = _long_histories()
+    g = torch.Generator().manual_seed(4)
+    t = torch.tensor([[3900.0, 4000.5, 4150.0], [4100.0, 4150.0, float("-inf")], [2500.0, 4100.0, 4190.0]],
+                     dtype=torch.float64)
+    vq = VideoQuery(t, torch.randint(1, V + 1, (3, 3, 9), generator=g))
+    cq = CommentQuery(t, torch.randint(1, V + 1, (3, 3), generator=g), torch.randint(1, C + 1, (3, 3, 8), generator=g))
+    trimmed = rec._trim(hist, t)
+    kept_v = (trimmed.video_ids > 0).sum(1).tolist()
+    kept_c = (trimmed.comment_video_ids > 0).sum(1).tolist()
+    # user 0's comment head reads its old records, whose cross-attention reads videos of that time:
+    # almost nothing can go; users 1 and 2 keep only their recent past
+    # (user 1: 115 = video events before 4150 from the cut at 300; user 2: 419 - 175 = 244)
+    assert kept_v[0] > 350 and kept_v[1] == 115 and kept_v[2] == 244 and kept_c[2] == 0
+    fast_v, fast_c = rec.score_videos(hist, vq), rec.score_comments(hist, cq)
+    rec.trim = False
+    full_v, full_c = rec.score_videos(hist, vq), rec.score_comments(hist, cq)
+    torch.testing.assert_close(fast_v, full_v, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(fast_c, full_c, atol=1e-5, rtol=1e-6)
+    # and both equal the naive per-query reference on one user (the slow path)
+    one = UserHistories(*(x[:1] for x in (hist.video_ids, hist.video_time, hist.comment_video_ids,
+                                         hist.comment_ids, hist.comment_time)))
+    q1 = CommentQuery(t[:1], cq.video_ids[:1], cq.candidates[:1])
+    torch.testing.assert_close(fast_c[:1], rec.score_comments_naive(one, q1), atol=2e-4, rtol=1e-5)
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_future_and_padding_never_leak():
     rec = recommender()
