@@ -57,7 +57,7 @@ class LSVCRRecommender:
         self.trim = True  # drop history events no query of the batch can depend on (`_trim`)
 
     # ----- scoring -------------------------------------------------------------------------------
-    def _trim(self, hist: UserHistories, query_time: Tensor) -> UserHistories:
+    def _trim(self, hist: UserHistories, query_time: Tensor, head: str) -> UserHistories:
         """Each user's histories cut to the events that can reach one of its queries; scores unchanged.
 
         Why: offline evaluation asks one query per user at the end of a history of up to thousands of
@@ -69,7 +69,7 @@ class LSVCRRecommender:
         cross-attention reads comment *encoder* states from index cnt_c(t <= t_v[kv-W]) - W on; the
         comment head reads mixed comment states kc-W..kc-1, whose cross-attention reads video encoder
         states from cnt_v(t <= t_c[kc-W]) - W on. Per history, let a be the smallest state index read
-        (over the user's earliest query; later queries read later states). An encoder state depends
+        by `head` ("video" or "comment") for the user's earliest query (later queries read later states). An encoder state depends
         on its window, which starts at a multiple of S; cutting the history at a multiple of S that is
         <= a - S leaves every state at index >= a in the same window with the same content and
         positions, so those states, and the scores, are unchanged (only states in the first S kept
@@ -88,16 +88,21 @@ class LSVCRRecommender:
         rows = torch.arange(B, device=vt.device)
 
         def time_at(times: Tensor, k: Tensor) -> Tensor:
-            """time of event max(k - W, 0); +inf when the user has no such event (k == 0)."""
-            i = (k - W).clamp(min=0).clamp(max=times.shape[1] - 1)
-            return torch.where(k > 0, times[rows, i], torch.full_like(times[:, 0], inf))
+            """time of event max(k - W, 0), the first one a query with k visible events reads (also
+            when k = 0: a later query of the same user may read event 0); +inf for an empty history."""
+            return times[rows, (k - W).clamp(min=0, max=times.shape[1] - 1)]
 
         def count_le(times: Tensor, t: Tensor) -> Tensor:
             return torch.searchsorted(times.contiguous(), t[:, None].contiguous(), side="right")[:, 0]
 
-        big = torch.full_like(kv, 1 << 40)
-        a_v = torch.minimum(torch.where(kv > 0, kv - W, big), torch.where(kc > 0, count_le(vt, time_at(ct, kc)) - W, big))
-        a_c = torch.minimum(torch.where(kc > 0, kc - W, big), torch.where(kv > 0, count_le(ct, time_at(vt, kv)) - W, big))
+        if head == "video":
+            a_v = kv - W
+            a_c = count_le(ct, time_at(vt, kv)) - W
+        elif head == "comment":
+            a_c = kc - W
+            a_v = count_le(vt, time_at(ct, kc)) - W
+        else:
+            raise ValueError(f"head must be 'video' or 'comment', got {head!r}")
 
         def window(a: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
             start = torch.div((a - S).clamp(min=0), S, rounding_mode="floor") * S
@@ -165,7 +170,7 @@ class LSVCRRecommender:
     def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
         if self.trim:
-            hist = self._trim(hist, query.time)
+            hist = self._trim(hist, query.time, "video")
         user = self._users(hist, lambda st, sl: self.model.user_video(st, query.time[sl]))  # (B, Q, d)
         return self._score(user, query.candidates, self.model.video_item)
 
@@ -173,7 +178,7 @@ class LSVCRRecommender:
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
         if self.trim:
-            hist = self._trim(hist, query.time)
+            hist = self._trim(hist, query.time, "comment")
         user = self._users(hist, lambda st, sl: self.model.user_comment(st, query.time[sl], query.video_ids[sl]))
         return self._score(user, query.candidates, self.model.comment_item, self.model.comment_bias)
 

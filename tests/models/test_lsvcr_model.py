@@ -121,13 +121,19 @@ def test_trimmed_histories_give_identical_scores():
                      dtype=torch.float64)
     vq = VideoQuery(t, torch.randint(1, V + 1, (3, 3, 9), generator=g))
     cq = CommentQuery(t, torch.randint(1, V + 1, (3, 3), generator=g), torch.randint(1, C + 1, (3, 3, 8), generator=g))
-    trimmed = rec._trim(hist, t)
+    trimmed = rec._trim(hist, t, "comment")
     kept_v = (trimmed.video_ids > 0).sum(1).tolist()
     kept_c = (trimmed.comment_video_ids > 0).sum(1).tolist()
     # user 0's comment head reads its old records, whose cross-attention reads videos of that time:
     # almost nothing can go; users 1 and 2 keep only their recent past
-    # (user 1: 115 = video events before 4150 from the cut at 300; user 2: 419 - 175 = 244)
-    assert kept_v[0] > 350 and kept_v[1] == 115 and kept_v[2] == 244 and kept_c[2] == 0
+    # (user 1: 115 = video events before 4150 from the cut at 300; user 2 has no records, so nothing is
+    # read, and the rule keeps from 25 * ((420 - 50 - 25) // 25) = 325 to 419: 94)
+    assert kept_v[0] > 350 and kept_v[1] == 115 and kept_v[2] == 94 and kept_c[2] == 0
+    # the video head reads only the last W video events and the records near them: user 0 (first
+    # query 3900: 390 events before it) cuts at 25 * ((390 - 50 - 25) // 25) = 300 and keeps the events
+    # before its last query (415): 115; user 1 (410 before 4100) cuts at 325: 90; user 2: 419 - 175 = 244
+    kept_v = (rec._trim(hist, t, "video").video_ids > 0).sum(1).tolist()
+    assert kept_v == [115, 90, 244]
     fast_v, fast_c = rec.score_videos(hist, vq), rec.score_comments(hist, cq)
     rec.trim = False
     full_v, full_c = rec.score_videos(hist, vq), rec.score_comments(hist, cq)
