@@ -20,6 +20,8 @@ Video task (a positive = the next engaged video): the logging pipeline makes v t
   - `oracle`: r_uv(t) exp(s_uv(t) / 0.6) P(engaged | s_uv, D_v), with the retrieval rate
     r = 0.6 pi_u(t)[p_v] pop_v / pop(p_v) + 0.2 pop_v / pop + 0.2 / V and the Plackett-Luce weight
     (an approximation of the slate marginal, exact to first order when the weight is small);
+  - `oracle_without_discussion`: the same without the discussion facet phi_u[s_v] in s_uv, i.e. what
+    is left when nothing is known of what comment histories reveal;
   - `affinity`: s_uv(t) alone; `retrieval`: r_uv(t) alone; `popularity`: pop_v.
 """
 
@@ -81,8 +83,14 @@ def video_scores(world: World, users: np.ndarray, tfrac: np.ndarray, cand: np.nd
     p_watch = 1.0 - ndtr((np.log(thr) - oc.watch_mu(world, s)) / b.watch_sigma)
     pl = expit(b.like_bias + b.like_beta * s)
     p_eng = 1.0 - (1.0 - p_watch) * (1.0 - pl)
-    return {"oracle": r * np.exp(s / b.temperature) * p_eng, "affinity": s, "retrieval": r,
-            "popularity": pop[v]}
+    # the same oracle blind to the discussion facet phi_u (what comment histories reveal beyond the
+    # titles of watched videos): how much of the video task's ceiling that facet is worth
+    ph = np.take_along_axis(world.discussion[users], world.secondary_topic[v], axis=1)
+    s0 = s - b.beta_disc * ph
+    p_watch0 = 1.0 - ndtr((np.log(thr) - oc.watch_mu(world, s0)) / b.watch_sigma)
+    p_eng0 = 1.0 - (1.0 - p_watch0) * (1.0 - expit(b.like_bias + b.like_beta * s0))
+    return {"oracle": r * np.exp(s / b.temperature) * p_eng, "oracle_without_discussion": r * np.exp(s0 / b.temperature) * p_eng0,
+            "affinity": s, "retrieval": r, "popularity": pop[v]}
 
 
 def main(argv: list[str] | None = None) -> int:
