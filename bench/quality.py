@@ -167,6 +167,19 @@ def _warm_text_cache(args: argparse.Namespace) -> None:
     err(f"pre-trained text cache ready in {time.perf_counter() - t:.1f} s")
 
 
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: exit when the main process is gone (killed), instead of training on as an orphan."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def oracle_ceiling(args: argparse.Namespace) -> dict | None:
     """The oracle rankers of bench/oracle_ceiling.py on the same candidates, when --data is a world."""
     if not args.data:
@@ -226,9 +239,11 @@ def main() -> None:
     jobs = sorted(((m, s) for m in models for s in seeds), key=lambda j: (cost[j[0]], j[1]))
     if args.jobs > 1:
         import multiprocessing as mp
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_watch_parent,
+                                 initargs=(os.getpid(),)) as ex:
             done = list(ex.map(run_one, [args] * len(jobs), [m for m, _ in jobs], [s for _, s in jobs]))
     else:
         done = [run_one(args, m, s) for m, s in jobs]
