@@ -14,7 +14,7 @@ post-LayerNorm, max position 50.
 5. Heads: video = additive-attention pooling over video-history states; comment = one attention layer
    whose query is the watched video (gate * id + A t(title)) over comment-history states.
 6. Score = cos(user, item) / 0.07; video item = gate * id + A t(title), comment item = A t(comment).
-   Comment logits add a learned like-count prior 20 w[bucket(likes_c)], bucket = floor(log2(1 + likes))
+   Comment logits add a learned like-count prior 20 (w[bucket(likes_c)] + a log(1 + likes_c)), bucket = floor(log2(1 + likes))
    capped at LIKE_BUCKETS - 1 (`SRConfig.comment_prior`; our addition, not in the paper: comment
    exposure follows like count, and a text-only comment vector cannot know it). Zero-initialised, so
    it starts as the paper's score and only moves where the data pays for it.
@@ -161,12 +161,15 @@ class LSVCRSR(nn.Module):
         self.video_head = AdditivePooling(d)
         self.comment_head = MaskedAttention(d, cfg.n_heads, cfg.dropout)
         self.like_prior = nn.Embedding(LIKE_BUCKETS, 1) if cfg.comment_prior else None
+        # a slope on log(1 + likes), so the prior can also order comments within a bucket
+        self.like_slope = nn.Parameter(torch.zeros(())) if cfg.comment_prior else None
         for name, dim in (("title_emb", cfg.lm_dim), ("comment_emb", cfg.lm_dim)):
             self.register_buffer(name, torch.zeros(1, dim), persistent=False)
         for name in ("title_has", "comment_has"):
             self.register_buffer(name, torch.zeros(1, dtype=torch.bool), persistent=False)
         self.register_buffer("popular_comment", torch.zeros(1, dtype=torch.long), persistent=False)
         self.register_buffer("like_bucket", torch.zeros(1, dtype=torch.long), persistent=False)
+        self.register_buffer("like_log", torch.zeros(1), persistent=False)
         self._title_cache: Tensor | None = None  # set only inside `text_cache`
         self._comment_cache: Tensor | None = None
         self.apply(self._init)
@@ -211,6 +214,7 @@ class LSVCRSR(nn.Module):
                              f"got {comment_likes.shape[0]}")
         likes = comment_likes.double().clamp(min=0)
         self.like_bucket = torch.floor(torch.log2(1.0 + likes)).long().clamp(max=LIKE_BUCKETS - 1).to(dev)
+        self.like_log = torch.log1p(likes).float().to(dev)
 
     def reset_pad_rows(self) -> None:
         """Padding rows of the ID tables are zero (a pitfall of the public code)."""
@@ -285,7 +289,7 @@ class LSVCRSR(nn.Module):
         """The like-count prior of comments c (any shape), 0 without `comment_prior`."""
         if self.like_prior is None:
             return self.pos_video.weight.new_zeros(c.shape)
-        return PRIOR_SCALE * self.like_prior.weight[self.like_bucket[c], 0]
+        return PRIOR_SCALE * (self.like_prior.weight[self.like_bucket[c], 0] + self.like_slope * self.like_log[c])
 
     def comment_logits(self, user: Tensor, c: Tensor) -> Tensor:
         """Comment scores: cos(user, A t(c)) / tau + prior(c). user (..., d), c (..., C) -> (..., C)."""

@@ -245,7 +245,7 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
     model = LSVCRSR(sr_cfg)
     if init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
-        allowed = {"video_id.weight", "gate", "like_prior.weight"}
+        allowed = {"video_id.weight", "gate", "like_prior.weight", "like_slope"}
         if unexpected or not set(missing) <= allowed:
             raise ValueError(f"stage-1 weights do not fit the stage-2 model: missing {sorted(set(missing) - allowed)}, "
                              f"unexpected {sorted(unexpected)}")

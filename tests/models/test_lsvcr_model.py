@@ -45,6 +45,7 @@ def recommender(seed: int = 0, **kw) -> LSVCRRecommender:
         model.video_id.weight.normal_(0, 0.5)
         if model.like_prior is not None:
             model.like_prior.weight.normal_(0, 1.0)
+            model.like_slope.fill_(0.3)
         model.reset_pad_rows()
     return LSVCRRecommender(model, catalogue(), tables(), device="cpu")
 
@@ -222,13 +223,13 @@ def test_comment_logits_add_the_like_count_prior_by_bucket():
     u = torch.randn(1, 64)
     want_bucket = [int(np.floor(np.log2(1 + likes[j]))) for j in c[0].tolist()]  # hand rule: 2^b - 1 <= likes < 2^(b+1) - 1
     assert m.like_bucket[c[0]].tolist() == want_bucket
-    prior = 20.0 * m.like_prior.weight[:, 0]  # PRIOR_SCALE
-    want = m.score(u, m.comment_item(c)) + prior[want_bucket]
+    prior = 20.0 * (m.like_prior.weight[want_bucket, 0] + 0.3 * torch.log1p(torch.tensor(likes[c[0]], dtype=torch.float32)))
+    want = m.score(u, m.comment_item(c)) + prior  # PRIOR_SCALE (w[bucket] + slope log(1 + likes))
     torch.testing.assert_close(m.comment_logits(u, c), want)
     assert m.comment_logits(u, c)[0, 0] != m.score(u, m.comment_item(c))[0, 0]
     # a fresh model starts with a zero prior, i.e. the paper's text-only score; off = exactly that
     fresh = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True))
-    assert torch.count_nonzero(fresh.like_prior.weight) == 0
+    assert torch.count_nonzero(fresh.like_prior.weight) == 0 and fresh.like_slope == 0
     off = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, comment_prior=False))
     assert off.like_prior is None and torch.count_nonzero(off.comment_bias(c)) == 0
 
