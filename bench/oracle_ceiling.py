@@ -39,19 +39,11 @@ from scipy.special import expit, ndtr
 from harness.logs.store import LogStore
 from harness.simulate import outcomes as oc
 from harness.simulate.world import World
-from models.evaluation import load_or_sample_candidates
+from models.evaluation import load_or_sample_candidates, pad_ragged
 from models.histories import prepare_data
 from models.metrics import mean_metrics, ranking_metrics
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "ndcg@5")
-
-
-def _pad(lists: list[np.ndarray], fill) -> np.ndarray:
-    n = max(len(x) for x in lists)
-    out = np.full((len(lists), n), fill, dtype=np.asarray(lists[0]).dtype)
-    for i, x in enumerate(lists):
-        out[i, :len(x)] = x
-    return out
 
 
 def comment_scores(world: World, users: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:
@@ -112,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in ("video", "comment"):
         rows = cands.rows(args.split, task)
         users = rows["user_id"].to_numpy(np.int64)
-        cand = _pad([np.asarray(c, np.int64) for c in rows["candidates"]], -1)
-        labels = _pad([np.asarray(x, bool) for x in rows["labels"]], False)
+        cand = pad_ragged([np.asarray(c, np.int64) for c in rows["candidates"]], -1)
+        labels = pad_ragged([np.asarray(x, bool) for x in rows["labels"]], False)
         valid = cand >= 0
         if task == "video":
             tfrac = (rows["time"].to_numpy(np.float64) - epoch_s) / (86400.0 * world.config.days)

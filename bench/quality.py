@@ -184,13 +184,10 @@ def oracle_ceiling(args: argparse.Namespace) -> dict | None:
     """The oracle rankers of bench/oracle_ceiling.py on the same candidates, when --data is a world."""
     if not args.data:
         return None
-    try:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from oracle_ceiling import main as ceiling_main
-    except ImportError:
-        return None
     import contextlib
     import io
+
+    from oracle_ceiling import main as ceiling_main  # bench/ is on sys.path when this script runs
 
     buf = io.StringIO()
     try:

@@ -144,7 +144,8 @@ class TaskResult:
                  "seed": seed} for m, v in self.metrics.items()]
 
 
-def _pad(lists: list[np.ndarray], fill) -> np.ndarray:
+def pad_ragged(lists: list[np.ndarray], fill) -> np.ndarray:
+    """Rows of different lengths as one (N, max length) array, `fill` after each row's end."""
     C = max(1, max((len(x) for x in lists), default=1))
     out = np.full((len(lists), C), fill, dtype=np.asarray(lists[0]).dtype if lists else np.int64)
     for i, x in enumerate(lists):
@@ -183,8 +184,8 @@ def evaluate(
             continue
         user_rows = log.user_rows(rows["user_id"].to_numpy(np.int64))
         index = catalogue.video_index if task == "video" else catalogue.comment_index
-        cand = _pad([index(np.asarray(c, np.int64)) for c in rows["candidates"]], 0)
-        labels = _pad([np.asarray(x, bool) for x in rows["labels"]], False)
+        cand = pad_ragged([index(np.asarray(c, np.int64)) for c in rows["candidates"]], 0)
+        labels = pad_ragged([np.asarray(x, bool) for x in rows["labels"]], False)
         scores = np.zeros(cand.shape, np.float64)
         for s in range(0, len(rows), batch_users):
             sl = slice(s, s + batch_users)

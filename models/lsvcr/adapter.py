@@ -69,8 +69,9 @@ class LSVCRRecommender:
         cross-attention reads comment *encoder* states from index cnt_c(t <= t_v[kv-W]) - W on; the
         comment head reads mixed comment states kc-W..kc-1, whose cross-attention reads video encoder
         states from cnt_v(t <= t_c[kc-W]) - W on. Per history, let a be the smallest state index read
-        by `head` ("video" or "comment") for the user's earliest query (later queries read later states). An encoder state depends
-        on its window, which starts at a multiple of S; cutting the history at a multiple of S that is
+        by `head` ("video" or "comment") for the user's earliest query (later queries read later
+        states). An encoder state depends on its window, which starts at a multiple of S; cutting the
+        history at a multiple of S that is
         <= a - S leaves every state at index >= a in the same window with the same content and
         positions, so those states, and the scores, are unchanged (only states in the first S kept
         events see shorter windows, and none is read). Events at or after the last query time are
@@ -116,17 +117,18 @@ class LSVCRRecommender:
         if Lv >= vt.shape[1] and Lc >= ct.shape[1]:
             return hist  # nothing to cut
 
-        def take(x: Tensor, start: Tensor, n: int, keep: Tensor, fill) -> Tensor:
-            idx = (start[:, None] + torch.arange(n, device=x.device)[None]).clamp(max=x.shape[1] - 1)  # (B, n)
-            g = x.gather(1, idx.view(*idx.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:]))
-            k = keep.view(*keep.shape, *([1] * (x.ndim - 2)))
-            return torch.where(k, g, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
+        def take(x: Tensor, start: Tensor, end: Tensor, n: int, fill) -> Tensor:
+            """Events [start, end) of each row, left-aligned in n columns, `fill` after them."""
+            pos = torch.arange(n, device=x.device)[None]  # (1, n)
+            idx = (start[:, None] + pos).clamp(max=x.shape[1] - 1)  # (B, n)
+            extra = [1] * (x.ndim - 2)
+            g = x.gather(1, idx.view(*idx.shape, *extra).expand(-1, -1, *x.shape[2:]))
+            keep = (pos < (end - start)[:, None]).view(-1, n, *extra)
+            return torch.where(keep, g, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
 
-        keep_v = torch.arange(Lv, device=vt.device)[None] < (ve - vs)[:, None]  # (B, Lv)
-        keep_c = torch.arange(Lc, device=ct.device)[None] < (ce - cs)[:, None]
-        return UserHistories(take(hist.video_ids, vs, Lv, keep_v, 0), take(vt, vs, Lv, keep_v, inf),
-                             take(hist.comment_video_ids, cs, Lc, keep_c, 0), take(hist.comment_ids, cs, Lc, keep_c, 0),
-                             take(ct, cs, Lc, keep_c, inf))
+        return UserHistories(take(hist.video_ids, vs, ve, Lv, 0), take(vt, vs, ve, Lv, inf),
+                             take(hist.comment_video_ids, cs, ce, Lc, 0), take(hist.comment_ids, cs, ce, Lc, 0),
+                             take(ct, cs, ce, Lc, inf))
 
     def _states(self, hist: UserHistories) -> States:
         return self.model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids,
