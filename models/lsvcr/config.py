@@ -85,6 +85,10 @@ class Stage1Config:
 
     `lm_tuning`: "top" trains the top `top_layers` transformer blocks of the LM, "lora" adds LoRA
     (r, alpha, dropout as in the paper: 8, 32, 0.1), "full" trains everything, "frozen" nothing.
+    `max_seconds` caps stage 1's optimisation steps (the final re-embedding comes on top); under a
+    whole-pipeline budget (`train_lsvcr(time_budget_s=...)`) it is set to `budget_share` of what the
+    budget has left after the pre-trained embedding pass, so a cold cache shortens stage 1 instead of
+    overrunning the budget.
     """
 
     n_samples: int = 2000
@@ -111,8 +115,12 @@ class Stage1Config:
     text_max_tokens: int = 32
     embed_batch: int = 128
     grad_clip: float = 1.0
+    max_seconds: float | None = None
+    budget_share: float = 0.4
 
     def __post_init__(self) -> None:
+        _check(self.max_seconds is None or self.max_seconds > 0, "Stage1Config.max_seconds must be > 0 or None")
+        _check(0.0 < self.budget_share < 1.0, "Stage1Config.budget_share must be in (0, 1)")
         _check(self.n_samples >= 2, f"Stage1Config.n_samples must be >= 2, got {self.n_samples}")
         _check(0.0 <= self.comment_share <= 1.0, "Stage1Config.comment_share must be in [0, 1]")
         _check(self.batch_size >= 2, "Stage1Config.batch_size must be >= 2 (in-batch negatives)")

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from models.budget import StepBudget
 from models.catalogue import Catalogue
 from models.histories import EventLog
 from models.lsvcr.config import SRConfig, Stage1Config
@@ -159,7 +160,11 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
     all_params = [p for g in groups for p in g["params"]]
     history: list[dict[str, float]] = []
     n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
+    budget = StepBudget(cfg.max_seconds, start=t0)
+    budget.record_eval(0.0)  # nothing to validate: the re-embedding that follows is not budgeted here
     for epoch in range(cfg.epochs):
+        if not budget.step_fits():
+            break
         if epoch > 0 and cfg.lm_tuning != "frozen":  # refresh the SR side's text inputs once per epoch
             install_text(sr, reembed(), catalogue)
         samples = build_samples(train, catalogue, cfg.n_samples, comment_share=cfg.comment_share,
@@ -169,14 +174,22 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         pref.train()
         lm.model.train(cfg.lm_tuning != "frozen")
         batches = _batches(samples, cfg.batch_size, rng)
+        done = 0
         for b in tqdm(batches, desc=f"stage 1 epoch {epoch + 1}", disable=not progress, leave=False):
+            if not budget.step_fits():
+                log(f"stage 1 stops at its time budget ({cfg.max_seconds:.0f} s): {done} of {len(batches)} steps "
+                    f"of epoch {epoch + 1} ({budget.step_seconds:.2f} s a step)")
+                break
+            t_step = time.perf_counter()
             losses = stage1_batch_losses(sr, pref, lm, samples.take(b), catalogue, cfg, rng)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(all_params, cfg.grad_clip)
             opt.step()
             history.append({k: float(v.detach()) for k, v in losses.items()} | {"task": float(samples.task[b[0]])})
-        tail = history[-len(batches):]
+            done += 1
+            budget.record_step(time.perf_counter() - t_step)
+        tail = history[-max(done, 1):]
         log(f"stage 1 epoch {epoch + 1}: " + "  ".join(
             f"{k} {np.mean([h[k] for h in tail]):.4f}" for k in ("total", "lm", "rec", "ssc", "vcc")))
     lm.model.eval()

@@ -104,9 +104,10 @@ def train_lsvcr(
     """Train LSVCR on log tables (`data`, keyed by schema name) or on a prepared `catalogue` + `splits`.
 
     Returns the checkpoint folder (`out_dir`), or the stage-1 folder for stage="align".
-    `time_budget_s` caps the whole call: stage 2 gets what stage 1 left (at least 30 s) and stops at
-    step granularity, validating a last partial epoch and keeping the best epoch (models.budget);
-    None = no cap (early stopping alone decides).
+    `time_budget_s` caps the whole call, the pre-trained embedding pass included: stage 1's steps get
+    `stage1.budget_share` of what is left after that pass, stage 2 gets what stage 1 left (at least 30 s);
+    both stop at step granularity, stage 2 validating a last partial epoch and keeping the best epoch
+    (models.budget). None = no cap (stage 1 runs its samples, early stopping alone ends stage 2).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -155,6 +156,9 @@ def train_lsvcr(
         timings["pretrained_embedding_s"] = time.perf_counter() - t
         if needs_stage1:
             cfg.sr.__post_init__()
+            if time_budget_s is not None:  # stage 1's steps get a share of what the budget has left
+                share = cfg.stage1.budget_share * max(1.0, time_budget_s - (time.perf_counter() - t0))
+                cfg.stage1.max_seconds = share if cfg.stage1.max_seconds is None else min(cfg.stage1.max_seconds, share)
             res = run_stage1(splits.train, catalogue, lm, pre, cfg.sr, cfg.stage1, seed=seed, device=device,
                              progress=progress, log=log, boundary=boundary)
             timings["stage1_s"] = res.seconds

@@ -50,6 +50,8 @@ def test_both_stages_learn(world):
     # the cyclic world is learnable: validation video NDCG@5 well above chance (5/100 candidates)
     assert cfg["training_metrics"]["valid_video_ndcg@5"] > 0.3
     assert any(line.startswith("stage 2 epoch") for line in world["logs"])
+    # under the default whole-pipeline budget (540 s) stage 1's steps got 40% of what was left
+    assert 0.4 * 500 < cfg["hyperparameters"]["stage1"]["max_seconds"] <= 0.4 * 540
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -178,3 +180,29 @@ def test_training_segments_predict_every_event_once_with_context(world):
         u = seg.user[i]
         full = train.user_videos(u)
         assert torch.equal(hist.video_ids[i, :seg.v1[i] - seg.v0[i]], torch.from_numpy(full[seg.v0[i]:seg.v1[i]]))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_stage1_budget_stops_at_step_granularity(world):
+    """A stage-1 budget that ends after the first step: one step is taken (a model always exists),
+    the rest of the epochs are skipped, the final re-embedding still runs, and the log says why."""
+    from models.lsvcr.llm import load_llm
+    from models.lsvcr.stage1 import run_stage1
+    from models.lsvcr.text import embed_catalogue
+
+    cat, splits = world["catalogue"], world["splits"]
+    cfg = small_config()
+    cfg.stage1.max_seconds = 1e-6
+    cfg.sr.n_videos, cfg.sr.n_comments = cat.n_videos, cat.n_comments
+    lm = load_llm(str(world["lm"]))
+    cfg.sr.lm_dim = lm.hidden_size
+    cfg.sr.__post_init__()
+    pre = embed_catalogue(lm, cat, max_tokens=cfg.stage1.text_max_tokens)
+    logs: list[str] = []
+    res = run_stage1(splits.train, cat, lm, pre, cfg.sr, cfg.stage1, log=logs.append)
+    assert len(res.history) == 1  # 3 epochs of 96 samples would be 6+ steps
+    assert any("stage 1 stops at its time budget" in s for s in logs)
+    assert not torch.equal(res.tables.title_emb, pre.title_emb)  # the tuned blocks re-embedded the catalogue
+    unbudgeted = run_stage1(splits.train, cat, load_llm(str(world["lm"])), pre, cfg.sr,
+                            Stage1Config(**(cfg.stage1.to_dict() | {"max_seconds": None})), log=logs.append)
+    assert len(unbudgeted.history) >= 3 * 2
