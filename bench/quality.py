@@ -10,9 +10,10 @@ comment candidates per LSVCR.md; test split; mean and std (ddof=1 when >1 seed) 
 The evaluation candidates are the same for every model and seed (seed 0). `base` and `pop` rank
 comments by like count (the production rule; neither has a comment model).
 
-Budgets: `base` trains up to `--epochs` epochs with early stopping (patience 5) and, when given,
+Budgets: `base` trains up to `--epochs` epochs with early stopping (`--patience`, 5) and, when given,
 `--base-budget` seconds; each LSVCR model gets `--lsvcr-budget` seconds for the whole pipeline
-(stage 2 stops before an epoch that would overrun it, keeping its best epoch). The pre-trained LM's
+(`train_lsvcr(time_budget_s=...)`: stage 1 a share, stage 2 the rest, both stopped at step granularity,
+the best validated epoch kept; 0 = no budget, early stopping alone decides). The pre-trained LM's
 embedding of the catalogue is cached in the work folder and shared by every LSVCR run.
 
 Gap checks (issue 4): LSVCR beats base on NDCG@10 by >= 5% relative on both tasks, and every ablation
@@ -119,16 +120,20 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
     elif name == "base":
         res = train_sasrec(prep.splits, prep.catalogue, cands,
                            config=TrainConfig(epochs=args.epochs, seed=seed, device=args.device,
-                                              progress=False, max_seconds=args.base_budget),
+                                              patience=args.patience, progress=False,
+                                              max_seconds=args.base_budget),
                            log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
         rec = res.recommender
         info |= {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
                  "valid_video_ndcg@5": res.best_valid_ndcg5}
     else:
         from models.adapters import load_recommender
+        from models.lsvcr.config import LSVCRConfig
         from models.lsvcr.train import train_lsvcr
 
-        folder = train_lsvcr(None, work / f"{name}-{seed}", ablation=LSVCR_NAMES[name], seed=seed,
+        cfg = LSVCRConfig()
+        cfg.stage2.patience = args.patience
+        folder = train_lsvcr(None, work / f"{name}-{seed}", ablation=LSVCR_NAMES[name], seed=seed, config=cfg,
                              device=args.device, catalogue=prep.catalogue, splits=prep.splits,
                              epochs=args.epochs, candidates_dir=work, cache_dir=work / ".lsvcr-cache",
                              time_budget_s=args.lsvcr_budget or None, progress=False,
@@ -206,6 +211,8 @@ def main() -> None:
     ap.add_argument("--models", default="base,pop", help="comma list of base, pop, lsvcr, no_align, no_comments, no_text")
     ap.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
     ap.add_argument("--epochs", type=int, default=50, help="max epochs (base and LSVCR stage 2)")
+    ap.add_argument("--patience", type=int, default=5,
+                    help="early stopping: epochs without a better validation NDCG@5 (base and LSVCR stage 2)")
     ap.add_argument("--base-budget", type=float, default=None, help="seconds for base's training (default: none)")
     ap.add_argument("--lsvcr-budget", type=float, default=540.0,
                     help="seconds for each LSVCR pipeline (0 = none: early stopping alone decides)")
