@@ -20,6 +20,8 @@ Gap checks (issue 4): LSVCR beats base on NDCG@10 by >= 5% relative on both task
 sits below full LSVCR; a gap "exceeds 2 std" when mean difference > 2 sqrt(s_a^2 + s_b^2) (the std of
 the difference of two independent runs); with one seed the std test is reported as null (unknown).
 A per-run log (one line per trained model, with timings and validation figures) goes to stderr.
+Every trained model is saved as `<workdir>/<model>-<seed>/`; `--resume` evaluates those that exist
+instead of training them again (an interrupted run, or runs trained separately with the same settings).
 With `--jobs 2` two runs train at once, one process (and one torch thread) each. When `--data` is a
 synthetic world, the output also holds the oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the
 headroom the world leaves above the production rules.
@@ -115,8 +117,14 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
     prep, cands, work = _setup(args)
     t = time.perf_counter()
     info: dict = {"model": name, "seed": seed}
+    folder = work / f"{name}-{seed}"
     if name == "pop":
         rec = PopRecommender.fit(prep.splits.train, prep.catalogue)
+    elif args.resume and (folder / "config.json").exists():  # a finished run of an interrupted bench
+        from models.adapters import load_recommender
+
+        rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
+        info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"]) | {"resumed": True}
     elif name == "base":
         res = train_sasrec(prep.splits, prep.catalogue, cands,
                            config=TrainConfig(epochs=args.epochs, seed=seed, device=args.device,
@@ -124,8 +132,8 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
                                               max_seconds=args.base_budget),
                            log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
         rec = res.recommender
-        info |= {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
-                 "valid_video_ndcg@5": res.best_valid_ndcg5}
+        rec.save(folder, data_fingerprint=prep.splits.full.fingerprint(), seed=seed, metrics=res.metrics())
+        info |= _run_info(res.metrics())
     else:
         from models.adapters import load_recommender
         from models.lsvcr.config import LSVCRConfig
@@ -133,16 +141,13 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
 
         cfg = LSVCRConfig()
         cfg.stage2.patience = args.patience
-        folder = train_lsvcr(None, work / f"{name}-{seed}", ablation=LSVCR_NAMES[name], seed=seed, config=cfg,
+        folder = train_lsvcr(None, folder, ablation=LSVCR_NAMES[name], seed=seed, config=cfg,
                              device=args.device, catalogue=prep.catalogue, splits=prep.splits,
                              epochs=args.epochs, candidates_dir=work, cache_dir=work / ".lsvcr-cache",
                              time_budget_s=args.lsvcr_budget or None, progress=False,
                              log=lambda s, n=name, sd=seed: err(f"  {n}/{sd}: {s}"))
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
-        m = json.loads((folder / "config.json").read_text())["training_metrics"]
-        info |= {k: m.get(k) for k in ("best_epoch", "pretrained_embedding_s", "stage1_s", "stage2_s",
-                                       "total_s", "valid_video_ndcg@5", "valid_comment_ndcg@5")}
-        info["epochs_run"] = len(m.get("epochs", []))
+        info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"])
     rec.name = name
     metrics: dict = {}
     for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test"):
@@ -153,6 +158,17 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
     info["seconds"] = round(time.perf_counter() - t, 1)
     err("run " + json.dumps(info, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
     return info, metrics
+
+
+def _run_info(m: dict) -> dict:
+    """The per-run log fields of a checkpoint's training metrics (base or LSVCR)."""
+    keys = ("best_epoch", "pretrained_embedding_s", "stage1_s", "stage2_s", "total_s", "valid_video_ndcg@5",
+            "valid_comment_ndcg@5")
+    out = {k: m[k] for k in keys if k in m}
+    if "best_valid_ndcg@5" in m:  # base
+        out["valid_video_ndcg@5"] = m["best_valid_ndcg@5"]
+    out["epochs_run"] = len(m.get("epochs", []))
+    return out
 
 
 def _warm_text_cache(args: argparse.Namespace) -> None:
@@ -225,6 +241,8 @@ def main() -> None:
     ap.add_argument("--movielens", help="RecBole ml-100k .inter file or the recbole wheel")
     ap.add_argument("--data", help="logs folder / .duckdb instead of the default synthetic world")
     ap.add_argument("--workdir", help="where checkpoints, candidates and the LM cache go (default: a temp folder)")
+    ap.add_argument("--resume", action="store_true", help="evaluate the checkpoints already in --workdir "
+                    "(`<model>-<seed>/`, e.g. of an interrupted run) instead of training them again")
     args = ap.parse_args()
     t0 = time.perf_counter()
     args.workdir = str(Path(args.workdir or tempfile.mkdtemp(prefix="bench-quality-")))
