@@ -153,6 +153,34 @@ def pad_ragged(lists: list[np.ndarray], fill) -> np.ndarray:
     return out
 
 
+def score_candidates(recommender, splits: Splits, candidates: EvalCandidates, catalogue: Catalogue, *,
+                     split: str, task: str, batch_users: int = 256):
+    """The stored candidates of one split and task, scored: (rows, scores, labels, valid), the arrays
+    (N, C) with `valid` false at padding; None when the split has no query of this task. Per-query
+    analyses (bench/quality_breakdown.py) start here; `evaluate` averages them."""
+    rows = candidates.rows(split, task)
+    if len(rows) == 0:
+        return None
+    log = splits.full
+    user_rows = log.user_rows(rows["user_id"].to_numpy(np.int64))
+    index = catalogue.video_index if task == "video" else catalogue.comment_index
+    cand = pad_ragged([index(np.asarray(c, np.int64)) for c in rows["candidates"]], 0)
+    labels = pad_ragged([np.asarray(x, bool) for x in rows["labels"]], False)
+    scores = np.zeros(cand.shape, np.float64)
+    for s in range(0, len(rows), batch_users):
+        sl = slice(s, s + batch_users)
+        hist = log.histories(user_rows[sl])
+        time = torch.tensor(rows["time"].to_numpy(np.float64)[sl])[:, None]
+        c = torch.from_numpy(cand[sl])[:, None, :]
+        if task == "video":
+            out = recommender.score_videos(hist, VideoQuery(time, c))
+        else:
+            vid = torch.from_numpy(catalogue.video_index(rows["video_id"].to_numpy(np.int64)[sl]))[:, None]
+            out = recommender.score_comments(hist, CommentQuery(time, vid, c))
+        scores[sl] = out[:, 0, :].detach().cpu().double().numpy()
+    return rows, scores, labels, cand != 0
+
+
 def evaluate(
     recommender,
     splits: Splits,
@@ -175,29 +203,14 @@ def evaluate(
     if rcat is not None and rcat.digest() != catalogue.digest():
         raise ValueError(f"model {recommender.name!r} uses a different catalogue than the data: "
                          f"{rcat.describe_difference(catalogue)}")
-    log = splits.full
     results = []
     for task in tasks:
-        rows = candidates.rows(split, task)
-        if len(rows) == 0:
+        scored = score_candidates(recommender, splits, candidates, catalogue, split=split, task=task,
+                                  batch_users=batch_users)
+        if scored is None:
             results.append(TaskResult(recommender.name, task, split, 0, {m: float("nan") for m in metrics}))
             continue
-        user_rows = log.user_rows(rows["user_id"].to_numpy(np.int64))
-        index = catalogue.video_index if task == "video" else catalogue.comment_index
-        cand = pad_ragged([index(np.asarray(c, np.int64)) for c in rows["candidates"]], 0)
-        labels = pad_ragged([np.asarray(x, bool) for x in rows["labels"]], False)
-        scores = np.zeros(cand.shape, np.float64)
-        for s in range(0, len(rows), batch_users):
-            sl = slice(s, s + batch_users)
-            hist = log.histories(user_rows[sl])
-            time = torch.tensor(rows["time"].to_numpy(np.float64)[sl])[:, None]
-            c = torch.from_numpy(cand[sl])[:, None, :]
-            if task == "video":
-                out = recommender.score_videos(hist, VideoQuery(time, c))
-            else:
-                vid = torch.from_numpy(catalogue.video_index(rows["video_id"].to_numpy(np.int64)[sl]))[:, None]
-                out = recommender.score_comments(hist, CommentQuery(time, vid, c))
-            scores[sl] = out[:, 0, :].detach().cpu().double().numpy()
-        per_query = ranking_metrics(scores, labels, cand != 0, metrics)
+        rows, scores, labels, valid = scored
+        per_query = ranking_metrics(scores, labels, valid, metrics)
         results.append(TaskResult(recommender.name, task, split, len(rows), mean_metrics(per_query)))
     return results
