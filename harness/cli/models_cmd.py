@@ -93,8 +93,10 @@ def train(
     ablation: str | None = typer.Option(None, "--ablation", help="LSVCR only: train an ablation "
                                                                    "(no_align, no_comments, no_text)."),
     time_budget: float = typer.Option(540.0, "--time-budget", min=0.0,
-                                      help="LSVCR only: seconds for the whole pipeline; stage 2 stops before an "
-                                           "epoch that would overrun it (0 = none: early stopping alone)."),
+                                      help="LSVCR only: seconds for the whole pipeline, the language model's first "
+                                           "pass over the catalogue included; stage 1 gets 40% of what is left "
+                                           "after it, stage 2 the rest, both stopped at step granularity (0 = "
+                                           "none: stage 1 runs all its samples, early stopping ends stage 2)."),
     comment_prior: bool = typer.Option(True, "--comment-prior/--no-comment-prior",
                                        help="LSVCR only: add the learned like-count prior to comment scores "
                                             "(--no-comment-prior = the paper's text-only comment tower)."),
