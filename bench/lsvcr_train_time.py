@@ -47,8 +47,7 @@ def main() -> None:
         from harness.logs.store import LogStore
 
         with LogStore.open(Path(args.data)) as s:
-            tables = {n: s.table(n) for n in ("videos", "comments", "requests", "impressions",
-                                              "comment_impressions")}
+            tables = s.tables()
     else:  # the default world (`harness simulate` defaults, seed 0), generated in memory
         from harness.simulate.config import WorldConfig
         from harness.simulate.generate import generate

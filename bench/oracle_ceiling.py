@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     world = World.load(data)
     with LogStore.open(data) as s:
-        tables = {n: s.table(n) for n in ("videos", "comments", "requests", "impressions", "comment_impressions")}
+        tables = s.tables()
     prep = prepare_data(tables)
     catalogue, splits = prep.catalogue, prep.splits
     cands = load_or_sample_candidates(splits, catalogue, Path(args.workdir) if args.workdir else data.parent)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.adapters import load_recommender
 from models.evaluation import EvalConfig, evaluate, load_or_sample_candidates
 from models.histories import prepare_data
 from models.pop import PopRecommender
@@ -61,8 +62,7 @@ def load_tables(args) -> tuple[dict, str]:
         from harness.logs.store import LogStore
 
         with LogStore.open(Path(args.data)) as s:
-            return {n: s.table(n) for n in ("videos", "comments", "requests", "impressions",
-                                            "comment_impressions")}, str(args.data)
+            return s.tables(), str(args.data)
     from harness.simulate.config import WorldConfig
     from harness.simulate.generate import generate
 
@@ -121,8 +121,6 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
     if name == "pop":
         rec = PopRecommender.fit(prep.splits.train, prep.catalogue)
     elif args.resume and (folder / "config.json").exists():  # a finished run of an interrupted bench
-        from models.adapters import load_recommender
-
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
         info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"]) | {"resumed": True}
     elif name == "base":
@@ -135,7 +133,6 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
         rec.save(folder, data_fingerprint=prep.splits.full.fingerprint(), seed=seed, metrics=res.metrics())
         info |= _run_info(res.metrics())
     else:
-        from models.adapters import load_recommender
         from models.lsvcr.config import LSVCRConfig
         from models.lsvcr.train import train_lsvcr
 

@@ -30,8 +30,6 @@ from models.evaluation import load_or_sample_candidates, score_candidates
 from models.histories import prepare_data
 from models.metrics import ranking_metrics
 
-TABLES = ("videos", "comments", "requests", "impressions", "comment_impressions")
-
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict:
     """Means of a and b, b - a with a 95% paired-t interval, and b / a - 1."""
@@ -59,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(pairs) != 2 or any(len(p) != 2 for p in pairs):
         raise SystemExit("--models takes exactly two name=checkpoint pairs, e.g. base=DIR/base-0,lsvcr=DIR/lsvcr-0")
     with LogStore.open(Path(args.data)) as store:
-        tables = {n: store.table(n) for n in TABLES}
+        tables = store.tables()
     prep = prepare_data(tables)
     cat, splits = prep.catalogue, prep.splits
     cands = load_or_sample_candidates(splits, cat, Path(args.workdir))

@@ -30,7 +30,7 @@ import torch
 from models.adapters import SASRecRecommender
 from models.batch import UserHistories, VideoQuery, visible_count
 from models.catalogue import Catalogue
-from models.sasrec import SASRec, SASRecConfig
+from models.sasrec import SASRec, SASRecConfig, reading_window
 
 
 def batch(users: int, events: int, requests: int, V: int, C: int, seed: int = 0, comments: bool = False):
@@ -86,21 +86,25 @@ def lsvcr_adapter(V: int, device: str, cat: Catalogue | None = None):
     return LSVCRRecommender(LSVCRSR(cfg), cat, tables, device=device)
 
 
-def world_workload(path: str, users: int, C: int, seed: int = 0):
-    """(catalogue, [(hist, query)] batches of 32 users) from a stored world: full histories, one query per
-    logged request (padded queries have time -inf and no candidates)."""
+def world_requests(path: str):
+    """(catalogue, full event log, each request's user row and time) of a stored world."""
     from harness.logs.store import LogStore
     from models.histories import _seconds, prepare_data
 
     with LogStore.open(Path(path)) as store:
-        tables = {n: store.table(n) for n in ("videos", "comments", "requests", "impressions",
-                                              "comment_impressions")}
+        tables = store.tables()
     prep = prepare_data(tables)
     log = prep.splits.full
     req = tables["requests"].select(["user_id", "ts"]).to_pandas()
     rows, times = log.user_rows(req["user_id"].to_numpy()), _seconds(req["ts"])
     ok = rows >= 0
-    rows, times = rows[ok], times[ok]
+    return prep.catalogue, log, rows[ok], times[ok]
+
+
+def world_workload(world, users: int, C: int, seed: int = 0) -> list[tuple[UserHistories, VideoQuery]]:
+    """Batches of 32 sampled users of `world_requests`: full histories, one query per logged request
+    (padded queries have time -inf and no candidates)."""
+    cat, log, rows, times = world
     rng = np.random.default_rng(seed)
     pick = rng.choice(np.unique(rows), size=min(users, len(np.unique(rows))), replace=False)
     per_user = {int(u): np.sort(times[rows == u]) for u in pick}
@@ -111,13 +115,13 @@ def world_workload(path: str, users: int, C: int, seed: int = 0):
         chunk = order[i:i + 32]
         Q = max(len(per_user[u]) for u in chunk)
         qt = torch.full((len(chunk), Q), float("-inf"), dtype=torch.float64)
-        cands = torch.randint(1, prep.catalogue.n_videos + 1, (len(chunk), Q, C), generator=g)
+        cands = torch.randint(1, cat.n_videos + 1, (len(chunk), Q, C), generator=g)
         for b, u in enumerate(chunk):
             n = len(per_user[u])
             qt[b, :n] = torch.from_numpy(per_user[u])
             cands[b, n:] = 0
         batches.append((log.histories(chunk), VideoQuery(qt, cands)))
-    return prep.catalogue, batches
+    return batches
 
 
 def n_requests(q: VideoQuery) -> int:
@@ -145,9 +149,11 @@ def main() -> None:
     out: dict = {"bench": "scoring", "device": a.device, "threads": torch.get_num_threads(), "users": a.users,
                  "candidates": a.candidates}
     if a.world:
-        wcat, work = world_workload(a.world, a.users, a.candidates)
+        world = world_requests(a.world)
+        wcat = world[0]
         V = wcat.n_videos
-        naive_work = [(h, q) for h, q in world_workload(a.world, a.naive_users, a.candidates, seed=1)[1]]
+        work = world_workload(world, a.users, a.candidates)
+        naive_work = world_workload(world, a.naive_users, a.candidates, seed=1)
         n_req = sum(n_requests(q) for _, q in work)
         n_ev = sum(int((h.video_ids > 0).sum()) for h, _ in work)
         out.update(workload=f"world {a.world}", requests=n_req, requests_per_user=round(n_req / a.users, 1),
@@ -211,7 +217,7 @@ def main() -> None:
             for hist, q in work:
                 last = (visible_count(hist.video_time, q.time) - 1).clamp(min=0)
                 last = torch.minimum(last, hist.lengths()[:, None] - 1).clamp(min=0)
-                w = torch.where(last < cfg.max_len, 0, last // cfg.stride - 1)
+                w = reading_window(last, cfg.max_len)
                 n_win += sum(len(torch.unique(w[b][q.candidates[b, :, 0] > 0])) for b in range(w.shape[0]))
             achieved = flops(cfg, n_win, n_req, a.candidates) / t_fast
             res.update(windows_per_user=round(n_win / a.users, 1),

@@ -73,8 +73,7 @@ def _read_logs(path: Path) -> tuple[dict[str, Any], str]:
     if not path.exists():
         raise FileNotFoundError(f"--data {path} does not exist; create logs with `harness simulate --out {path}`")
     with LogStore.open(path) as store:
-        tables = {n: store.table(n) for n in ("videos", "comments", "requests", "impressions",
-                                              "comment_impressions")}
+        tables = store.tables()
         return tables, store.fingerprint()
 
 

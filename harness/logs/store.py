@@ -47,6 +47,9 @@ from harness.logs.validate import (
 
 __all__ = ["LogStore", "LogValidationError", "write_logs", "import_logs", "detect_format"]
 
+# the tables the models read (models.histories.prepare_data): catalogue, requests and engagement
+MODEL_TABLES = ("videos", "comments", "requests", "impressions", "comment_impressions")
+
 Format = Literal["parquet", "duckdb"]
 PARQUET_ROW_GROUP_SIZE = 1 << 20
 PARQUET_COMPRESSION = "zstd"
@@ -286,6 +289,10 @@ class LogStore:
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r}; tables: {', '.join(TABLE_ORDER)}")
 
+    def tables(self, names: Sequence[str] = MODEL_TABLES) -> dict[str, pa.Table]:
+        """Several tables by name (default: those the models read), as `table` gives each."""
+        return {n: self.table(n) for n in names}
+
     def table(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         """The table as Arrow, schema columns cast to their schema types, in stored row order."""
         self._check_table(name)
@@ -370,7 +377,7 @@ class LogStore:
 
     def all_tables(self) -> dict[str, pa.Table]:
         """Every schema table as Arrow (for conversion and small datasets)."""
-        return {n: self.table(n) for n in TABLE_ORDER}
+        return self.tables(TABLE_ORDER)
 
     # -- lifetime -------------------------------------------------------------------------------------
 

@@ -131,6 +131,14 @@ def test_query_and_params(written: dict[str, Path]) -> None:
         assert per_user.to_pydict() == {"user_id": [1, 2, 3], "n": [3, 2, 1]}
 
 
+def test_tables_reads_the_model_tables_by_default(written: dict[str, Path]) -> None:
+    with LogStore.open(written["parquet"]) as store:
+        got = store.tables()
+        assert tuple(got) == store_mod.MODEL_TABLES
+        assert all(got[n].equals(store.table(n)) for n in got)
+        assert tuple(store.all_tables()) == TABLE_ORDER
+
+
 def test_two_readers_share_a_duckdb_file(written: dict[str, Path]) -> None:
     with LogStore.open(written["duckdb"]) as a, LogStore.open(written["duckdb"]) as b:
         assert a.counts() == b.counts()
