@@ -143,10 +143,50 @@ class SASRec(nn.Module):
         uniq, inv = torch.unique(key, return_inverse=True)
         stride_w = int(w.max()) + 1
         needed = torch.stack([uniq // stride_w, uniq % stride_w], 1)  # (K, 2)
-        h = self.encode(self.windows(items, lengths, needed))  # (K, T, d)
-        pos = (i - s * w)[has]
-        out[has] = h[inv, pos]
+        out[has] = self.encode_at(self.windows(items, lengths, needed), inv, (i - s * w)[has])
         return out
+
+    def encode_at(self, seq: Tensor, rows: Tensor, pos: Tensor) -> Tensor:
+        """encode(seq)[rows, pos] (M, d), with the last layer computed only where it is read.
+
+        The last layer's keys and values still cover every position, but its query, output projection
+        and feed-forward run for the distinct read positions only. A user's requests read about one
+        position in six of their windows, so this saves about a third of inference work. Training
+        (dropout active) takes the plain path.
+        """
+        layers = self.encoder.layers
+        last = layers[-1]
+        if self.training or self.encoder.norm is not None or last.norm_first:
+            return self.encode(seq)[rows, pos]
+        K, T = seq.shape
+        x = self.norm(self.item_emb(seq) + self.pos_emb(torch.arange(T, device=seq.device))[None])
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=seq.device, dtype=x.dtype)
+        for layer in layers[:-1]:
+            x = layer(x, src_mask=mask, is_causal=True)
+        # the distinct (window, position) pairs read, packed per window into (K, P) slots
+        uniq, inv = torch.unique(rows * T + pos, return_inverse=True)
+        ru, pu = uniq // T, uniq % T
+        count = torch.bincount(ru, minlength=K)
+        slot = torch.arange(len(uniq), device=seq.device) - (torch.cumsum(count, 0) - count)[ru]
+        P = int(count.max())
+        qpos = torch.zeros(K, P, dtype=torch.long, device=seq.device)
+        qpos[ru, slot] = pu
+        attn = last.self_attn
+        d, h = x.shape[-1], attn.num_heads
+        wq, wk, wv = attn.in_proj_weight.chunk(3)
+        bq, bk, bv = attn.in_proj_bias.chunk(3)
+        xq = x[torch.arange(K, device=seq.device)[:, None], qpos]  # (K, P, d)
+
+        def heads(t: Tensor) -> Tensor:
+            return t.view(K, -1, h, d // h).transpose(1, 2)  # (K, h, n, d/h)
+
+        see = torch.arange(T, device=seq.device)[None, None, None] <= qpos[:, None, :, None]  # (K, 1, P, T)
+        o = nn.functional.scaled_dot_product_attention(
+            heads(nn.functional.linear(xq, wq, bq)), heads(nn.functional.linear(x, wk, bk)),
+            heads(nn.functional.linear(x, wv, bv)), attn_mask=see)
+        y = last.norm1(xq + attn.out_proj(o.transpose(1, 2).reshape(K, P, d)))
+        y = last.norm2(y + last.linear2(last.activation(last.linear1(y))))
+        return y[ru, slot][inv]
 
     def user_vectors(self, items: Tensor, times: Tensor, query_time: Tensor) -> Tensor:
         """(B, Q, d) user vectors as of each query time (events with time < query time only)."""
@@ -156,10 +196,17 @@ class SASRec(nn.Module):
         return self.states_at(items, lengths, last)
 
     def score(self, user: Tensor, candidates: Tensor) -> Tensor:
-        """user (B, Q, d), candidates (B, Q, C) -> (B, Q, C) dot products, -inf at index 0."""
-        e = self.item_emb(candidates)  # (B, Q, C, d)
-        s = torch.einsum("bqd,bqcd->bqc", user, e)
-        return s.masked_fill(candidates == 0, float("-inf"))
+        """user (B, Q, d), candidates (B, Q, C) -> (B, Q, C) dot products, -inf at index 0.
+
+        Only queries with a candidate are scored: batches of users with unequal request counts are
+        mostly padding, and gathering candidate embeddings for it was most of the scoring time.
+        """
+        out = torch.full(candidates.shape, float("-inf"), dtype=user.dtype, device=user.device)
+        live = (candidates != 0).any(-1)  # (B, Q)
+        c, u = candidates[live], user[live]  # (N, C), (N, d)
+        s = torch.bmm(self.item_emb(c), u.unsqueeze(-1)).squeeze(-1)  # (N, C)
+        out[live] = s.masked_fill(c == 0, float("-inf"))
+        return out
 
     def logits_all(self, user: Tensor) -> Tensor:
         """user (N, d) -> (N, V+1) logits over the whole catalogue; pad column -inf."""

@@ -137,18 +137,23 @@ class LSVCRRecommender:
     def _score(self, user: Tensor, cands: Tensor, item_fn: Callable[[Tensor], Tensor],
                bias_fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """cos(user, item) / tau (+ bias_fn(item)) for (B, Q, d) users and (B, Q, C) candidates, -inf at pads."""
-        B, Q, C = cands.shape
-        uniq, inv = torch.unique(cands, return_inverse=True)
+        out = torch.full(cands.shape, float("-inf"), device=cands.device)
+        live = (cands != 0).any(-1)  # padded queries (users with fewer requests) are not scored
+        c, un = cands[live], unit(user[live])  # (N, C), (N, d)
+        if not len(c):
+            return out
+        uniq, inv = torch.unique(c, return_inverse=True)
         table = unit(item_fn(uniq))  # (U, d)
-        un = unit(user)
-        out = torch.empty(B, Q, C, device=cands.device)
-        step = max(1, (1 << 22) // max(1, B * C * table.shape[1]))
-        for q0 in range(0, Q, step):
-            vec = table[inv[:, q0:q0 + step]]  # (B, q, C, d)
-            out[:, q0:q0 + step] = (vec * un[:, q0:q0 + step, None, :]).sum(-1) / self.model.cfg.temperature
+        N, C = c.shape
+        s = torch.empty(N, C, device=cands.device)
+        step = max(1, (1 << 22) // max(1, C * table.shape[1]))  # bounds the (step, C, d) gather
+        for n0 in range(0, N, step):
+            vec = table[inv[n0:n0 + step]]  # (n, C, d)
+            s[n0:n0 + step] = torch.bmm(vec, un[n0:n0 + step, :, None])[..., 0] / self.model.cfg.temperature
         if bias_fn is not None:
-            out += bias_fn(uniq)[inv]
-        return out.masked_fill(cands == 0, float("-inf"))
+            s += bias_fn(uniq)[inv]
+        out[live] = s.masked_fill(c == 0, float("-inf"))
+        return out
 
     def _users(self, hist: UserHistories, fn: Callable[[States, slice], Tensor]) -> Tensor:
         """User vectors (B, Q, d), encoding users in chunks trimmed to their own lengths, so that the

@@ -108,6 +108,31 @@ def test_one_causal_pass_equals_naive_per_request() -> None:
     torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-5)
 
 
+def test_encode_at_equals_full_encode_at_read_positions() -> None:
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(50, max_len=12)).eval()
+    seq = torch.randint(1, 51, (5, 12))
+    seq[3, 7:] = 0  # a short window, padding at the end
+    rows = torch.tensor([0, 0, 2, 4, 4, 4, 3, 0, 1])
+    pos = torch.tensor([11, 0, 5, 3, 3, 9, 6, 11, 2])  # repeats, and windows read at one position only
+    with torch.no_grad():
+        full = m.encode(seq)
+        torch.testing.assert_close(m.encode_at(seq, rows, pos), full[rows, pos], rtol=1e-5, atol=1e-5)
+    m.train()  # with dropout it takes the plain path
+    assert m.encode_at(seq, rows, pos).shape == (9, 64)
+
+
+def test_padded_queries_are_minus_inf_and_do_not_change_live_scores() -> None:
+    rec, hist, q = _rec(), _hist(), _query()
+    s = rec.score_videos(hist, q)
+    cand = q.candidates.clone()
+    cand[1, 2:] = 0  # user 1 loses its later queries
+    s2 = rec.score_videos(hist, VideoQuery(q.time, cand))
+    assert torch.isneginf(s2[1, 2:]).all()
+    torch.testing.assert_close(s2[1, :2], s[1, :2])
+    torch.testing.assert_close(s2[[0, 2]], s[[0, 2]])
+
+
 def test_training_windows_cover_every_target_once() -> None:
     prep = prepare_data(cyclic_world(n_users=2, n_videos=60, n_requests=40))
     data = training_windows(prep.splits.train, max_len=8)
