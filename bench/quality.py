@@ -270,6 +270,14 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; known: base, pop, {', '.join(LSVCR_NAMES)}")
     prep, _, work = _setup(args)
+    # checkpoints record the full log's fingerprint, which subsampling does not change: a marker keeps
+    # --resume from mixing models trained on different fractions of the users in one work folder
+    marker = work / "train_users.json"
+    if marker.exists() and json.loads(marker.read_text())["train_users"] != args.train_users:
+        raise SystemExit(f"{work} holds models trained with --train-users "
+                         f"{json.loads(marker.read_text())['train_users']}, not {args.train_users}: "
+                         "use another --workdir")
+    marker.write_text(json.dumps({"train_users": args.train_users}))
     source = _WORKER["source"]
     err(f"data {source}: {prep.splits.full.n_users} users, {prep.catalogue.n_videos} videos; work {work}")
     if any(m in LSVCR_NAMES and m != "no_text" for m in models):
