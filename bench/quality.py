@@ -273,9 +273,9 @@ def main() -> None:
     # checkpoints record the full log's fingerprint, which subsampling does not change: a marker keeps
     # --resume from mixing models trained on different fractions of the users in one work folder
     marker = work / "train_users.json"
-    if marker.exists() and json.loads(marker.read_text())["train_users"] != args.train_users:
-        raise SystemExit(f"{work} holds models trained with --train-users "
-                         f"{json.loads(marker.read_text())['train_users']}, not {args.train_users}: "
+    held = json.loads(marker.read_text())["train_users"] if marker.exists() else args.train_users
+    if held != args.train_users:
+        raise SystemExit(f"{work} holds models trained with --train-users {held}, not {args.train_users}: "
                          "use another --workdir")
     marker.write_text(json.dumps({"train_users": args.train_users}))
     source = _WORKER["source"]

@@ -10,6 +10,7 @@ Conventions (the models' data contract):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -100,3 +101,15 @@ def visible_count(times: Tensor, query_time: Tensor) -> Tensor:
     searchsorted (left side: an event at exactly the query time is not visible).
     """
     return torch.searchsorted(times.contiguous(), query_time.to(times.dtype).contiguous(), side="left")
+
+
+def score_live(candidates: Tensor, user: Tensor, score: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """(B, Q, C) scores, -inf at padded candidates, from `score(users (N, d), candidates (N, C)) -> (N, C)`
+    called on the queries that have a candidate only: batches of users with unequal request counts are
+    mostly padded queries, which are then never gathered or scored."""
+    out = torch.full(candidates.shape, float("-inf"), dtype=user.dtype, device=user.device)
+    live = (candidates != 0).any(-1)  # (B, Q)
+    c = candidates[live]
+    if len(c):
+        out[live] = score(user[live], c).masked_fill(c == 0, float("-inf"))
+    return out

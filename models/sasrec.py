@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from models.batch import visible_count
+from models.batch import score_live, visible_count
 
 
 @dataclass
@@ -196,17 +196,8 @@ class SASRec(nn.Module):
         return self.states_at(items, lengths, last)
 
     def score(self, user: Tensor, candidates: Tensor) -> Tensor:
-        """user (B, Q, d), candidates (B, Q, C) -> (B, Q, C) dot products, -inf at index 0.
-
-        Only queries with a candidate are scored: batches of users with unequal request counts are
-        mostly padding, and gathering candidate embeddings for it was most of the scoring time.
-        """
-        out = torch.full(candidates.shape, float("-inf"), dtype=user.dtype, device=user.device)
-        live = (candidates != 0).any(-1)  # (B, Q)
-        c, u = candidates[live], user[live]  # (N, C), (N, d)
-        s = torch.bmm(self.item_emb(c), u.unsqueeze(-1)).squeeze(-1)  # (N, C)
-        out[live] = s.masked_fill(c == 0, float("-inf"))
-        return out
+        """user (B, Q, d), candidates (B, Q, C) -> (B, Q, C) dot products, -inf at index 0."""
+        return score_live(candidates, user, lambda u, c: torch.bmm(self.item_emb(c), u.unsqueeze(-1)).squeeze(-1))
 
     def logits_all(self, user: Tensor) -> Tensor:
         """user (N, d) -> (N, V+1) logits over the whole catalogue; pad column -inf."""

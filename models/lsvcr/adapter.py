@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from models.batch import CommentQuery, UserHistories, VideoQuery, visible_count
+from models.batch import CommentQuery, UserHistories, VideoQuery, score_live, visible_count
 from models.catalogue import Catalogue
 from models.checkpoint import CheckpointError, check_state_shapes, load_checkpoint, save_checkpoint
 from models.lsvcr.config import LSVCRConfig
@@ -137,23 +137,19 @@ class LSVCRRecommender:
     def _score(self, user: Tensor, cands: Tensor, item_fn: Callable[[Tensor], Tensor],
                bias_fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """cos(user, item) / tau (+ bias_fn(item)) for (B, Q, d) users and (B, Q, C) candidates, -inf at pads."""
-        out = torch.full(cands.shape, float("-inf"), device=cands.device)
-        live = (cands != 0).any(-1)  # padded queries (users with fewer requests) are not scored
-        c, un = cands[live], unit(user[live])  # (N, C), (N, d)
-        if not len(c):
-            return out
-        uniq, inv = torch.unique(c, return_inverse=True)
-        table = unit(item_fn(uniq))  # (U, d)
-        N, C = c.shape
-        s = torch.empty(N, C, device=cands.device)
-        step = max(1, (1 << 22) // max(1, C * table.shape[1]))  # bounds the (step, C, d) gather
-        for n0 in range(0, N, step):
-            vec = table[inv[n0:n0 + step]]  # (n, C, d)
-            s[n0:n0 + step] = torch.bmm(vec, un[n0:n0 + step, :, None])[..., 0] / self.model.cfg.temperature
-        if bias_fn is not None:
-            s += bias_fn(uniq)[inv]
-        out[live] = s.masked_fill(c == 0, float("-inf"))
-        return out
+
+        def rows(user: Tensor, c: Tensor) -> Tensor:  # (N, d), (N, C) -> (N, C)
+            uniq, inv = torch.unique(c, return_inverse=True)
+            table, un = unit(item_fn(uniq)), unit(user)  # (U, d), (N, d)
+            N, C = c.shape
+            s = torch.empty(N, C, device=c.device)
+            step = max(1, (1 << 22) // max(1, C * table.shape[1]))  # bounds the (step, C, d) gather
+            for n0 in range(0, N, step):
+                vec = table[inv[n0:n0 + step]]  # (n, C, d)
+                s[n0:n0 + step] = torch.bmm(vec, un[n0:n0 + step, :, None])[..., 0] / self.model.cfg.temperature
+            return s if bias_fn is None else s + bias_fn(uniq)[inv]
+
+        return score_live(cands, user, rows)
 
     def _users(self, hist: UserHistories, fn: Callable[[States, slice], Tensor]) -> Tensor:
         """User vectors (B, Q, d), encoding users in chunks trimmed to their own lengths, so that the
