@@ -141,7 +141,19 @@ def train(
                         seed=seed, epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
                         candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
                         log=typer.echo)
+            if stage.value != "align" and _stopped_by(out) == "time_budget":
+                typer.echo(f"note: the {time_budget:.0f} s budget ended training before early stopping did; for an "
+                           "offline or launch comparison against base, train to convergence with --time-budget 0 "
+                           "(BENCHMARKS.md: LSVCR under a 600 s budget ranks below base)", err=True)
         typer.echo(f"saved {model.value} checkpoint to {out}")
+
+
+def _stopped_by(checkpoint: Path) -> str | None:
+    """Why a checkpoint's training ended (training_metrics.stopped_by), None when it does not say."""
+    try:
+        return json.loads((checkpoint / "config.json").read_text())["training_metrics"].get("stopped_by")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluate(

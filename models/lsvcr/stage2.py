@@ -56,6 +56,9 @@ class Stage2Result:
     best_valid: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch
     seconds: float = 0.0
+    # "early_stopping" (converged by the validation rule), "time_budget" (possibly under-trained) or
+    # "max_epochs": recorded so a comparison can tell a converged model from a budget-cut one
+    stopped_by: str = "max_epochs"
 
 
 def comment_candidates(hist: UserHistories, off: np.ndarray, by_video: np.ndarray, n_neg: int,
@@ -264,6 +267,7 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
     best_valid: dict[str, float] = {}
     history: list[dict[str, float]] = []
     budget = StepBudget(cfg.max_seconds, start=t0)
+    stopped_by = "max_epochs"
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter() - t0
         model.train()
@@ -311,12 +315,14 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
             bad += 1
             if bad >= cfg.patience:
                 log(f"stage 2 early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
+                stopped_by = "early_stopping"
                 break
         if partial or not budget.step_fits():
             log(f"stage 2 stops at its time budget ({cfg.max_seconds:.0f} s, {budget.elapsed():.0f} s used, "
                 f"{budget.steps} steps of {budget.step_seconds:.2f} s, validation {budget.eval_seconds:.0f} s); "
-                f"best epoch {best_epoch}")
+                f"best epoch {best_epoch}; early stopping had not ended training, so the model may be under-trained")
+            stopped_by = "time_budget"
             break
     model.load_state_dict(best_state)
     model.eval()
-    return Stage2Result(rec, best_epoch, best_valid, history, time.perf_counter() - t0)
+    return Stage2Result(rec, best_epoch, best_valid, history, time.perf_counter() - t0, stopped_by)

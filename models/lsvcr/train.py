@@ -190,7 +190,8 @@ def train_lsvcr(
                       progress=progress, name=name or out_dir.name, log=log)
     timings["stage2_s"] = res2.seconds
     timings["total_s"] = time.perf_counter() - t0
-    metrics = {"best_epoch": res2.best_epoch, **{f"valid_{k}": v for k, v in res2.best_valid.items()},
+    metrics = {"best_epoch": res2.best_epoch, "stopped_by": res2.stopped_by,
+               **{f"valid_{k}": v for k, v in res2.best_valid.items()},
                **timings, "epochs": res2.history}
     res2.recommender.save(out_dir, data_fingerprint=splits.full.fingerprint(), seed=seed, metrics=metrics,
                           extra={"ablation": ablation, "llm_path": cfg.llm_path, "stage": stage,

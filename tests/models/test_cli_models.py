@@ -89,3 +89,16 @@ def test_evaluate_stores_ranking_metrics(tmp_path, logs) -> None:
         for m, v in res["metrics"].items():
             assert stored[(res["task"], m)] == v
     assert json.loads((ck / "pop" / "config.json").read_text())["weights_sha256"] in digests
+
+
+def test_stopped_by_reads_the_checkpoint_and_tolerates_old_ones(tmp_path) -> None:
+    """`harness train` warns when a time budget, not early stopping, ended LSVCR's training."""
+    from harness.cli.models_cmd import _stopped_by
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    assert _stopped_by(ck) is None  # no config.json
+    (ck / "config.json").write_text(json.dumps({"training_metrics": {"best_epoch": 2}}))
+    assert _stopped_by(ck) is None  # a checkpoint from before the field existed
+    (ck / "config.json").write_text(json.dumps({"training_metrics": {"stopped_by": "time_budget"}}))
+    assert _stopped_by(ck) == "time_budget"

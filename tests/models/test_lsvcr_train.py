@@ -50,6 +50,7 @@ def test_both_stages_learn(world):
     # the cyclic world is learnable: validation video NDCG@5 well above chance (5/100 candidates)
     assert cfg["training_metrics"]["valid_video_ndcg@5"] > 0.3
     assert any(line.startswith("stage 2 epoch") for line in world["logs"])
+    assert cfg["training_metrics"]["stopped_by"] == "max_epochs"  # 8 epochs, patience 8, no budget hit
     # under the default whole-pipeline budget (540 s) stage 1's steps got 40% of what was left
     assert 0.4 * 500 < cfg["hyperparameters"]["stage1"]["max_seconds"] <= 0.4 * 540
 
@@ -144,6 +145,23 @@ def test_stage2_budget_validates_a_partial_last_epoch(world):
     (row,) = res.history
     assert row["steps"] == 1 and row["partial"] and res.best_epoch == 1
     assert any("stops at its time budget" in s for s in logs)
+    assert res.stopped_by == "time_budget"  # recorded, so a comparison can flag a budget-cut model
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_stage2_records_early_stopping(world):
+    """With a zero learning rate validation never improves after epoch 1, so patience 1 stops at epoch 2."""
+    from models.lsvcr.stage2 import run_stage2
+    from models.lsvcr.text import TextTables
+
+    cfg = small_config(epochs=5, batch_users=8, patience=1)
+    cfg.stage2.lr = 0.0  # set past the config's check (lr > 0): the weights never move
+    cfg.sr.n_videos, cfg.sr.n_comments = world["catalogue"].n_videos, world["catalogue"].n_comments
+    cfg.sr.use_ids, cfg.sr.use_text, cfg.sr.lm_dim = True, False, 8
+    cands = load_or_sample_candidates(world["splits"], world["catalogue"], world["root"] / "ck")
+    res = run_stage2(world["splits"], world["catalogue"], cands, TextTables.empty(world["catalogue"], 8), cfg,
+                     log=lambda s: None)
+    assert res.stopped_by == "early_stopping" and len(res.history) == 2 and res.best_epoch == 1
 
 
 @pytest.mark.usefixtures("one_thread")
