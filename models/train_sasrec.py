@@ -101,9 +101,11 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per epoch
     best_epoch: int = 0
     best_valid_ndcg5: float = float("nan")
+    stopped_by: str = "max_epochs"  # or "early_stopping", "time_budget" (as LSVCR's Stage2Result)
 
     def metrics(self) -> dict:
-        return {"best_epoch": self.best_epoch, "best_valid_ndcg@5": self.best_valid_ndcg5, "epochs": self.history}
+        return {"best_epoch": self.best_epoch, "best_valid_ndcg@5": self.best_valid_ndcg5,
+                "stopped_by": self.stopped_by, "epochs": self.history}
 
 
 def train_sasrec(
@@ -130,6 +132,7 @@ def train_sasrec(
     best_state, best, best_epoch, bad = None, -1.0, 0, 0
     history: list[dict] = []
     budget = StepBudget(cfg.max_seconds)
+    stopped_by = "max_epochs"
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -175,15 +178,17 @@ def train_sasrec(
             bad += 1
             if bad >= cfg.patience:
                 log(f"early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
+                stopped_by = "early_stopping"
                 break
         if partial or not budget.step_fits():
             log(f"time budget: stop after {budget.elapsed():.0f} s of {cfg.max_seconds:.0f} s ({budget.steps} steps); "
                 f"best epoch {best_epoch}")
+            stopped_by = "time_budget"
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(rec, history, best_epoch, best)
+    return TrainResult(rec, history, best_epoch, best, stopped_by)
 
 
 def train_config_dict(mcfg: SASRecConfig, cfg: TrainConfig) -> dict:

@@ -149,10 +149,13 @@ def train(
 
 
 def _stopped_by(checkpoint: Path) -> str | None:
-    """Why a checkpoint's training ended (training_metrics.stopped_by), None when it does not say."""
+    """Why a checkpoint's training ended (training_metrics.stopped_by); None for a folder that is not a
+    checkpoint or one saved before the field existed."""
+    from models.checkpoint import CheckpointError, read_config
+
     try:
-        return json.loads((checkpoint / "config.json").read_text())["training_metrics"].get("stopped_by")
-    except (OSError, ValueError, KeyError, TypeError):
+        return (read_config(checkpoint).get("training_metrics") or {}).get("stopped_by")
+    except CheckpointError:
         return None
 
 

@@ -98,7 +98,8 @@ def test_stopped_by_reads_the_checkpoint_and_tolerates_old_ones(tmp_path) -> Non
     ck = tmp_path / "ck"
     ck.mkdir()
     assert _stopped_by(ck) is None  # no config.json
-    (ck / "config.json").write_text(json.dumps({"training_metrics": {"best_epoch": 2}}))
+    head = {"kind": "lsvcr", "weights_sha256": "0" * 64, "catalogue_digest": "0" * 64}
+    (ck / "config.json").write_text(json.dumps(head | {"training_metrics": {"best_epoch": 2}}))
     assert _stopped_by(ck) is None  # a checkpoint from before the field existed
-    (ck / "config.json").write_text(json.dumps({"training_metrics": {"stopped_by": "time_budget"}}))
+    (ck / "config.json").write_text(json.dumps(head | {"training_metrics": {"stopped_by": "time_budget"}}))
     assert _stopped_by(ck) == "time_budget"

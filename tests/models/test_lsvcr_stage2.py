@@ -180,9 +180,9 @@ def test_sasrec_time_budget_stops_at_step_granularity(tmp_path):
                                           batch_windows=2))
     assert len(res.history) == 1 and any(s.startswith("time budget") for s in logs)
     assert res.history[0]["steps"] == 1 and res.history[0]["partial"]  # a partial epoch, validated
-    assert res.best_epoch == 1
+    assert res.best_epoch == 1 and res.stopped_by == "time_budget"
     res = train_sasrec(prep.splits, prep.catalogue, cands, log=lambda s: None,
                        config=TrainConfig(epochs=3, patience=6, progress=False))
-    assert len(res.history) == 3
+    assert len(res.history) == 3 and res.stopped_by == "max_epochs"
     with pytest.raises(ValueError, match="max_seconds"):
         TrainConfig(max_seconds=0)
