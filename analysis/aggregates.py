@@ -473,4 +473,71 @@ def compute_moments(con: duckdb.DuckDBPyConnection, src: str, *, arm_col: str, a
             shift = np.where(redo & np.isfinite(mean), mean, shift)
             moments, counts, raw_sq = _moments_query(con, src, arm_col, arms, segments, spec, shift, nullable,
                                                      per_column)
-    return {key: _zero_cancelled(m, raw_sq[key]) for key, m in moments.items()}, counts
+    moments = {key: _zero_cancelled(m, raw_sq[key]) for key, m in moments.items()}
+    return _exact_constants(con, src, arm_col, arms, segments, moments, counts), counts
+
+
+def _constant_columns(m: Moments) -> np.ndarray:
+    """Columns whose centred sum of squares is exactly 0 after `_zero_cancelled` (constant in the group)."""
+    with np.errstate(invalid="ignore"):
+        return np.diag(m.comoment) == 0.0
+
+
+def _exact_constants(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arms: Sequence[str] | None,
+                     segments: Sequence[str], moments: dict[GroupKey, Moments],
+                     counts: dict[GroupKey, np.ndarray]) -> dict[GroupKey, Moments]:
+    """Give columns that are constant in a group their exact value as the mean.
+
+    The shifted power sums leave a constant column with mean = c + O(n eps |c - shift|), not c: an
+    all-zero denominator came back as 1e-14, and a ratio over it as 1e14 with p = 1e-98. A second query,
+    run only when some group has a zero centred sum of squares (rare: indicator columns of a tiny arm,
+    an all-zero arm), reads min and max of those columns per group; where they are equal, the mean is
+    that value exactly and the column's co-moments and third moment are exactly 0.
+    """
+    flagged = sorted({i for key, m in moments.items() if counts[key].size
+                      for i in np.flatnonzero(_constant_columns(m) & (counts[key] == float(m.n)))})
+    if not flagged:
+        return moments
+    cols = next(iter(moments.values())).columns
+    arm_q = _quote(arm_col)
+    proj = [f"CAST({arm_q} AS VARCHAR) AS __arm"]
+    proj += [f"CAST({_quote(s)} AS VARCHAR) AS __s{j}" for j, s in enumerate(segments)]
+    proj += [f"CAST({_quote(cols[i])} AS DOUBLE) AS __c{i}" for i in flagged]
+    where = "" if arms is None else f" WHERE CAST({arm_q} AS VARCHAR) IN ({', '.join(_literal(a) for a in arms)})"
+    seg_cols = [f"__s{j}" for j in range(len(segments))]
+    exprs = ", ".join(f"min(__c{i}), max(__c{i})" for i in flagged)
+    if segments:
+        keys = ", ".join(["__arm", *seg_cols, *(f"GROUPING({s})" for s in seg_cols)])
+        group = "GROUPING SETS (" + ", ".join(["(__arm)", *(f"(__arm, {s})" for s in seg_cols)]) + ")"
+    else:
+        keys, group = "__arm", "__arm"
+    rows = con.execute(f"SELECT {keys}, {exprs} FROM (SELECT {', '.join(proj)} FROM {src}{where}) "
+                       f"GROUP BY {group}").fetchall()
+    ns = len(segments)
+    out = dict(moments)
+    for r in rows:
+        arm = NULL_LEVEL if r[0] is None else r[0]
+        seg, lev = "all", "all"
+        for s, lv, g in zip(segments, r[1:1 + ns], r[1 + ns:1 + 2 * ns], strict=True):
+            if g == 0:
+                seg, lev = s, NULL_LEVEL if lv is None else str(lv)
+        key = GroupKey(arm, seg, lev)
+        m = out.get(key)
+        if m is None:
+            continue
+        const = _constant_columns(m)
+        mean, com, m3 = m.mean.copy(), m.comoment.copy(), m.m3.copy()
+        changed = False
+        for j, i in enumerate(flagged):
+            lo, hi = r[1 + 2 * ns + 2 * j], r[2 + 2 * ns + 2 * j]
+            if const[i] and lo is not None and lo == hi:
+                mean[i] = float(lo)
+                computed = ~np.isnan(com[i])
+                com[i, computed] = 0.0
+                com[computed, i] = 0.0
+                if not np.isnan(m3[i]):
+                    m3[i] = 0.0
+                changed = True
+        if changed:
+            out[key] = replace(m, mean=mean, comoment=com, m3=m3)
+    return out

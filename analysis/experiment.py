@@ -408,6 +408,11 @@ class _Analysis:
         cfg = self.cfg
         notes = list(notes)
         n_c, n_t = int(pair.n_c), int(pair.n_t)
+        undefined = [a for a, v in ((self.control, pair.m_c), (t, pair.m_t)) if not np.isfinite(v)]
+        if undefined:  # e.g. a ratio whose denominator is zero in an arm: no estimate, no lift, no test
+            nan = np.asarray(np.nan)
+            pair = replace(pair, m_c=np.where(np.isfinite(pair.m_c), pair.m_c, nan),
+                           m_t=np.where(np.isfinite(pair.m_t), pair.m_t, nan))
         lift = compare(pair.m_t, pair.m_c, pair.v_t, pair.v_c, n_t=pair.n_t, n_c=pair.n_c, cov=pair.cov,
                        alpha=cfg.alpha, test=cfg.test, paired=paired, relative_method=cfg.relative_ci,
                        min_control_se=cfg.rel_min_control_se)
@@ -415,8 +420,10 @@ class _Analysis:
             notes.append("fewer than 2 units in an arm: no variance, CI and p-value undefined")
         elif float(lift.abs_se) == 0:
             notes.append("zero variance in both arms: no sampling variability, test undefined")
-        if m.kind == "ratio" and not (np.isfinite(pair.m_c) and np.isfinite(pair.m_t)):
-            notes.append(f"denominator {m.denominator!r} sums to zero in an arm: ratio undefined")
+        if undefined and m.kind == "ratio":
+            notes.append(f"ratio undefined: denominator {m.denominator!r} sums to zero in arm(s) {undefined}")
+        elif undefined:
+            notes.append(f"mean undefined in arm(s) {undefined}")
         if seg != OVERALL and min(n_c, n_t) < cfg.min_units:
             notes.append(f"below min_units={cfg.min_units}")
         tau = cfg.sequential_rho * np.sqrt(pair.unit_var)
@@ -427,6 +434,8 @@ class _Analysis:
         else:
             s_lo = s_hi = s_p = np.nan
         reason = lift.rel_reason.item() if isinstance(lift.rel_reason, np.ndarray) else lift.rel_reason
+        if undefined:
+            reason = notes[-1]
         method = ("paired-" if paired else "") + ("z" if cfg.test == "z" else ("t" if paired else "welch"))
 
         def f(x) -> float:
