@@ -173,8 +173,11 @@ def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def open_source(con: duckdb.DuckDBPyConnection, table: Any) -> str:
-    """Register `table` with DuckDB and return a FROM-clause expression. Errors name the path."""
+def open_source(con: duckdb.DuckDBPyConnection, table: Any, encoding: str = "utf-8") -> str:
+    """Register `table` with DuckDB and return a FROM-clause expression. Errors name the path.
+
+    `encoding` applies to CSV files (DuckDB reads utf-8, utf-16 and latin-1).
+    """
     if isinstance(table, pa.Table | pd.DataFrame):
         con.register("__src", table)
         return "__src"
@@ -191,16 +194,30 @@ def open_source(con: duckdb.DuckDBPyConnection, table: Any) -> str:
         if suffixes.endswith((".parquet", ".pq")):
             return f"read_parquet({_literal(text)}, union_by_name=true)"
         if suffixes.endswith((".csv", ".csv.gz", ".tsv")):
-            return f"read_csv_auto({_literal(text)})"
+            if path.is_file() and path.stat().st_size == 0:
+                raise AnalysisError(f"table {text!r} is an empty file (0 bytes); export the per-unit table again")
+            enc = encoding.lower().replace("_", "-")
+            if enc not in CSV_ENCODINGS:
+                raise AnalysisError(f"encoding {encoding!r} is not supported for CSV; use one of {list(CSV_ENCODINGS)}")
+            opts = "" if enc == "utf-8" else f", encoding={_literal(enc)}"
+            return f"read_csv_auto({_literal(text)}{opts})"
         raise AnalysisError(f"table {text!r}: unknown file type {suffixes or '(none)'}; use .parquet or .csv")
     raise AnalysisError(f"table must be a pyarrow Table, a pandas DataFrame or a path, got {type(table).__name__}")
+
+
+CSV_ENCODINGS = ("utf-8", "utf-16", "latin-1")
 
 
 def column_types(con: duckdb.DuckDBPyConnection, src: str) -> dict[str, str]:
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
     except duckdb.Error as exc:  # unreadable file, bad CSV, ...
-        raise AnalysisError(f"cannot read the table ({src}): {exc}") from exc
+        text = str(exc)
+        if "not utf-8 encoded" in text or "Invalid unicode" in text:
+            raise AnalysisError(f"cannot read the table ({src}): it is not UTF-8 text; pass its encoding "
+                                f"(CLI: --encoding latin-1 or --encoding utf-16; analyze(encoding=...))") from None
+        first = text.split("\n")[0]
+        raise AnalysisError(f"cannot read the table ({src}): {first}") from None
     return {r[0]: str(r[1]) for r in rows}
 
 

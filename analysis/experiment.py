@@ -9,6 +9,7 @@ of a Parquet file, a pandas frame, an Arrow table or sufficient statistics compu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -59,6 +60,8 @@ from analysis.segments import cochran_q
 from analysis.sequential import always_valid_p, confidence_sequence
 
 _NUMERIC = ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC", "BOOLEAN")
+# Column names that usually hold a unit id: user_id, unit_id, uid, id, user, ...
+_ID_LIKE = re.compile(r"(^|_)(id|uid|user|unit|userid|unitid)$", re.IGNORECASE)
 
 TableLike = pa.Table | pd.DataFrame | str | Path
 
@@ -92,6 +95,7 @@ def analyze(
     unit_col: str | None = None,
     covariates: Sequence[str] = (),
     config: AnalysisConfig | None = None,
+    encoding: str = "utf-8",
 ) -> ExperimentResult:
     """Analyse an A/B test from a per-unit table.
 
@@ -103,6 +107,7 @@ def analyze(
     unit_col: unit id column. When given, rows are summed to one row per (arm, unit) first (session-level
         exports); a unit found in two arms is an error unless `config.paired`, which requires it.
     covariates: extra pre-period columns for `cuped="multi"`.
+    encoding: text encoding of a CSV file ("utf-8", "utf-16" or "latin-1").
     """
     cfg = config or AnalysisConfig()
     mets = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
@@ -116,8 +121,8 @@ def analyze(
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")  # a library must not draw on the caller's stdout
     try:
-        return _Analysis(con, table, arm_col, str(control), treatment, mets, segments, unit_col,
-                         tuple(covariates), cfg).run()
+        return _Analysis(con, open_source(con, table, encoding), arm_col, str(control), treatment, mets,
+                         segments, unit_col, tuple(covariates), cfg).run()
     finally:
         con.close()
 
@@ -125,12 +130,12 @@ def analyze(
 class _Analysis:
     """One run of `analyze`: holds the connection and the resolved columns; not part of the API."""
 
-    def __init__(self, con, table, arm_col, control, treatment, metrics, segments, unit_col, covariates, cfg):
+    def __init__(self, con, src, arm_col, control, treatment, metrics, segments, unit_col, covariates, cfg):
         self.con, self.cfg = con, cfg
         self.arm_col, self.control, self.metrics = arm_col, control, metrics
         self.segments, self.unit_col, self.extra_covs = segments, unit_col, covariates
         self.treatment_arg = treatment
-        self.src = open_source(con, table)
+        self.src = src
         self.types = column_types(con, self.src)
         self.notes: list[str] = []
         self.checks: list[CheckResult] = []
@@ -160,6 +165,37 @@ class _Analysis:
         pres = [c for c in self.types if c.endswith(PRE_SUFFIX)
                 and any(k in self.types[c].upper() for k in _NUMERIC)]
         return tuple(dict.fromkeys([*pres, *self.extra_covs]))
+
+    def _has_rows(self) -> None:
+        if not self.con.execute(f"SELECT 1 FROM {self.src} LIMIT 1").fetchall():
+            raise AnalysisError(f"the table is empty: it has columns {list(self.types)} but no rows; there is nothing to analyse "
+                                "(a header-only export?)")
+
+    def _unit_ids(self) -> None:
+        """Refuse NULL unit ids (they would merge into one pseudo-unit), naming the rows."""
+        u = _quote(self.unit_col)
+        rows = self.con.execute(
+            f"SELECT count(*) OVER (), rn FROM (SELECT row_number() OVER () AS rn, {u} AS u FROM {self.src}) "
+            "WHERE u IS NULL ORDER BY rn LIMIT 10").fetchall()
+        if rows:
+            shown = ", ".join(str(r[1]) for r in rows)
+            raise AnalysisError(f"unit column {self.unit_col!r} is missing (NULL) on {rows[0][0]} row(s), e.g. data "
+                                f"row(s) {shown} (1-based, header not counted); every row needs its unit id: fill "
+                                "or drop them")
+
+    def _repeated_ids(self) -> None:
+        """Without unit_col every row is a unit: warn when an id-like column says rows repeat a unit."""
+        ids = [c for c in self.types if _ID_LIKE.search(c) and c != self.arm_col]
+        for c in ids[:2]:
+            n, distinct, example = self.con.execute(
+                f"SELECT count(*), count(DISTINCT {_quote(c)}), (SELECT {_quote(c)} FROM {self.src} "
+                f"GROUP BY 1 HAVING count(*) > 1 LIMIT 1) FROM {self.src}").fetchall()[0]
+            if distinct < n:
+                msg = (f"column {c!r} has {n - distinct} repeated value(s) (e.g. {example!r}) but every row is "
+                       f"counted as a unit; if rows are sessions or duplicates, pass --unit-col {c} "
+                       "(analyze(unit_col=...)) to sum them per unit")
+                self.checks.append(CheckResult("unit_ids", "", OVERALL, False, "warning", float(n - distinct),
+                                               float("nan"), 0.0, msg))
 
     # -- sources ------------------------------------------------------------------------------------
     def _winsorize(self, value_cols: Sequence[str], covs: Sequence[str]) -> None:
@@ -195,11 +231,15 @@ class _Analysis:
     def run(self) -> ExperimentResult:
         cfg = self.cfg
         self._require([self.arm_col], "arm")
+        self._has_rows()
         if self.unit_col is not None:
             self._require([self.unit_col], "unit")
+            self._unit_ids()
         elif cfg.paired:
             raise AnalysisError("a paired analysis needs unit_col: the column that matches each unit's "
                                 "control row to its treatment row")
+        else:
+            self._repeated_ids()
         value_cols = list(metric_columns(self.metrics))
         self._require(value_cols, "metric")
         self._numeric(value_cols, "metric")

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from analysis.config import AnalysisConfig
 from analysis.errors import AnalysisError
 from analysis.multitest import adjust
 from analysis.results import ExperimentResult, LiftResult
@@ -43,7 +44,9 @@ SHIP, NO_SHIP, INCONCLUSIVE = "SHIP", "NO_SHIP", "INCONCLUSIVE"
 EXIT_CODES = {SHIP: 0, NO_SHIP: 1, INCONCLUSIVE: 2}
 DIRECTIONS = ("increase", "decrease")
 SRM_POLICIES = ("inconclusive", "no_ship", "ignore")
-_TOP_KEYS = {"alpha", "correction", "srm_policy", "min_units", "primary", "guardrail", "name", "description"}
+MODES = ("fixed", "sequential")
+_TOP_KEYS = {"alpha", "correction", "srm_policy", "min_units", "mode", "primary", "guardrail", "analysis",
+             "name", "description"}
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,26 @@ class GateConfig:
     correction: str = "holm"
     srm_policy: str = "inconclusive"
     min_units: int = 1000
+    mode: str = "fixed"
+    analysis: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:
         where = f" in {self.source}" if self.source else ""
+        if self.mode not in MODES:
+            raise AnalysisError(f"gate{where}: mode = {self.mode!r}; use one of {list(MODES)}")
+        if not isinstance(self.analysis, dict):
+            raise AnalysisError(f"gate{where}: [analysis] must be a table of AnalysisConfig settings")
+        known = {f.name for f in fields(AnalysisConfig)} - {"extra"}
+        bad = sorted(set(self.analysis) - known)
+        if bad:
+            raise AnalysisError(f"gate{where}: [analysis] has unknown key(s) {bad}; allowed: {sorted(known)}")
+        if "alpha" in self.analysis:
+            raise AnalysisError(f"gate{where}: set alpha at the top of the gate file, not in [analysis]")
+        try:
+            AnalysisConfig(**{**self.analysis, "alpha": self.alpha})
+        except AnalysisError as exc:
+            raise AnalysisError(f"gate{where}: [analysis]: {exc}") from None
         if not (isinstance(self.alpha, float | int) and 0 < self.alpha < 1):
             raise AnalysisError(f"gate{where}: alpha = {self.alpha!r} must be between 0 and 1")
         if self.correction not in ("none", "holm", "bh"):
@@ -114,22 +133,51 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class RuleOutcome:
+    """One rule's verdict for one treatment arm, with the numbers it was judged on.
+
+    `estimate`, `ci_low`, `ci_high` are in the rule's units (relative for a relative margin, else
+    absolute); `harm_bound` is the CI end on the harmful side and `limit` the signed margin it is held
+    against (guardrails); `p_value` / `p_adjusted` are the primary test's (fixed-horizon or always-valid,
+    per `mode`). NaN where a number does not apply.
+    """
+
     rule: str  # primary | guardrail | srm | min_sample
     metric: str
     passed: bool
     outcome: str  # pass | fail | inconclusive
     reason: str
+    treatment: str = ""
+    estimate: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    harm_bound: float = math.nan
+    limit: float = math.nan
+    margin: float = math.nan
+    margin_type: str = ""
+    p_value: float = math.nan
+    p_adjusted: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "metric": self.metric, "passed": self.passed, "outcome": self.outcome,
-                "reason": self.reason}
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = None if isinstance(v, float) and not math.isfinite(v) else v
+        return out
 
 
 @dataclass(frozen=True)
 class GateDecision:
+    """The gate's verdict: `decision` over every judged treatment, `arms` per treatment.
+
+    With several treatments the decision is the worst arm's (NO_SHIP > INCONCLUSIVE > SHIP): exit 0
+    means every judged treatment may ship. Judge one arm with `evaluate_gate(..., treatment=NAME)`.
+    """
+
     decision: str  # SHIP | NO_SHIP | INCONCLUSIVE
     rules: list[RuleOutcome] = field(default_factory=list)
-    treatment: str = ""
+    treatment: str = ""  # the judged treatments, comma-separated
+    arms: dict[str, str] = field(default_factory=dict)  # treatment -> its decision
+    mode: str = "fixed"
 
     @property
     def exit_code(self) -> int:
@@ -140,10 +188,18 @@ class GateDecision:
         bad = [r for r in self.rules if r.outcome != "pass"]
         if not bad:
             return "all rules pass"
-        return "; ".join(f"{r.rule} {r.metric}: {r.reason}".replace("  ", " ") for r in bad)
+        many = len(self.arms) > 1
+        return "; ".join((f"[{r.treatment}] " if many else "") + f"{r.rule} {r.metric}: {r.reason}".replace("  ", " ")
+                         for r in bad)
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        return [{"decision": self.decision, "treatment": self.treatment, **r.to_dict()} for r in self.rules]
+        return [{"decision": self.decision, **r.to_dict()} for r in self.rules]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON view: decision, exit code, per-arm decisions and every rule with its numbers."""
+        return {"decision": self.decision, "exit_code": self.exit_code, "mode": self.mode,
+                "treatments": list(self.arms), "arms": dict(self.arms), "reason": self.reason,
+                "rules": [r.to_dict() for r in self.rules]}
 
 
 Decision = GateDecision
@@ -183,7 +239,7 @@ def parse_gate(data: dict[str, Any], source: str = "") -> GateConfig:
             out.append(cls(**item))
         return tuple(out)
 
-    top = {k: data[k] for k in ("alpha", "correction", "srm_policy", "min_units") if k in data}
+    top = {k: data[k] for k in ("alpha", "correction", "srm_policy", "min_units", "mode", "analysis") if k in data}
     return GateConfig(
         primary=rules("primary", {"metric", "direction"}, PrimaryRule),
         guardrails=rules("guardrail", {"metric", "direction", "margin", "margin_type"}, GuardrailRule),
@@ -198,7 +254,12 @@ def load_gate(path: str | Path) -> GateConfig:
     if not p.is_file():
         raise AnalysisError(f"gate file {str(p)!r} not found; see analysis/gate_default.toml for the format")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AnalysisError(f"gate file {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                            "TOML files must be UTF-8: re-save it as UTF-8") from None
+    except OSError as exc:
+        raise AnalysisError(f"gate file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AnalysisError(f"gate file {str(p)!r} is not valid TOML: {exc}") from exc
     return parse_gate(data, str(p))
@@ -212,83 +273,149 @@ def _sign(direction: str) -> int:
     return 1 if direction == "increase" else -1
 
 
-def _primary(rule: PrimaryRule, lift: LiftResult, p_adj: float, alpha: float) -> RuleOutcome:
+def _finite(*values: Any) -> bool:
+    return all(v is not None and isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def _primary(rule: PrimaryRule, lift: LiftResult, p_raw: float, p_adj: float, alpha: float, mode: str
+             ) -> RuleOutcome:
     s = _sign(rule.direction)
-    est = f"{lift.abs_diff:+.4g}" + (f" ({lift.rel_diff:+.2%})" if lift.rel_diff is not None
-                                      and math.isfinite(lift.rel_diff) else "")
-    if not math.isfinite(p_adj):
+    t = lift.treatment
+    rel = lift.rel_diff if _finite(lift.rel_diff) else None
+    est = f"{lift.abs_diff:+.4g}" + (f" ({rel:+.2%})" if rel is not None else "")
+    which = "always-valid p_adj" if mode == "sequential" else "p_adj"
+    low, high = (lift.seq_ci_low, lift.seq_ci_high) if mode == "sequential" else (lift.abs_ci_low, lift.abs_ci_high)
+    nums = dict(treatment=t, estimate=lift.abs_diff, ci_low=low, ci_high=high, p_value=p_raw, p_adjusted=p_adj)
+    if not _finite(p_adj, lift.abs_diff):
+        why = lift.rel_undefined_reason if lift.rel_undefined_reason and not _finite(lift.abs_diff) else lift.notes
         return RuleOutcome("primary", rule.metric, False, "inconclusive",
-                           f"no p-value ({lift.notes or 'degenerate data'})")
+                           f"no p-value ({why or 'degenerate data'})", **nums)
     if p_adj < alpha and s * lift.abs_diff > 0:
         return RuleOutcome("primary", rule.metric, True, "pass",
-                           f"{rule.direction}s significantly: {est}, p_adj={p_adj:.3g} < {alpha:g}")
+                           f"{rule.direction}s significantly: {est}, {which}={p_adj:.3g} < {alpha:g}", **nums)
     if p_adj < alpha:
         return RuleOutcome("primary", rule.metric, False, "fail",
-                           f"moves significantly the wrong way: {est}, p_adj={p_adj:.3g}")
+                           f"moves significantly the wrong way: {est}, {which}={p_adj:.3g}", **nums)
     return RuleOutcome("primary", rule.metric, False, "inconclusive",
-                       f"not significant: {est}, p_adj={p_adj:.3g} >= {alpha:g}")
+                       f"not significant: {est}, {which}={p_adj:.3g} >= {alpha:g}", **nums)
 
 
-def _guardrail(rule: GuardrailRule, lift: LiftResult) -> RuleOutcome:
+def _guardrail_interval(rule: GuardrailRule, lift: LiftResult, mode: str
+                        ) -> tuple[float | None, float | None, float | None, float, str]:
+    """(estimate, low, high, limit, unit) in the rule's units; low/high are None when undefined.
+
+    Sequential mode holds the always-valid interval of the absolute lift against the margin; a relative
+    margin is turned into metric units with the control mean (its own error, O(1/sqrt(n)) relative, is
+    small beside the margin at launch sample sizes; noted in docs/statistics.md).
+    """
     s = _sign(rule.direction)
+    if mode == "sequential":
+        est, low, high = lift.abs_diff, lift.seq_ci_low, lift.seq_ci_high
+        if rule.margin_type == "relative":
+            return est, low, high, -s * rule.margin * abs(lift.control_mean), "absolute (always-valid)"
+        return est, low, high, -s * rule.margin, "absolute (always-valid)"
     if rule.margin_type == "relative":
-        est, low, high = lift.rel_diff, lift.rel_ci_low, lift.rel_ci_high
-        unit = "relative"
-        if est is None or not math.isfinite(est):
-            return RuleOutcome("guardrail", rule.metric, False, "inconclusive",
-                               f"relative lift undefined ({lift.rel_undefined_reason}); use an absolute margin")
-        fmt = "{:+.2%}"
-    else:
-        est, low, high = lift.abs_diff, lift.abs_ci_low, lift.abs_ci_high
-        unit = "absolute"
-        fmt = "{:+.4g}"
-    if not all(v is not None and math.isfinite(v) for v in (est, low, high)):
-        return RuleOutcome("guardrail", rule.metric, False, "inconclusive", f"no CI ({lift.notes})")
+        return lift.rel_diff, lift.rel_ci_low, lift.rel_ci_high, -s * rule.margin, "relative"
+    return lift.abs_diff, lift.abs_ci_low, lift.abs_ci_high, -s * rule.margin, "absolute"
+
+
+def _guardrail(rule: GuardrailRule, lift: LiftResult, mode: str) -> RuleOutcome:
+    s = _sign(rule.direction)
+    base = dict(treatment=lift.treatment, margin=float(rule.margin), margin_type=rule.margin_type)
+    if rule.margin_type == "relative" and not _finite(lift.rel_diff):
+        return RuleOutcome("guardrail", rule.metric, False, "inconclusive",
+                           f"relative lift undefined ({lift.rel_undefined_reason}); use an absolute margin", **base)
+    est, low, high, limit, unit = _guardrail_interval(rule, lift, mode)
+    if not _finite(est, low, high, limit):
+        return RuleOutcome("guardrail", rule.metric, False, "inconclusive",
+                           f"no CI ({lift.notes or lift.rel_undefined_reason or 'degenerate data'})", **base)
+    assert est is not None and low is not None and high is not None
     harm_bound = low if s > 0 else high  # the CI end on the harmful side
-    limit = -s * rule.margin
+    fmt = "{:+.2%}" if unit == "relative" else "{:+.4g}"
     text = (f"{unit} lift {fmt.format(est)}, CI [{fmt.format(low)}, {fmt.format(high)}], "
             f"margin {fmt.format(limit)}")
+    nums = dict(base, estimate=est, ci_low=low, ci_high=high, harm_bound=harm_bound, limit=limit)
     if s * harm_bound > limit * s:
-        return RuleOutcome("guardrail", rule.metric, True, "pass", f"non-inferior: {text}")
+        return RuleOutcome("guardrail", rule.metric, True, "pass", f"non-inferior: {text}", **nums)
     if s * est < s * limit:
-        return RuleOutcome("guardrail", rule.metric, False, "fail", f"breach: {text}")
-    return RuleOutcome("guardrail", rule.metric, False, "inconclusive", f"non-inferiority not shown: {text}")
+        return RuleOutcome("guardrail", rule.metric, False, "fail", f"breach: {text}", **nums)
+    return RuleOutcome("guardrail", rule.metric, False, "inconclusive", f"non-inferiority not shown: {text}", **nums)
+
+
+def _arm_decision(rules: list[RuleOutcome]) -> str:
+    outcomes = {r.outcome for r in rules}
+    return NO_SHIP if "fail" in outcomes else INCONCLUSIVE if "inconclusive" in outcomes else SHIP
+
+
+def _check_analysis(result: ExperimentResult, gate: GateConfig) -> None:
+    """The run must have been analysed as the gate requires (alpha and every [analysis] setting)."""
+    if not math.isclose(result.config.get("alpha", gate.alpha), gate.alpha):
+        raise AnalysisError(f"gate alpha {gate.alpha:g} differs from the analysis alpha "
+                            f"{result.config.get('alpha'):g}; re-run the analysis with --alpha {gate.alpha:g} "
+                            "(or pass the gate to `harness analyze --gate`, which applies it)")
+    want = AnalysisConfig(**{**gate.analysis, "alpha": gate.alpha}).to_dict()
+    for key in gate.analysis:
+        have = result.config.get(key)
+        if have != want[key] and not (isinstance(have, float) and isinstance(want[key], float)
+                                      and math.isclose(have, want[key])):
+            raise AnalysisError(f"gate {gate.source}: [analysis] {key} = {want[key]!r} but the run was analysed "
+                                f"with {key} = {have!r}; re-run `harness analyze ... --gate` with this gate file")
 
 
 def evaluate_gate(result: ExperimentResult, gate: GateConfig, treatment: str | None = None) -> GateDecision:
-    """Apply the gate to an analysis (overall lifts of one treatment arm)."""
-    t = treatment or result.treatments[0]
-    if not math.isclose(result.config.get("alpha", gate.alpha), gate.alpha):
-        raise AnalysisError(f"gate alpha {gate.alpha:g} differs from the analysis alpha "
-                            f"{result.config.get('alpha'):g}; analyse with AnalysisConfig(alpha={gate.alpha:g})")
-    have = {r.metric for r in result.lifts if r.is_overall and r.treatment == t}
-    missing = [m for m in gate.metrics if m not in have]
-    if missing:
-        raise AnalysisError(f"gate {gate.source}: metric(s) {missing} were not analysed (analysed: "
-                            f"{sorted(have)}); add them to the analysis or remove them from the gate")
-    out: list[RuleOutcome] = []
+    """Apply the gate to the overall lifts of every treatment arm (or only `treatment`).
+
+    Primary p-values are adjusted with the gate's correction over every (treatment, primary metric) of
+    the analysis, whichever arms are judged: picking the best of several arms is itself a multiple
+    comparison. Guardrails are judged per arm at the analysis alpha (to ship an arm all of its
+    guardrails must pass: an intersection-union test, which needs no correction within the arm).
+    """
+    _check_analysis(result, gate)
+    judged = list(result.treatments) if treatment is None else [treatment]
+    for t in judged:
+        if t not in result.treatments:
+            raise AnalysisError(f"treatment {t!r} is not an arm of this analysis; arms: {list(result.treatments)}")
+        have = {r.metric for r in result.lifts if r.is_overall and r.treatment == t}
+        missing = [m for m in gate.metrics if m not in have]
+        if missing:
+            raise AnalysisError(f"gate {gate.source}: metric(s) {missing} were not analysed for treatment {t!r} "
+                                f"(analysed: {sorted(have)}); add them to the analysis or remove them from the gate")
+    seq = gate.mode == "sequential"
+    family = [(t, r.metric) for t in result.treatments for r in gate.primary
+              if any(x.is_overall and x.treatment == t and x.metric == r.metric for x in result.lifts)]
+    raw = {}
+    for t, metric in family:
+        lift = result.lift(metric, treatment=t)
+        raw[(t, metric)] = lift.seq_p_value if seq else lift.p_value
+    adj = dict(zip(family, adjust([raw[k] for k in family], gate.correction), strict=True))
     srm = [c for c in result.checks if c.check == "srm"]
-    if srm and gate.srm_policy != "ignore":
-        c = srm[0]
-        if c.passed:
-            out.append(RuleOutcome("srm", "", True, "pass", c.message))
+    out: list[RuleOutcome] = []
+    arms: dict[str, str] = {}
+    for t in judged:
+        rules: list[RuleOutcome] = []
+        if srm and gate.srm_policy != "ignore":
+            c = srm[0]
+            if c.passed:
+                rules.append(RuleOutcome("srm", "", True, "pass", c.message, treatment=t, p_value=c.p_value))
+            else:
+                outcome = "fail" if gate.srm_policy == "no_ship" else "inconclusive"
+                rules.append(RuleOutcome("srm", "", False, outcome, f"sample ratio mismatch: {c.message}",
+                                         treatment=t, p_value=c.p_value))
+        counts = {a: n for a, n in result.arm_counts.items() if a in (result.control, t)}
+        small = {a: n for a, n in counts.items() if n < gate.min_units}
+        if small:
+            rules.append(RuleOutcome("min_sample", "", False, "inconclusive",
+                                     f"arms below min_units={gate.min_units}: {small}", treatment=t))
         else:
-            outcome = "fail" if gate.srm_policy == "no_ship" else "inconclusive"
-            out.append(RuleOutcome("srm", "", False, outcome, f"sample ratio mismatch: {c.message}"))
-    counts = {a: n for a, n in result.arm_counts.items() if a in (result.control, t)}
-    small = {a: n for a, n in counts.items() if n < gate.min_units}
-    if small:
-        out.append(RuleOutcome("min_sample", "", False, "inconclusive",
-                               f"arms below min_units={gate.min_units}: {small}"))
-    else:
-        out.append(RuleOutcome("min_sample", "", True, "pass", f"every arm has >= {gate.min_units} units: {counts}"))
-    lifts = {m: result.lift(m, treatment=t) for m in gate.metrics}
-    raw = [lifts[r.metric].p_value for r in gate.primary]
-    adj = adjust(raw, gate.correction)
-    for rule, p in zip(gate.primary, adj, strict=True):
-        out.append(_primary(rule, lifts[rule.metric], p, gate.alpha))
-    for g in gate.guardrails:
-        out.append(_guardrail(g, lifts[g.metric]))
-    outcomes = {r.outcome for r in out}
-    decision = NO_SHIP if "fail" in outcomes else INCONCLUSIVE if "inconclusive" in outcomes else SHIP
-    return GateDecision(decision, out, t)
+            rules.append(RuleOutcome("min_sample", "", True, "pass",
+                                     f"every arm has >= {gate.min_units} units: {counts}", treatment=t))
+        for rule in gate.primary:
+            rules.append(_primary(rule, result.lift(rule.metric, treatment=t), raw[(t, rule.metric)],
+                                  adj[(t, rule.metric)], gate.alpha, gate.mode))
+        for g in gate.guardrails:
+            rules.append(_guardrail(g, result.lift(g.metric, treatment=t), gate.mode))
+        arms[t] = _arm_decision(rules)
+        out += rules
+    decisions = set(arms.values())
+    decision = NO_SHIP if NO_SHIP in decisions else INCONCLUSIVE if INCONCLUSIVE in decisions else SHIP
+    return GateDecision(decision, out, ",".join(judged), arms, gate.mode)

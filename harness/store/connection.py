@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from harness.store.errors import StoreLockedError
+from harness.store.errors import StoreError, StoreLockedError
 
 _LOCK_MARKERS = ("could not set lock", "conflicting lock")
 _SAME_PROCESS_MARKER = "with a different configuration"
@@ -69,7 +69,7 @@ def connect_with_retry(path: Path, *, read_only: bool, policy: RetryPolicy) -> d
             return con
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not is_lock_error(exc):
-                raise
+                raise _unusable(path, exc) from None
             now = time.monotonic()
             if now >= deadline:
                 raise StoreLockedError(
@@ -78,6 +78,19 @@ def connect_with_retry(path: Path, *, read_only: bool, policy: RetryPolicy) -> d
                 ) from exc
             time.sleep(min(sleep * rng.uniform(0.5, 1.0), deadline - now))
             sleep = min(sleep * 2, policy.max_sleep_s)
+
+
+def _unusable(path: Path, exc: BaseException) -> StoreError:
+    """A database file DuckDB cannot open (corrupt, truncated, a folder, read-only, not DuckDB)."""
+    text = str(exc).split("\n")[0]
+    if path.is_dir():
+        hint = "it is a folder; pass a file path with --db"
+    elif "not permitted" in text.lower() or "permission" in text.lower() or "read-only" in text.lower():
+        hint = "it is not writable; fix its permissions or pass another --db path"
+    else:
+        hint = ("it may be corrupt, truncated or not a DuckDB file; move it aside (keep a copy) or pass "
+                "another --db path")
+    return StoreError(f"results database {path} cannot be opened ({text}): {hint}")
 
 
 @contextmanager

@@ -225,6 +225,17 @@ class ResultsStore:
         resumed (status 'running'/'failed' and identical kind, arms, data, seed, config and digests),
         or refused with RunExistsError.
         """
+        record = self._run_record(kind=kind, control=control, treatment=treatment, config=config, seed=seed,
+                                  data_fingerprint=data_fingerprint, checkpoint_digests=checkpoint_digests,
+                                  run_id=run_id, notes=notes)
+        with self._write() as con:
+            self._register(con, record, replace)
+        return record["run_id"]
+
+    def _run_record(self, *, kind: str, control: str | None, treatment: str | None, config: dict[str, Any],
+                    seed: int, data_fingerprint: str, checkpoint_digests: dict[str, str] | None,
+                    run_id: str | None, notes: str | None) -> dict[str, Any]:
+        """The validated `runs` row of a new run (status 'running')."""
         if kind not in RUN_KINDS:
             raise InvalidResultsError(f"run kind must be one of {', '.join(RUN_KINDS)}, got {kind!r}")
         if not isinstance(config, dict):
@@ -252,20 +263,54 @@ class ResultsStore:
             "notes": notes,
             "error": None,
         }
+        return record
+
+    def _register(self, con: duckdb.DuckDBPyConnection, record: dict[str, Any], replace: bool) -> None:
+        """Insert the run, replace it (`replace`), or mark a resumable one running again."""
+        run_id = record["run_id"]
+        existing = self._run_row(con, run_id)
+        if existing is not None and not replace:
+            self._check_resumable(existing, record)
+            con.execute("UPDATE runs SET status = 'running', error = NULL, updated_at = ? WHERE run_id = ?",
+                        [record["updated_at"], run_id])
+            return
+        if existing is not None:
+            for table in (*RESULT_TABLES, RUNS):
+                con.execute(f"DELETE FROM {table.name} WHERE run_id = ?", [run_id])
+        _insert(con, "runs", run_id, pd.DataFrame([record]).drop(columns="run_id"))
+
+    def check_writable(self) -> None:
+        """Fail now, with a StoreError saying what to do, if results could not be written here later.
+
+        Commands call this before long work, so an analysis is never computed and then lost to a
+        read-only, corrupt or misplaced database. Opening a write transaction also checks the schema.
+        """
+        if self.path.is_dir():
+            raise StoreError(f"results database {self.path} is a folder, not a file; pass a file path with --db")
+        if not self.path.parent.exists():
+            raise StoreError(f"folder {self.path.parent} for the results database does not exist; create it first")
+        target = self.path if self.path.exists() else self.path.parent
+        if not os.access(target, os.W_OK):
+            raise StoreError(f"results database {self.path} is not writable ({'file' if target == self.path else 'folder'}"
+                             " is read-only); fix its permissions or pass another --db path")
+        with self._write():
+            pass
+
+    def write_run(self, *, kind: str, control: str | None, treatment: str | None, config: dict[str, Any],
+                  seed: int, data_fingerprint: str, checkpoint_digests: dict[str, str] | None = None,
+                  run_id: str | None = None, replace: bool = False, notes: str | None = None,
+                  **results: Any) -> str:
+        """Register a run and write its results (the keyword arguments of `write_results`) in ONE
+        transaction: a failure leaves neither a run nor rows behind. For results computed in memory
+        (an analysis); long jobs use create_run, append_unit_metrics and write_results instead."""
+        record = self._run_record(kind=kind, control=control, treatment=treatment, config=config, seed=seed,
+                                  data_fingerprint=data_fingerprint, checkpoint_digests=checkpoint_digests,
+                                  run_id=run_id, notes=notes)
+        parsed = self._parse_results(**results)
         with self._write() as con:
-            existing = self._run_row(con, run_id)
-            if existing is not None and not replace:
-                self._check_resumable(existing, record)
-                con.execute(
-                    "UPDATE runs SET status = 'running', error = NULL, updated_at = ? WHERE run_id = ?",
-                    [now, run_id],
-                )
-                return run_id
-            if existing is not None:
-                for table in (*RESULT_TABLES, RUNS):
-                    con.execute(f"DELETE FROM {table.name} WHERE run_id = ?", [run_id])
-            _insert(con, "runs", run_id, pd.DataFrame([record]).drop(columns="run_id"))
-        return run_id
+            self._register(con, record, replace)
+            self._write_parsed(con, record["run_id"], parsed)
+        return record["run_id"]
 
     def _check_resumable(self, existing: dict[str, Any], record: dict[str, Any]) -> None:
         run_id = record["run_id"]
@@ -316,6 +361,18 @@ class ResultsStore:
         are, e.g. unit metrics appended batch by batch). All inputs are validated before the
         transaction starts; any failure inside it rolls everything back.
         """
+        parsed = self._parse_results(unit_metrics=unit_metrics, lifts=lifts, checks=checks,
+                                     heterogeneity=heterogeneity, power=power, gate=gate, gate_digest=gate_digest,
+                                     ranking_metrics=ranking_metrics, summary=summary, status=status)
+        with self._write() as con:
+            self._require_run(con, run_id)
+            self._write_parsed(con, run_id, parsed)
+
+    def _parse_results(self, *, unit_metrics: pd.DataFrame | None = None, lifts: Any = None, checks: Any = None,
+                       heterogeneity: Any = None, power: Any = None, gate: Any = None,
+                       gate_digest: str | None = None, ranking_metrics: Any = None,
+                       summary: dict[str, Any] | None = None, status: str = "complete") -> dict[str, Any]:
+        """Validate `write_results`' inputs before any transaction starts."""
         if summary is not None and not isinstance(summary, dict):
             raise InvalidResultsError(f"summary must be a dict, got {type(summary).__name__}")
         if status not in ("running", "complete"):
@@ -333,20 +390,24 @@ class ResultsStore:
             if given is not None
         ]
         gate_parsed = R.gate_rows(gate) if gate is not None else None
-        with self._write() as con:
-            self._require_run(con, run_id)
-            if units is not None:
-                self._replace_units(con, run_id, *units, only_these_units=False)
-            for table, table_rows in tables:
-                self._replace_rows(con, run_id, table, table_rows)
-            if gate_parsed is not None:
-                self._replace_gate(con, run_id, *gate_parsed, gate_digest=gate_digest)
-            if summary is not None:
-                con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [R.to_json(summary), run_id])
-            con.execute(
-                "UPDATE runs SET status = ?, error = NULL, updated_at = ? WHERE run_id = ?",
-                [status, _utcnow(), run_id],
-            )
+        return {"units": units, "tables": tables, "gate": gate_parsed, "gate_digest": gate_digest,
+                "summary": summary, "status": status}
+
+    def _write_parsed(self, con: duckdb.DuckDBPyConnection, run_id: str, parsed: dict[str, Any]) -> None:
+        units, tables, gate_parsed = parsed["units"], parsed["tables"], parsed["gate"]
+        summary, status, gate_digest = parsed["summary"], parsed["status"], parsed["gate_digest"]
+        if units is not None:
+            self._replace_units(con, run_id, *units, only_these_units=False)
+        for table, table_rows in tables:
+            self._replace_rows(con, run_id, table, table_rows)
+        if gate_parsed is not None:
+            self._replace_gate(con, run_id, *gate_parsed, gate_digest=gate_digest)
+        if summary is not None:
+            con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [R.to_json(summary), run_id])
+        con.execute(
+            "UPDATE runs SET status = ?, error = NULL, updated_at = ? WHERE run_id = ?",
+            [status, _utcnow(), run_id],
+        )
 
     def set_gate(self, run_id: str, gate: Any, *, gate_digest: str | None = None) -> None:
         """Store (replacing any earlier) gate decision of a run, e.g. from `harness gate`."""

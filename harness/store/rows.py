@@ -231,7 +231,9 @@ def gate_rows(gate: Any) -> tuple[str, list[dict[str, Any]]]:
         row = {c.name: _convert(rec.get(c.name), c, f"gate rule {i}") for c in rule_columns}
         if row["outcome"] is None and row["passed"] is not None:
             row["outcome"] = "pass" if row["passed"] else "fail"
-        rows.append({"treatment": None if is_missing(treatment) else str(treatment), **row})
+        arm = rec.get("treatment")  # a multi-arm gate names the arm on every rule
+        arm = treatment if is_missing(arm) or arm == "" else arm
+        rows.append({"treatment": None if is_missing(arm) else str(arm), **row})
     if not rows:  # keep the decision even when the gate reported no rules
         rows.append({"treatment": None if is_missing(treatment) else str(treatment),
                      **dict.fromkeys(GATE_RULE_FIELDS)})

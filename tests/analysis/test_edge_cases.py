@@ -67,3 +67,81 @@ def test_zero_control_mean_gives_no_relative_lift():
     d = evaluate_gate(res, gate)
     assert d.decision == INCONCLUSIVE
     assert any(x.metric == "y" and "relative lift undefined (control mean is zero)" in x.reason for x in d.rules)
+
+
+# -- several treatment arms: every arm judged, named, and corrected for ------------------------------
+def _three_arms(seed=0, n=9000):
+    rng = np.random.default_rng(seed)
+    arm = rng.choice(["control", "good", "bad"], n)
+    pre = rng.gamma(2.0, 30.0, n)
+    lift = np.where(arm == "control", 1.0, 1.05)
+    return pd.DataFrame({
+        "arm": arm, "watch_time_s": pre * rng.lognormal(0, 0.2, n) * lift, "watch_time_s_pre": pre,
+        "video_interactions": rng.gamma(100.0, 0.1, n) * np.where(arm == "bad", 0.9, 1.0),
+    })
+
+
+GATE_2 = {"min_units": 100, "primary": [{"metric": "watch_time_s"}],
+          "guardrail": [{"metric": "video_interactions", "margin": 0.01}]}
+
+
+def test_gate_judges_every_treatment_and_names_it():
+    from statsmodels.stats.multitest import multipletests
+
+    res = analyze(_three_arms(), arm_col="arm", control="control", metrics=["watch_time_s", "video_interactions"])
+    d = evaluate_gate(res, parse_gate(GATE_2))
+    assert d.arms == {"bad": "NO_SHIP", "good": "SHIP"}
+    assert d.decision == "NO_SHIP" and d.exit_code == 1  # exit 0 only when every judged arm may ship
+    assert {r.treatment for r in d.rules} == {"bad", "good"}
+    assert all(r.treatment for r in d.rules)
+    breach = [r for r in d.rules if r.outcome == "fail"]
+    assert [(r.treatment, r.metric) for r in breach] == [("bad", "video_interactions")]
+    assert "[bad] guardrail video_interactions: breach" in d.reason
+    # Holm across the two arms' primary p-values
+    raw = [res.lift("watch_time_s", treatment=t).p_value for t in ("good", "bad")]
+    want = multipletests(raw, method="holm")[1]
+    got = [next(r.p_adjusted for r in d.rules if r.rule == "primary" and r.treatment == t) for t in ("good", "bad")]
+    assert got == pytest.approx(want, rel=1e-12)
+    # one arm at a time: the correction still spans both arms
+    good = evaluate_gate(res, parse_gate(GATE_2), treatment="good")
+    assert good.decision == "SHIP" and good.arms == {"good": "SHIP"}
+    assert next(r.p_adjusted for r in good.rules if r.rule == "primary") == pytest.approx(want[0], rel=1e-12)
+
+
+def test_guardrail_numbers_are_in_the_rule():
+    res = analyze(_three_arms(), arm_col="arm", control="control", metrics=["watch_time_s", "video_interactions"])
+    d = evaluate_gate(res, parse_gate(GATE_2), treatment="bad")
+    g = next(r for r in d.rules if r.rule == "guardrail")
+    lift = res.lift("video_interactions", treatment="bad")
+    assert (g.estimate, g.ci_low, g.ci_high) == (lift.rel_diff, lift.rel_ci_low, lift.rel_ci_high)
+    assert g.harm_bound == lift.rel_ci_low and g.limit == -0.01 and g.margin == 0.01
+    doc = d.to_json()
+    assert doc["arms"] == {"bad": "NO_SHIP"} and doc["rules"][-1]["harm_bound"] == g.harm_bound
+
+
+# -- unit ids ---------------------------------------------------------------------------------------
+def test_null_unit_ids_are_refused_with_their_rows(tmp_path):
+    from analysis import AnalysisError
+
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame({"arm": ["c"] * n + ["t"] * n, "user_id": np.arange(2 * n).astype(float),
+                       "y": rng.exponential(20.0, 2 * n)})
+    df.loc[[n + 5, n + 9, n + 100], "user_id"] = np.nan
+    path = tmp_path / "s.parquet"
+    df.to_parquet(path)
+    with pytest.raises(AnalysisError, match=r"'user_id' is missing \(NULL\) on 3 row\(s\), e.g. data row\(s\) 406, 410, 501"):
+        analyze(path, arm_col="arm", control="c", metrics=["y"], unit_col="user_id")
+
+
+def test_repeated_ids_without_unit_col_warn():
+    rng = np.random.default_rng(4)
+    n = 300
+    df = pd.DataFrame({"arm": ["c"] * n + ["t"] * n, "user_id": np.r_[np.arange(n), np.arange(n) % 100 + n],
+                       "y": rng.exponential(20.0, 2 * n)})
+    res = analyze(df, arm_col="arm", control="c", metrics=["y"])
+    [c] = [c for c in res.checks if c.check == "unit_ids"]
+    assert not c.passed and c.severity == "warning" and c.statistic == 200
+    assert "pass --unit-col user_id" in c.message
+    clean = analyze(df.assign(user_id=np.arange(2 * n)), arm_col="arm", control="c", metrics=["y"])
+    assert not [c for c in clean.checks if c.check == "unit_ids"]
