@@ -32,8 +32,7 @@ Reference: GrowthBook's Bayesian engine (docs.growthbook.io, "Statistics: Bayesi
 reproduces its `expected`, `uplift.stddev`, `ci`, `chance_to_win` and `risk = [risk_control,
 risk_treatment]` (tests/analysis/test_bayes.py checks to 1e-6). gbstats' defaults are a flat prior:
 `GaussianPrior(mean=0, variance=1, proper=False)`, `MetricSettingsForStatsEngine(prior_proper=False,
-prior_mean=0, prior_stddev=0.1)`, prior on the relative scale; GrowthBook's app suggests N(0, 0.3^2)
-on the relative lift when a user turns the prior on. Here too the default is flat (`proper=False`),
+prior_mean=0, prior_stddev=0.1)`, prior on the relative scale. Here too the default is flat (`proper=False`),
 and `prior_sd=0.3` only takes effect with `proper=True`. Differences from gbstats: the covariance term
 (gbstats assumes independent arms); `min_control_se` (0 = off, as gbstats); and an arm with zero
 variance is allowed here as long as s^2 > 0 (gbstats then returns its uninformative default).

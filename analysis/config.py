@@ -55,6 +55,10 @@ class AnalysisConfig:
         the per-unit standard deviation (a standardised effect size, Cohen's d). Johari et al. (2017):
         tau = rho * sd. The sequence is tightest near n per arm ~ 2 / rho^2 (rho=0.01 -> ~20k).
     power: target power for the reported MDE.
+    bayes: add the Bayesian view of each overall relative lift (`bayes.py`: chance to beat control,
+        expected loss of either choice, credible interval; the maths of GrowthBook's engine).
+    bayes_prior_sd: None for a flat prior (gbstats' default), else the sd of a N(0, sd^2) prior on the
+        relative lift (0.3: lifts beyond +/-60% are a priori unlikely).
     rel_min_control_se: relative lift is undefined when |control mean| < this many standard errors of
         the control mean (a control mean that is not clearly non-zero).
     """
@@ -77,6 +81,8 @@ class AnalysisConfig:
     power: float = 0.8
     rel_min_control_se: float = 3.0
     heavy_tail_factor: float = 355.0
+    bayes: bool = False
+    bayes_prior_sd: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,12 @@ class AnalysisConfig:
             raise AnalysisError("AnalysisConfig.rel_min_control_se must be >= 0")
         if not (self.heavy_tail_factor > 0):
             raise AnalysisError("AnalysisConfig.heavy_tail_factor must be > 0")
+        if not isinstance(self.bayes, bool):
+            raise AnalysisError(f"AnalysisConfig.bayes must be True or False, got {self.bayes!r}")
+        if self.bayes_prior_sd is not None and not (isinstance(self.bayes_prior_sd, int | float)
+                                                    and math.isfinite(self.bayes_prior_sd) and self.bayes_prior_sd > 0):
+            raise AnalysisError(f"AnalysisConfig.bayes_prior_sd={self.bayes_prior_sd!r} must be None (flat prior) "
+                                "or a positive number, e.g. 0.3")
         if self.expected_split is not None:
             split = dict(self.expected_split)
             bad = {k: v for k, v in split.items()

@@ -30,6 +30,7 @@ from analysis.aggregates import (
     compute_moments,
     open_source,
 )
+from analysis.bayes import bayesian_lift
 from analysis.bootstrap import ArmData, poisson_bootstrap, scipy_bootstrap
 from analysis.checks import heavy_tail_check, min_sample_check, proportion_check, srm_test, winsorize_caps
 from analysis.config import AnalysisConfig
@@ -384,6 +385,8 @@ class _Analysis:
                     row = self._row(m, t, seg, lev, pair, use_covs, notes)
                     if seg == OVERALL and self.cfg.bootstrap:
                         row = self._bootstrap(row, m, t, use_covs, pair)
+                    if seg == OVERALL and self.cfg.bayes:
+                        row = self._bayes(row, pair)
                     if seg == OVERALL:
                         self.power.append(self._power(m, t, pair))
                     out.append(row)
@@ -438,7 +441,8 @@ class _Analysis:
                 pm = moments[GroupKey("paired", seg, lev)]
                 pair = paired_estimates(pm, cc, tt, m.kind)
                 notes = [] if not unmatched else [f"{unmatched} unmatched unit(s) dropped"]
-                out.append(self._row(m, t, seg, lev, pair, (), notes, paired=True))
+                row = self._row(m, t, seg, lev, pair, (), notes, paired=True)
+                out.append(self._bayes(row, pair) if seg == OVERALL and self.cfg.bayes else row)
             self.power.append(self._power(m, t, paired_estimates(moments[key], cc, tt, m.kind)))
         return out
 
@@ -499,6 +503,17 @@ class _Analysis:
             seq_ci_low=f(s_lo), seq_ci_high=f(s_hi), seq_p_value=f(s_p), winsorized=self.winsor,
             notes="; ".join([*self.notes, *notes]),
         )
+
+    # -- Bayesian view ------------------------------------------------------------------------------
+    def _bayes(self, row: LiftResult, pair: ArmPair) -> LiftResult:
+        sd = self.cfg.bayes_prior_sd
+        b = bayesian_lift(pair.m_t, pair.m_c, pair.v_t, pair.v_c, cov=pair.cov, difference="relative",
+                          proper=sd is not None, prior_sd=sd if sd is not None else 0.3, alpha=self.cfg.alpha)
+        if b.reason is not None:
+            return replace(row, bayes_prior=b.prior, notes="; ".join(filter(None, [row.notes, f"Bayesian view: {b.reason}"])))
+        return replace(row, bayes_prior=b.prior, bayes_chance_to_win=float(b.chance_to_win),
+                       bayes_risk_control=float(b.risk_control), bayes_risk_treatment=float(b.risk_treatment),
+                       bayes_ci_low=float(b.ci_low), bayes_ci_high=float(b.ci_high))
 
     # -- bootstrap ----------------------------------------------------------------------------------
     def _bootstrap(self, row: LiftResult, m: Metric, t: str, covs: Sequence[str], pair: ArmPair) -> LiftResult:

@@ -74,6 +74,13 @@ class LiftResult:
     seq_p_value: float
     winsorized: str  # "" or a description of the caps applied
     notes: str  # "; "-joined remarks (degenerate cases, dropped units, ...)
+    # Bayesian view of the relative lift (AnalysisConfig.bayes; overall rows only), NaN/"" otherwise
+    bayes_prior: str = ""  # "flat" or "N(0, 0.3^2) on the relative lift"
+    bayes_chance_to_win: float = math.nan  # P(relative lift > 0 | data)
+    bayes_risk_control: float = math.nan  # expected relative loss of keeping control
+    bayes_risk_treatment: float = math.nan  # expected relative loss of shipping treatment
+    bayes_ci_low: float = math.nan  # credible interval of the relative lift
+    bayes_ci_high: float = math.nan
 
     @property
     def is_overall(self) -> bool:
@@ -133,6 +140,36 @@ class PowerResult:
     power: float
     mde_abs: float
     mde_rel: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _row(self)
+
+
+@dataclass(frozen=True)
+class DailyLift:
+    """The cumulative lift of one metric and treatment after one day of data (`analyze_by_day`).
+
+    `seq_*` are running over the looks so far (intersection of the always-valid intervals, minimum of
+    the always-valid p-values), so reading the chart daily never inflates the false-positive rate;
+    `p_value` and `abs_ci_*` are the fixed-horizon numbers at that look, which peeking does inflate.
+    """
+
+    metric: str
+    treatment: str
+    day: str
+    look: int  # 1 for the first day
+    n_control: int
+    n_treatment: int
+    control_mean: float
+    treatment_mean: float
+    abs_diff: float
+    abs_ci_low: float
+    abs_ci_high: float
+    rel_diff: float | None
+    p_value: float
+    seq_ci_low: float
+    seq_ci_high: float
+    seq_p_value: float
 
     def to_dict(self) -> dict[str, Any]:
         return _row(self)
@@ -205,4 +242,5 @@ class ExperimentResult:
 
 
 LIFT_FIELDS = tuple(f.name for f in fields(LiftResult))
+DAILY_FIELDS = tuple(f.name for f in fields(DailyLift))
 CHECK_FIELDS = tuple(f.name for f in fields(CheckResult))

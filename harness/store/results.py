@@ -40,6 +40,7 @@ from harness.store.errors import (
 from harness.store.schema import (
     ALL_TABLES,
     CHECKS,
+    DAILY_LIFTS,
     GATE_DECISIONS_TABLE,
     HETEROGENEITY,
     LIFTS,
@@ -178,9 +179,19 @@ class ResultsStore:
         version = self._stored_version(con)
         if version == SCHEMA_VERSION:
             return
-        # version is None: a new database. (Migrations from older versions go here when there are any.)
+        # A new database (version None) gets every table; an older one the tables and columns added
+        # since (version 2: daily_lifts, lifts.bayes_*), all in the caller's transaction. Added columns
+        # are nullable: rows written before them have no value.
         for table in ALL_TABLES:
             con.execute(table.ddl())
+        if version is not None:
+            for table in ALL_TABLES:
+                have = {r[0] for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table.name]).fetchall()}
+                for c in table.columns:
+                    if c.name not in have:
+                        kind = c.sql_type.replace("NOT NULL", "").strip()
+                        con.execute(f'ALTER TABLE {table.name} ADD COLUMN "{c.name}" {kind}')
         con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, _utcnow()])
 
     def schema_version(self) -> int | None:
@@ -354,6 +365,7 @@ class ResultsStore:
         ranking_metrics: Any = None,
         summary: dict[str, Any] | None = None,
         status: str = "complete",
+        daily_lifts: Any = None,
     ) -> None:
         """Write a run's results and its status in ONE transaction.
 
@@ -363,14 +375,15 @@ class ResultsStore:
         """
         parsed = self._parse_results(unit_metrics=unit_metrics, lifts=lifts, checks=checks,
                                      heterogeneity=heterogeneity, power=power, gate=gate, gate_digest=gate_digest,
-                                     ranking_metrics=ranking_metrics, summary=summary, status=status)
+                                     ranking_metrics=ranking_metrics, daily_lifts=daily_lifts, summary=summary,
+                                     status=status)
         with self._write() as con:
             self._require_run(con, run_id)
             self._write_parsed(con, run_id, parsed)
 
     def _parse_results(self, *, unit_metrics: pd.DataFrame | None = None, lifts: Any = None, checks: Any = None,
                        heterogeneity: Any = None, power: Any = None, gate: Any = None,
-                       gate_digest: str | None = None, ranking_metrics: Any = None,
+                       gate_digest: str | None = None, ranking_metrics: Any = None, daily_lifts: Any = None,
                        summary: dict[str, Any] | None = None, status: str = "complete") -> dict[str, Any]:
         """Validate `write_results`' inputs before any transaction starts."""
         if summary is not None and not isinstance(summary, dict):
@@ -386,6 +399,7 @@ class ResultsStore:
                 (HETEROGENEITY, R.heterogeneity_rows, heterogeneity),
                 (POWER, R.power_rows, power),
                 (RANKING_METRICS, R.ranking_rows, ranking_metrics),
+                (DAILY_LIFTS, R.daily_rows, daily_lifts),
             )
             if given is not None
         ]
@@ -536,6 +550,15 @@ class ResultsStore:
 
     def power(self, run_id: str) -> pd.DataFrame:
         return self._table(POWER, run_id)
+
+    def daily_lifts(self, run_id: str) -> pd.DataFrame:
+        """Cumulative lifts per day (DailyLift fields), by metric, treatment and look; empty without --by-day."""
+        version = self.schema_version()
+        if version is not None and version < 2:  # written before daily_lifts existed: none stored
+            self.run(run_id)
+            return pd.DataFrame(columns=DAILY_LIFTS.column_names[1:])
+        frame = self._table(DAILY_LIFTS, run_id)
+        return frame.sort_values(["metric", "treatment", "look"], kind="stable").reset_index(drop=True)
 
     def gate_decisions(self, run_id: str) -> pd.DataFrame:
         """One row per gate rule (all carry the decision); empty when the run has no gate decision."""

@@ -21,6 +21,7 @@ import pandas as pd
 from harness.store.errors import InvalidResultsError
 from harness.store.schema import (
     CHECKS,
+    DAILY_LIFTS,
     GATE_DECISIONS,
     GATE_DECISIONS_TABLE,
     HETEROGENEITY,
@@ -200,6 +201,10 @@ def heterogeneity_rows(rows: Any) -> list[dict[str, Any]]:
 
 def power_rows(rows: Any) -> list[dict[str, Any]]:
     return table_rows(POWER, rows)
+
+
+def daily_rows(rows: Any) -> list[dict[str, Any]]:
+    return table_rows(DAILY_LIFTS, rows)
 
 
 GATE_RULE_FIELDS = ("rule", "metric", "passed", "outcome", "reason")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: daily_lifts; lifts.bayes_*
 
 RUN_KINDS = ("analyze", "replay", "evaluate")
 RUN_STATUSES = ("running", "complete", "failed")
@@ -144,6 +144,12 @@ LIFTS = Table(
         C("winsorized", "VARCHAR", "'' or a description of the caps applied"),
         C("notes", "VARCHAR", "remarks (degenerate cases, dropped units, ...)"),
         C("extra", "VARCHAR", "JSON object with any further fields"),
+        C("bayes_prior", "VARCHAR", "Bayesian view: 'flat' or the prior on the relative lift (v2)"),
+        C("bayes_chance_to_win", "DOUBLE", "P(relative lift > 0 | data) (v2)"),
+        C("bayes_risk_control", "DOUBLE", "expected relative loss of keeping control (v2)"),
+        C("bayes_risk_treatment", "DOUBLE", "expected relative loss of shipping treatment (v2)"),
+        C("bayes_ci_low", "DOUBLE", "credible interval of the relative lift, low (v2)"),
+        C("bayes_ci_high", "DOUBLE", "credible interval of the relative lift, high (v2)"),
     ),
     "one row per (run, metric, segment level, treatment): the analysis layer's LiftResult",
 )
@@ -239,6 +245,31 @@ RANKING_METRICS = Table(
     "offline ranking metrics of the models",
 )
 
+# Mirrors analysis.results.DailyLift: cumulative lifts per day (`harness analyze --by-day`).
+DAILY_LIFTS = Table(
+    "daily_lifts",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("treatment", "VARCHAR NOT NULL", "treatment arm"),
+        C("day", "VARCHAR NOT NULL", "the day (level of the day column) up to which data is included"),
+        C("look", "INTEGER NOT NULL", "1 for the first day"),
+        C("n_control", "BIGINT", "units in control so far"),
+        C("n_treatment", "BIGINT", "units in treatment so far"),
+        C("control_mean", "DOUBLE", "metric value in control so far"),
+        C("treatment_mean", "DOUBLE", "metric value in treatment so far"),
+        C("abs_diff", "DOUBLE", "cumulative absolute lift"),
+        C("abs_ci_low", "DOUBLE", "fixed-horizon lower bound at this look (not safe to peek at)"),
+        C("abs_ci_high", "DOUBLE", "fixed-horizon upper bound at this look"),
+        C("rel_diff", "DOUBLE", "cumulative relative lift (null when undefined)"),
+        C("p_value", "DOUBLE", "fixed-horizon p-value at this look"),
+        C("seq_ci_low", "DOUBLE", "always-valid lower bound, running intersection over looks"),
+        C("seq_ci_high", "DOUBLE", "always-valid upper bound, running intersection over looks"),
+        C("seq_p_value", "DOUBLE", "always-valid p-value, running minimum over looks"),
+    ),
+    "cumulative lift per day with the always-valid band (the dashboard's 'over time' chart)",
+)
+
 SCHEMA_VERSION_TABLE = Table(
     "schema_version",
     (
@@ -258,6 +289,7 @@ RESULT_TABLES: tuple[Table, ...] = (
     POWER,
     GATE_DECISIONS_TABLE,
     RANKING_METRICS,
+    DAILY_LIFTS,
 )
 ALL_TABLES: tuple[Table, ...] = (RUNS, *RESULT_TABLES, SCHEMA_VERSION_TABLE)
 

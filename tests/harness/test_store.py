@@ -256,10 +256,10 @@ def test_recording_marks_failed_and_reraises(store):
 
 def test_schema_version_recorded_and_newer_refused(store, tmp_path):
     store.create_run(**RUN)
-    assert store.schema_version() == SCHEMA_VERSION == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     with duckdb.connect(str(store.path)) as con:
         con.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(SchemaVersionError, match="version 99.*knows versions up to 1"):
+    with pytest.raises(SchemaVersionError, match="version 99.*knows versions up to 2"):
         store.runs()
     with pytest.raises(SchemaVersionError):
         store.create_run(**RUN)
@@ -268,6 +268,23 @@ def test_schema_version_recorded_and_newer_refused(store, tmp_path):
         con.execute("CREATE TABLE requests (request_id BIGINT)")
     with pytest.raises(SchemaVersionError, match="not a harness results database"):
         ResultsStore(other).runs()
+
+
+def test_version_1_database_is_migrated_on_write(store):
+    run_id = store.create_run(**RUN)
+    with duckdb.connect(str(store.path)) as con:  # a database as version 1 wrote it
+        con.execute("DROP TABLE daily_lifts")
+        for c in ("bayes_prior", "bayes_chance_to_win", "bayes_ci_low"):
+            con.execute(f"ALTER TABLE lifts DROP COLUMN {c}")
+        con.execute("UPDATE schema_version SET version = 1")
+    assert store.daily_lifts(run_id).empty and store.schema_version() == 1
+    store.write_results(run_id, daily_lifts=[{"metric": "y", "treatment": "t", "day": "2026-01-01", "look": 1,
+                                              "abs_diff": 0.5, "seq_p_value": 0.2}])
+    assert store.schema_version() == 2
+    assert store.daily_lifts(run_id)[["metric", "look", "abs_diff"]].values.tolist() == [["y", 1, 0.5]]
+    assert len(store.runs()) == 1
+    store.write_results(run_id, lifts=[{"metric": "m", "abs_diff": 1.0, "bayes_chance_to_win": 0.9}])
+    assert store.lifts(run_id)["bayes_chance_to_win"].tolist() == [0.9]
 
 
 def test_default_path_honours_env(monkeypatch, tmp_path):
