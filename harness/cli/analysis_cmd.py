@@ -1,62 +1,47 @@
 """`harness analyze`, `harness gate` and `harness runs ...`: analyse a per-unit table, gate a run, list runs.
 
-A thin layer over `analysis.experiment.analyze`, `analysis.gate` and `harness.store`. Every number
-printed comes from the analysis layer's result fields (the same names as `--json` and the results
-database). Exit codes: with a gate 0 = SHIP, 1 = NO_SHIP, 2 = INCONCLUSIVE; 0 without one; 3 = a user
-error (missing file, unknown column or arm, bad spec, unknown run, bad gate file), in which case nothing
-is written to the database.
+A thin layer: options are parsed here, the work is `harness.analysis_run.run_analysis`,
+`analysis.gate` and `harness.store`, tables come from `harness.cli.tables`, errors and JSON from
+`harness.cli.shared` (exit codes: 0 done / SHIP, 1 NO_SHIP, 2 INCONCLUSIVE, 3 error with nothing stored).
+Every `AnalysisConfig` setting has a flag; a gate file's `[analysis]` table sets those the user left
+alone, and a flag that contradicts the gate is an error.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from datetime import date, datetime
-from enum import StrEnum
+import re
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-EXIT_ERROR = 3
-TABLE_SUFFIXES = (".parquet", ".csv")
+from analysis.config import BOOTSTRAP, CORRECTIONS, CUPED, RELATIVE_CI, SCOPES, TESTS
+from harness.cli.shared import (
+    EXIT_ERROR,
+    DbOpt,
+    JsonOpt,
+    UserError,
+    cli_errors,
+    console,
+    print_json,
+    user_set,
+)
+from harness.cli.tables import (
+    _missing,
+    check_table,
+    daily_table,
+    detail_table,
+    gate_table,
+    heterogeneity_table,
+    lift_table,
+    sequential_table,
+)
+
+__all__ = ["EXIT_ERROR", "analyze_cmd", "gate_cmd", "register"]
 
 runs_app = typer.Typer(help="Runs stored in the results database: list them, show one.", no_args_is_help=True)
-
-
-class Cuped(StrEnum):
-    none = "none"
-    single = "single"
-    multi = "multi"
-
-
-class RelativeCI(StrEnum):
-    delta = "delta"
-    log = "log"
-    fieller = "fieller"
-
-
-class Bootstrap(StrEnum):
-    none = "none"
-    percentile = "percentile"
-    bca = "bca"
-    poisson = "poisson"
-
-
-class Correction(StrEnum):
-    holm = "holm"
-    bh = "bh"
-    none = "none"
-
-
-class RefDist(StrEnum):
-    welch = "welch"
-    z = "z"
 
 
 def register(app: typer.Typer) -> None:
@@ -66,147 +51,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-def _console(err: bool = False) -> Console:
-    # Tables wrap to the terminal; messages on stderr stay one unbroken line (greppable, copyable).
-    return Console(stderr=err, soft_wrap=err)
+def _choices(values: tuple[Any, ...]) -> str:
+    return ", ".join("none" if v is None else str(v) for v in values)
 
 
-class UserError(Exception):
-    """A mistake in the command line or its inputs: printed without a traceback, exit code 3."""
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors a user can fix become one red line on stderr and exit code 3."""
-    from analysis.errors import AnalysisError
-    from harness.store import StoreError
-
-    try:
-        yield
-    except (UserError, AnalysisError, StoreError, FileNotFoundError) as exc:
-        _console(err=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_ERROR) from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON-safe: NaN/inf/NA -> null, numpy scalars -> Python, datetimes -> ISO text."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is not None and not isinstance(value, str | int | float | bool):
-        try:
-            import pandas as pd
-
-            if pd.isna(value):
-                return None
-        except (TypeError, ValueError):
-            pass
-        return str(value)
-    return value
-
-
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(_jsonable(obj), allow_nan=False))
-
-
-def _missing(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(isinstance(v, float) and math.isnan(v))
-    except TypeError:
-        return False
-
-
-def _num(v: Any, fmt: str = ".4g") -> str:
-    if _missing(v):
-        return "-"
-    return format(float(v), fmt) if isinstance(v, int | float) else str(v)
-
-
-def _interval(est: Any, low: Any, high: Any, fmt: str) -> str:
-    if _missing(est):
-        return "-"
-    ci = f" [{_num(low, fmt)}, {_num(high, fmt)}]" if not (_missing(low) or _missing(high)) else ""
-    return f"{_num(est, fmt)}{ci}"
-
-
-def lift_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
-    """Rich table of lift rows (LiftResult fields, from `to_dict()` or the results database)."""
-    methods = sorted({str(r.get("relative_ci_method")) for r in rows if not _missing(r.get("relative_ci_method"))})
-    t = Table(title=title, title_justify="left")
-    for name, justify in (("metric", "left"), ("segment", "left"), ("n ctrl/trt", "right"),
-                          ("control", "right"), ("treatment", "right"), ("abs lift [CI]", "right"),
-                          (f"rel lift [CI] ({'/'.join(methods) or '-'})", "right"), ("p", "right"),
-                          ("adj p", "right"), ("CUPED VR", "right")):
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in rows:
-        seg = "all" if r.get("segment") in (None, "all") else f"{r['segment']}={r.get('segment_value')}"
-        rel = _interval(r.get("rel_diff"), r.get("rel_ci_low"), r.get("rel_ci_high"), "+.2%")
-        if rel == "-" and r.get("rel_undefined_reason"):
-            rel = f"- ({r['rel_undefined_reason']})"
-        t.add_row(
-            str(r["metric"]), seg, f"{r.get('n_control')}/{r.get('n_treatment')}",
-            _num(r.get("control_mean")), _num(r.get("treatment_mean")),
-            _interval(r.get("abs_diff"), r.get("abs_ci_low"), r.get("abs_ci_high"), "+.4g"), rel,
-            _num(r.get("p_value"), ".3g"), _num(r.get("p_value_adjusted"), ".3g"),
-            _num(r.get("variance_reduction"), ".1%"),
-        )
-    return t
-
-
-def check_table(rows: Sequence[dict[str, Any]]) -> Table:
-    t = Table(title="trust checks", title_justify="left")
-    for name in ("check", "metric", "segment", "status", "statistic", "p", "message"):
-        t.add_column(name)
-    for r in rows:
-        status = r.get("status") or ("pass" if r.get("passed") else "fail")
-        colour = {"pass": "green", "warn": "yellow"}.get(str(status), "red")
-        t.add_row(str(r["check"]), str(r.get("metric") or ""), str(r.get("segment") or ""),
-                  f"[{colour}]{status}[/{colour}]", _num(r.get("statistic")), _num(r.get("p_value"), ".3g"),
-                  str(r.get("message") or ""))
-    return t
-
-
-def gate_table(decision: str, rules: Sequence[dict[str, Any]]) -> Table:
-    colour = {"SHIP": "green", "NO_SHIP": "red"}.get(decision, "yellow")
-    t = Table(title=f"launch gate: [bold {colour}]{decision}[/bold {colour}]", title_justify="left")
-    for name in ("rule", "metric", "outcome", "reason"):
-        t.add_column(name)
-    for r in rules:
-        if _missing(r.get("rule")):
-            continue
-        outcome = r.get("outcome") or ("pass" if r.get("passed") else "fail")
-        t.add_row(str(r["rule"]), str(r.get("metric") or ""), str(outcome), str(r.get("reason") or ""))
-    return t
-
-
-# ---------------------------------------------------------------------------------------------- analyze
-def _table_path(table: Path) -> Path:
-    if not table.exists():
-        raise UserError(f"table {str(table)!r} not found; pass a .parquet or .csv file with one row per unit")
-    if not table.is_file() or table.suffix.lower() not in TABLE_SUFFIXES:
-        raise UserError(f"table {str(table)!r} must be a .parquet or .csv file")
-    return table
-
-
-def _metrics(metric: Sequence[str], ratio: Sequence[str]) -> list[Any]:
+def _metrics(metric: list[str], ratio: list[str]) -> list[Any]:
     from analysis.metrics import parse_metric
 
     out = [parse_metric(m) for m in metric]
@@ -220,72 +69,95 @@ def _metrics(metric: Sequence[str], ratio: Sequence[str]) -> list[Any]:
     return out
 
 
-def _unit_frame(path: Path, result: Any, metrics: Sequence[Any], *, arm_col: str, unit_col: str | None,
-                segments: Sequence[str], covariates: Sequence[str]) -> Any:
-    """The per-unit values behind the analysis, for `unit_metrics`: one row per (unit, arm).
-
-    Session-level rows are summed to the unit, as the analysis does; without a unit column the row
-    number is the unit id. Only analysed arms and the columns the analysis read are kept.
-    """
-    import duckdb
-
-    from analysis.metrics import PRE_SUFFIX
-
-    con = duckdb.connect()
-    try:
-        reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
-        literal = "'" + str(path).replace("'", "''") + "'"  # DDL cannot take a prepared parameter
-        con.execute(f"CREATE VIEW src AS SELECT * FROM {reader}({literal})")
-        have = [r[0] for r in con.execute("DESCRIBE src").fetchall()]
-        wanted = dict.fromkeys(c for m in metrics for c in m.value_columns)
-        wanted.update(dict.fromkeys(c + PRE_SUFFIX for c in list(wanted) if c + PRE_SUFFIX in have))
-        wanted.update(dict.fromkeys(c for c in covariates if c in have))
-        values = [c for c in wanted if c not in segments]
-
-        def q(name: str) -> str:
-            return '"' + name.replace('"', '""') + '"'
-
-        arms = [result.control, *result.treatments]
-        where = f"{q(arm_col)}::VARCHAR IN ({', '.join('?' for _ in arms)})"
-        if unit_col:
-            cols = ", ".join([f"sum({q(c)})::DOUBLE AS {q(c)}" for c in values]
-                             + [f"any_value({q(s)})::VARCHAR AS {q(s)}" for s in segments])
-            sql = (f"SELECT {q(unit_col)}::VARCHAR AS unit_id, {q(arm_col)}::VARCHAR AS arm, {cols} FROM src "
-                   f"WHERE {where} GROUP BY ALL ORDER BY arm, unit_id")
-        else:
-            cols = ", ".join([f"{q(c)}::DOUBLE AS {q(c)}" for c in values]
-                             + [f"{q(s)}::VARCHAR AS {q(s)}" for s in segments])
-            sql = (f"SELECT (row_number() OVER () - 1)::VARCHAR AS unit_id, {q(arm_col)}::VARCHAR AS arm, "
-                   f"{cols} FROM src WHERE {where}")
-        return con.execute(sql, arms).df()
-    finally:
-        con.close()
+def _split(text: str | None) -> dict[str, float] | None:
+    """--expected-split 'control=0.9,treatment=0.1' (shares or weights; normalised by AnalysisConfig)."""
+    if text is None:
+        return None
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        arm, eq, share = part.rpartition("=")
+        try:
+            if not eq or not arm:
+                raise ValueError
+            out[arm.strip()] = float(share)
+        except ValueError:
+            raise UserError(f"bad --expected-split {text!r}; write ARM=SHARE,ARM=SHARE, e.g. control=0.9,lsvcr=0.1") from None
+    if not out:
+        raise UserError("--expected-split is empty; write ARM=SHARE,ARM=SHARE, e.g. control=0.5,lsvcr=0.5")
+    return out
 
 
-DbOpt = typer.Option(None, "--db", envvar="HARNESS_DB",
-                     help="Results database file (default: $HARNESS_DB, else ./harness.duckdb).")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
+_FLAG = re.compile(r"AnalysisConfig\.(\w+)=")
+_CALL = re.compile(r"AnalysisConfig\((\w+)=([^)]*)\)")
+
+
+def cli_wording(message: str) -> str:
+    """Analysis messages name Python arguments; on the command line, name the flags instead."""
+    message = _FLAG.sub(lambda m: f"--{m.group(1).replace('_', '-')} ", message)
+    message = _CALL.sub(lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}", message)
+    return (message.replace("analyze(unit_col=...)", "--unit-col").replace("unit_col", "--unit-col")
+            .replace("analyze(encoding=...)", "--encoding"))
+
+
+# AnalysisConfig fields, each with its flag (the parameter of analyze_cmd of the same name)
+_CONFIG_FIELDS = ("alpha", "test", "relative_ci", "cuped", "paired", "bootstrap", "n_boot", "seed", "expected_split",
+                  "srm_alpha", "min_units", "winsorize", "correction", "correction_scope", "sequential_rho", "power",
+                  "rel_min_control_se", "heavy_tail_factor", "bayes", "bayes_prior_sd")
+
+
+def _config(ctx: typer.Context, values: dict[str, Any], gate: Any) -> Any:
+    """AnalysisConfig from the flags; the gate's alpha and [analysis] fill what the user did not set."""
+    from analysis.config import AnalysisConfig
+
+    chosen = dict(values)
+    wanted = dict(gate.analysis) if gate is not None else {}
+    if gate is not None:
+        wanted["alpha"] = gate.alpha
+    for key, value in wanted.items():
+        if user_set(ctx, key):
+            given = chosen[key]
+            if key == "expected_split" and given is not None and value is not None:
+                given = {k: v / sum(given.values()) for k, v in given.items()}
+                value = {k: v / sum(value.values()) for k, v in value.items()}
+            if given != value:
+                raise UserError(f"--{key.replace('_', '-')} {values[key]!r} contradicts the gate file, which sets "
+                                f"{key} = {value!r}; drop the flag or change the gate")
+        chosen[key] = value
+    return AnalysisConfig(**chosen)
 
 
 def analyze_cmd(
+    ctx: typer.Context,
     table: Path = typer.Argument(..., help="Per-unit table: a .parquet or .csv file, one row per unit (or per session with --unit-col)."),
     arm_col: str = typer.Option(..., "--arm-col", help="Column holding each row's arm."),
     control: str = typer.Option(..., "--control", help="Arm value of the control group."),
-    treatment: str | None = typer.Option(None, "--treatment", help="Arm value of the treatment (default: every other arm)."),
+    treatment: list[str] = typer.Option([], "--treatment", help="Treatment arm (repeatable; default: every other arm)."),
     metric: list[str] = typer.Option([], "--metric", "-m", help="Metric: COLUMN (mean per unit), NAME=COLUMN, or NUM/DEN. Repeatable."),
     ratio: list[str] = typer.Option([], "--ratio", help="Ratio metric NUM/DEN (or NAME=NUM/DEN): sum(NUM)/sum(DEN) per arm, delta-method CI. Repeatable."),
     covariate: list[str] = typer.Option([], "--covariate", help="Extra pre-period column for --cuped multi. Repeatable."),
-    cuped: Cuped = typer.Option(Cuped.single, "--cuped", help="Variance reduction: none, single (each metric's own <col>_pre) or multi (all *_pre plus --covariate)."),
     segment: list[str] = typer.Option([], "--segment", help="Column whose levels get their own lifts and a heterogeneity test. Repeatable."),
     unit_col: str | None = typer.Option(None, "--unit-col", help="Unit id column; rows are summed per unit and arm (required with --paired)."),
+    by_day: str | None = typer.Option(None, "--by-day", help="Day column: also compute and store the cumulative lift after each day, with the always-valid band."),
+    encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of a CSV table: utf-8, utf-16 or latin-1."),
     paired: bool = typer.Option(False, "--paired", help="Paired design: the same units measured under both arms (a replay)."),
-    relative_ci: RelativeCI = typer.Option(RelativeCI.delta, "--relative-ci", help="Relative-lift CI: delta (symmetric), log (delta on log ratio) or fieller."),
-    bootstrap: Bootstrap = typer.Option(Bootstrap.none, "--bootstrap", help="Bootstrap CI for the overall lifts: none, percentile, bca or poisson."),
+    cuped: str = typer.Option("single", "--cuped", help=f"Variance reduction: {_choices(CUPED)} (single: each metric's own <col>_pre; multi: all *_pre plus --covariate)."),
+    relative_ci: str = typer.Option("delta", "--relative-ci", help=f"Relative-lift CI: {_choices(RELATIVE_CI)}."),
+    bootstrap: str = typer.Option("none", "--bootstrap", help=f"Bootstrap CI for the overall lifts: {_choices(BOOTSTRAP)}."),
     n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples."),
-    test: RefDist = typer.Option(RefDist.welch, "--test", help="Reference distribution: welch (t) or z."),
-    correction: Correction = typer.Option(Correction.holm, "--correction", help="Multiple-testing correction across segment levels: holm, bh or none."),
+    test: str = typer.Option("welch", "--test", help=f"Reference distribution: {_choices(TESTS)}."),
+    correction: str = typer.Option("holm", "--correction", help=f"Multiple-testing correction: {_choices(CORRECTIONS)}."),
+    correction_scope: str = typer.Option("metric", "--correction-scope", help=f"Correction family: {_choices(SCOPES)} (metric: a metric's segment levels; all: every lift)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level of every CI and test."),
+    srm_alpha: float = typer.Option(0.001, "--srm-alpha", help="p-value below which the sample-ratio check fails."),
+    expected_split: str | None = typer.Option(None, "--expected-split", help="Designed traffic split for the SRM check, e.g. control=0.9,lsvcr=0.1 (default: equal)."),
     min_units: int = typer.Option(100, "--min-units", help="Minimum units per arm (and segment level) for a lift to count."),
+    winsorize: float | None = typer.Option(None, "--winsorize", help="Cap metric and covariate values at this pooled upper quantile, e.g. 0.999."),
+    sequential_rho: float = typer.Option(0.01, "--sequential-rho", help="Mixture sd of the always-valid interval in per-unit sds; tightest near 2/rho^2 units per arm."),
+    power: float = typer.Option(0.8, "--power", help="Target power of the reported minimum detectable effect."),
+    rel_min_control_se: float = typer.Option(3.0, "--rel-min-control-se", help="Relative lift undefined when |control mean| < this many standard errors."),
+    heavy_tail_factor: float = typer.Option(355.0, "--heavy-tail-factor", help="Heavy-tail check: warn when n < factor * skewness^2."),
+    bayes: bool = typer.Option(False, "--bayes", help="Add the Bayesian view: chance to beat control, expected loss, credible interval."),
+    bayes_prior_sd: float | None = typer.Option(None, "--bayes-prior-sd", help="Sd of a N(0, sd^2) prior on the relative lift (default: flat prior)."),
     gate: Path | None = typer.Option(None, "--gate", help="Launch-gate TOML file; sets the exit code 0/1/2 = SHIP/NO_SHIP/INCONCLUSIVE."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap (recorded with the run)."),
     db: Path | None = DbOpt,
@@ -299,60 +171,56 @@ def analyze_cmd(
 
     Exit codes: 0 = done (or SHIP with --gate), 1 = NO_SHIP, 2 = INCONCLUSIVE, 3 = error (nothing stored).
     """
-    from analysis.config import AnalysisConfig
-    from analysis.experiment import analyze
-    from analysis.gate import evaluate_gate, load_gate
-    from harness.store import ResultsStore, UnknownRunError
-    from harness.store.experiment import write_experiment
+    from analysis.errors import AnalysisError
+    from analysis.gate import load_gate
+    from harness.analysis_run import check_table_path, run_analysis
+    from harness.store import ResultsStore
 
-    with _user_errors():
-        path = _table_path(table)
-        metrics = _metrics(metric, ratio)
-        gate_cfg = load_gate(gate) if gate is not None else None
-        config = AnalysisConfig(
-            alpha=alpha, test=test.value, relative_ci=relative_ci.value, cuped=cuped.value, paired=paired,
-            bootstrap=None if bootstrap is Bootstrap.none else bootstrap.value, n_boot=n_boot, seed=seed,
-            correction=correction.value, min_units=min_units,
-        )
-        store = ResultsStore(db)
-        if run_id is not None and not replace:  # fail before the (possibly long) analysis
-            with suppress(UnknownRunError):
-                if store.run(run_id)["status"] == "complete":
-                    raise UserError(f"run {run_id!r} already exists in {store.path}; pass --replace to overwrite it")
-        with _console(err=True).status(f"analysing {path.name} ...", spinner="dots"):
-            result = analyze(path, arm_col=arm_col, control=control, treatment=treatment, metrics=metrics,
-                             segments=segment, unit_col=unit_col, covariates=covariate, config=config)
-            decision = evaluate_gate(result, gate_cfg) if gate_cfg is not None else None
-            units = (_unit_frame(path, result, metrics, arm_col=arm_col, unit_col=unit_col, segments=segment,
-                                 covariates=covariate) if store_units else None)
-        run_config = {
-            "command": "analyze", "table": str(path.resolve()), "arm_col": arm_col, "control": control,
-            "treatment": treatment, "metrics": list(metric), "ratios": list(ratio), "segments": list(segment),
-            "covariates": list(covariate), "unit_col": unit_col, "analysis": config.to_dict(),
-            "gate": str(gate.resolve()) if gate is not None else None,
-        }
-        rid = store.create_run(kind="analyze", control=control, treatment=",".join(result.treatments),
-                               config=run_config, seed=seed, data_fingerprint=_sha256(path), run_id=run_id,
-                               replace=replace, notes=notes)
-        with store.recording(rid):
-            write_experiment(store, rid, result, unit_metrics=units, gate=decision,
-                             gate_digest=_sha256(gate) if gate is not None else None)
-
-    tables = result.to_dicts()
+    values = dict(alpha=alpha, test=test, relative_ci=relative_ci, cuped=cuped, paired=paired,
+                  bootstrap=None if bootstrap == "none" else bootstrap, n_boot=n_boot, seed=seed,
+                  expected_split=None, srm_alpha=srm_alpha, min_units=min_units, winsorize=winsorize,
+                  correction=correction, correction_scope=correction_scope, sequential_rho=sequential_rho,
+                  power=power, rel_min_control_se=rel_min_control_se, heavy_tail_factor=heavy_tail_factor,
+                  bayes=bayes, bayes_prior_sd=bayes_prior_sd)
+    with cli_errors():
+        try:
+            check_table_path(table)
+            metrics = _metrics(metric, ratio)
+            values["expected_split"] = _split(expected_split)
+            gate_cfg = load_gate(gate) if gate is not None else None
+            config = _config(ctx, values, gate_cfg)
+            with console(err=True).status(f"analysing {table.name} ...", spinner="dots"):
+                done = run_analysis(
+                    table, arm_col=arm_col, control=control, treatments=treatment, metrics=metrics,
+                    segments=segment, unit_col=unit_col, covariates=covariate, config=config, gate=gate_cfg,
+                    gate_path=gate, by_day=by_day, encoding=encoding, store=ResultsStore(db), run_id=run_id,
+                    replace=replace, store_units=store_units, notes=notes,
+                    command={"metrics": list(metric), "ratios": list(ratio)})
+        except AnalysisError as exc:
+            raise UserError(cli_wording(str(exc))) from None
+    tables = done.result.to_dicts()
+    decision = done.decision
     if as_json:
-        doc: dict[str, Any] = {"run_id": rid, "db": str(store.path), **tables, "gate": None}
+        doc: dict[str, Any] = {"run_id": done.run_id, "db": str(done.db), **tables, "gate": None}
         if decision is not None:
-            doc["gate"] = {"decision": decision.decision, "exit_code": decision.exit_code,
-                           "reason": decision.reason, "rules": [r.to_dict() for r in decision.rules]}
-        _print_json(doc)
+            doc["gate"] = decision.to_json()
+        if by_day:
+            doc["daily"] = [d.to_dict() for d in done.daily]
+        print_json(doc)
     else:
-        con = _console()
-        con.print(lift_table(tables["lifts"], f"lifts: {', '.join(result.treatments)} vs {control} "
-                             f"(alpha={alpha:g}, {correction.value} correction)"))
-        con.print(check_table(tables["checks"]))
+        con = console()
+        con.print(lift_table(tables["lifts"], f"lifts vs {control}: alpha={config.alpha:g}, {config.correction} "
+                             f"by {config.correction_scope}, * = adj p < alpha"))
+        for extra in (detail_table(tables["lifts"], tables["power"]), sequential_table(tables["lifts"]),
+                      heterogeneity_table(tables["heterogeneity"])):
+            if extra is not None:
+                con.print(extra)
+        if done.daily:
+            con.print(daily_table([d.to_dict() for d in done.daily]))
+        con.print(check_table([{**c, "message": cli_wording(c.get("message") or "")} for c in tables["checks"]]))
         if decision is not None:
-            con.print(gate_table(decision.decision, [r.to_dict() for r in decision.rules]))
-        con.print(f"stored as run [bold]{rid}[/bold] in {store.path}", highlight=False)
+            con.print(gate_table(decision.decision, [r.to_dict() for r in decision.rules], decision.arms))
+        con.print(f"stored as run [bold]{done.run_id}[/bold] in {done.db}", highlight=False)
     if decision is not None:
         raise typer.Exit(decision.exit_code)
 
@@ -361,6 +229,7 @@ def analyze_cmd(
 def gate_cmd(
     run_id: str = typer.Argument(..., help="Id of a stored, complete run (see `harness runs list`)."),
     config: Path = typer.Option(..., "--config", help="Launch-gate TOML file (format: analysis/gate_default.toml)."),
+    treatment: str | None = typer.Option(None, "--treatment", help="Judge only this treatment arm (default: every arm; exit 0 only if all ship)."),
     db: Path | None = DbOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -368,23 +237,27 @@ def gate_cmd(
 
     Exit codes: 0 = SHIP, 1 = NO_SHIP, 2 = INCONCLUSIVE, 3 = error (unknown run, bad gate file, no results).
     """
+    from analysis.errors import AnalysisError
     from analysis.gate import evaluate_gate, load_gate
+    from harness.analysis_run import sha256
     from harness.store import ResultsStore
     from harness.store.experiment import load_experiment
 
-    with _user_errors():
-        gate_cfg = load_gate(config)
-        store = ResultsStore(db)
-        run = store.run(run_id)
-        if run["status"] != "complete":
-            raise UserError(f"run {run_id!r} is {run['status']}; only a complete run can be gated")
-        decision = evaluate_gate(load_experiment(store, run_id), gate_cfg)
-        store.set_gate(run_id, decision, gate_digest=_sha256(config))
+    with cli_errors():
+        try:
+            gate_cfg = load_gate(config)
+            store = ResultsStore(db)
+            run = store.run(run_id)
+            if run["status"] != "complete":
+                raise UserError(f"run {run_id!r} is {run['status']}; only a complete run can be gated")
+            decision = evaluate_gate(load_experiment(store, run_id), gate_cfg, treatment=treatment)
+            store.set_gate(run_id, decision, gate_digest=sha256(config))
+        except AnalysisError as exc:
+            raise UserError(cli_wording(str(exc))) from None
     if as_json:
-        _print_json({"run_id": run_id, "decision": decision.decision, "exit_code": decision.exit_code,
-                     "reason": decision.reason, "rules": [r.to_dict() for r in decision.rules]})
+        print_json({"run_id": run_id, **decision.to_json()})
     else:
-        _console().print(gate_table(decision.decision, [r.to_dict() for r in decision.rules]))
+        console().print(gate_table(decision.decision, [r.to_dict() for r in decision.rules], decision.arms))
     raise typer.Exit(decision.exit_code)
 
 
@@ -394,7 +267,7 @@ def runs_list_cmd(db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
     """List the stored runs, oldest first, with status and gate decision."""
     from harness.store import ResultsStore
 
-    with _user_errors():
+    with cli_errors():
         store = ResultsStore(db)
         runs = store.runs()
     if as_json:
@@ -402,10 +275,10 @@ def runs_list_cmd(db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
         for r in rows:  # JSON text columns as objects, for machine readers
             r["checkpoint_digests"] = json.loads(r["checkpoint_digests"] or "{}")
             r["summary"] = json.loads(r["summary"]) if r["summary"] else {}
-        _print_json({"db": str(store.path), "runs": rows})
+        print_json({"db": str(store.path), "runs": rows})
         return
     if runs.empty:
-        _console().print(f"no runs in {store.path}", highlight=False)
+        console().print(f"no runs in {store.path}", highlight=False)
         return
     t = Table(title=f"runs in {store.path}", title_justify="left")
     for name in ("run_id", "created (UTC)", "kind", "control", "treatment", "status", "decision", "lifts"):
@@ -413,7 +286,7 @@ def runs_list_cmd(db: Path | None = DbOpt, as_json: bool = JsonOpt) -> None:
     for r in runs.to_dict("records"):
         t.add_row(r["run_id"], f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["kind"], str(r["control"] or ""),
                   str(r["treatment"] or ""), r["status"], str(r["decision"] or "-"), str(r["n_lifts"]))
-    _console().print(t)
+    console().print(t)
 
 
 @runs_app.command("show")
@@ -425,18 +298,19 @@ def runs_show_cmd(
     """Show one run: its inputs, lifts, trust checks and gate decision."""
     from harness.store import ResultsStore
 
-    with _user_errors():
+    with cli_errors():
         store = ResultsStore(db)
         run = store.run(run_id)
         lifts = store.lifts(run_id).to_dict("records")
         checks = store.checks(run_id).to_dict("records")
         gate = store.gate_decisions(run_id).to_dict("records")
         extra = {"heterogeneity": store.heterogeneity(run_id).to_dict("records"),
-                 "power": store.power(run_id).to_dict("records")}
+                 "power": store.power(run_id).to_dict("records"),
+                 "daily": store.daily_lifts(run_id).to_dict("records")}
     if as_json:
-        _print_json({"run": run, "lifts": lifts, "checks": checks, "gate": gate, **extra})
+        print_json({"run": run, "lifts": lifts, "checks": checks, "gate": gate, **extra})
         return
-    con = _console()
+    con = console()
     meta = Table(title=f"run {run_id}", title_justify="left", show_header=False)
     meta.add_column("field")
     meta.add_column("value")
@@ -452,5 +326,14 @@ def runs_show_cmd(
         con.print(lift_table(lifts, "lifts"))
     if checks:
         con.print(check_table(checks))
+    if extra["daily"]:
+        con.print(daily_table(extra["daily"]))
     if gate:
-        con.print(gate_table(gate[0]["decision"], gate))
+        arms: dict[str, str] = {}
+        for r in gate:  # an arm's decision follows from its rules' outcomes, as in the gate
+            outcome = r.get("outcome")
+            if r.get("treatment") and outcome:
+                now = arms.get(r["treatment"], "SHIP")
+                arms[r["treatment"]] = ("NO_SHIP" if "fail" in (outcome,) or now == "NO_SHIP" else
+                                        "INCONCLUSIVE" if outcome == "inconclusive" or now == "INCONCLUSIVE" else now)
+        con.print(gate_table(gate[0]["decision"], gate, arms))

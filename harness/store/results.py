@@ -304,8 +304,9 @@ class ResultsStore:
         if not os.access(target, os.W_OK):
             raise StoreError(f"results database {self.path} is not writable ({'file' if target == self.path else 'folder'}"
                              " is read-only); fix its permissions or pass another --db path")
-        with self._write():
-            pass
+        if self.path.exists():  # a new file is created by the first real write, never left empty
+            with self._write():
+                pass
 
     def write_run(self, *, kind: str, control: str | None, treatment: str | None, config: dict[str, Any],
                   seed: int, data_fingerprint: str, checkpoint_digests: dict[str, str] | None = None,
