@@ -210,7 +210,7 @@ def analyze_cmd(
     else:
         con = console()
         con.print(lift_table(tables["lifts"], f"lifts vs {control}: alpha={config.alpha:g}, {config.correction} "
-                             f"by {config.correction_scope}, * = adj p < alpha"))
+                             f"by {config.correction_scope}"))
         for extra in (detail_table(tables["lifts"], tables["power"]), sequential_table(tables["lifts"]),
                       heterogeneity_table(tables["heterogeneity"])):
             if extra is not None:

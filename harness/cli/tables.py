@@ -48,15 +48,16 @@ def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
     return t
 
 
-def fit(t: Table, keep_whole: int = 12, flexible: Sequence[str] = ("message", "reason", "notes")) -> Table:
+def fit(t: Table, keep_whole: int = 12, flexible: Sequence[str] = ("message", "reason", "notes"),
+        first: int = 22) -> Table:
     """Never split a number: each column gets the width of its longest word (of cells and header) up
     to `keep_whole` characters, so cells wrap between words ("+1.00 [+0.75," / "+1.25]") and only longer
     words (metric names) fold. `flexible` columns (free text) take the width that is left."""
-    for col in t.columns:
+    for i, col in enumerate(t.columns):
         if col.header in flexible:
             continue
         words = [w for cell in [*col._cells, col.header] for w in str(cell).split()]
-        col.width = min(max((len(w) for w in words), default=1), keep_whole)
+        col.width = min(max((len(w) for w in words), default=1), first if i == 0 else keep_whole)
     return t
 
 
@@ -69,8 +70,8 @@ def lift_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
 
     Segment rows sit under their metric, indented, so the table fits 80 columns."""
     methods = sorted({str(r.get("relative_ci_method")) for r in rows if not _missing(r.get("relative_ci_method"))})
-    t = _table(title, (("metric", "left"), ("arm", "left"), ("control", "right"), ("treatment", "right"),
-                       ("abs lift [CI]", "right"), (f"rel lift [CI] ({'/'.join(methods) or '-'})", "right"),
+    t = _table(title, (("metric", "left"), ("arm", "left"), ("ctrl mean", "right"), ("trt mean", "right"),
+                       ("abs lift [CI]", "right"), ("rel lift [CI]", "right"),
                        ("adj p", "right")))
     for r in rows:
         rel = interval(r.get("rel_diff"), r.get("rel_ci_low"), r.get("rel_ci_high"), "+.2%")
@@ -83,6 +84,8 @@ def lift_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
             interval(r.get("abs_diff"), r.get("abs_ci_low"), r.get("abs_ci_high"), "+.4g"),
             escape(rel), num(r.get("p_value_adjusted"), ".3g") + (f" {SIG_MARK}" if r.get("significant") else ""),
         )
+    t.caption = escape(f"rel lift [CI] ({'/'.join(methods) or '-'}): relative CI method; * = adjusted p < alpha")
+    t.caption_justify = "left"
     return fit(t)
 
 
