@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,16 @@ def _unusable(path: Path, exc: BaseException) -> StoreError:
     return StoreError(f"results database {path} cannot be opened ({text}): {hint}")
 
 
+def _io_cause(exc: BaseException | None) -> BaseException | None:
+    """The non-lock IOException behind `exc`, if any (DuckDB reports later statements as 'aborted')."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, duckdb.IOException) and not is_lock_error(exc):
+            return exc
+        exc, seen = exc.__context__, seen + 1
+    return None
+
+
 @contextmanager
 def write_transaction(path: Path, policy: RetryPolicy) -> Iterator[duckdb.DuckDBPyConnection]:
     """One transaction on a fresh connection: COMMIT if the block returns, ROLLBACK if it raises.
@@ -105,8 +115,12 @@ def write_transaction(path: Path, policy: RetryPolicy) -> Iterator[duckdb.DuckDB
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as exc:
+            with suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            io = _io_cause(exc)
+            if io is not None:
+                raise _unusable(path, io) from None  # e.g. a truncated file that opened but cannot be read
             raise
         con.execute("COMMIT")
     finally:
@@ -122,5 +136,9 @@ def read_connection(path: Path, policy: RetryPolicy) -> Iterator[duckdb.DuckDBPy
     con = connect_with_retry(path, read_only=True, policy=policy)
     try:
         yield con
+    except duckdb.IOException as exc:
+        if is_lock_error(exc):
+            raise
+        raise _unusable(path, exc) from None
     finally:
         con.close()

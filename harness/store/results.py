@@ -184,6 +184,8 @@ class ResultsStore:
         # are nullable: rows written before them have no value.
         for table in ALL_TABLES:
             con.execute(table.ddl())
+        if version == 1:  # an undefined lift (zero denominator) has no absolute difference
+            con.execute("ALTER TABLE lifts ALTER COLUMN abs_diff DROP NOT NULL")
         if version is not None:
             for table in ALL_TABLES:
                 have = {r[0] for r in con.execute(

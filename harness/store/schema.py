@@ -117,7 +117,7 @@ LIFTS = Table(
         C("n_treatment", "BIGINT", "units in treatment"),
         C("control_mean", "DOUBLE", "metric value in control"),
         C("treatment_mean", "DOUBLE", "metric value in treatment"),
-        C("abs_diff", "DOUBLE NOT NULL", "absolute lift: treatment - control"),
+        C("abs_diff", "DOUBLE", "absolute lift: treatment - control (null when undefined, e.g. a zero denominator; v2)"),
         C("abs_se", "DOUBLE", "standard error of the absolute lift"),
         C("abs_ci_low", "DOUBLE", "lower confidence bound of the absolute lift"),
         C("abs_ci_high", "DOUBLE", "upper confidence bound of the absolute lift"),
