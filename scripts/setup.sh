@@ -12,3 +12,8 @@ fi
 # torch first: 2.13.0 is the CPU build on local disk; a later range it satisfies installs nothing more.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
+# gbstats (GrowthBook's engine) is a test-only reference for the Bayesian view and the sequential
+# tuning. Its metadata pins numpy<2 and pandas<2, which conflict with this project, but the modules the
+# tests compare against (gbstats.bayesian, gbstats.frequentist) need only numpy, scipy and pydantic
+# (present via typer): install it without its declared dependencies.
+"$VENV/bin/python" -c "import gbstats" 2>/dev/null || "$VENV/bin/python" -m pip install -q --no-deps "gbstats==0.8.0"

@@ -72,3 +72,25 @@ def test_sequential_mode_reads_the_always_valid_numbers():
     primary = d.rules[-1]
     assert primary.p_value == row.seq_p_value and "always-valid p_adj" in primary.reason
     assert (primary.ci_low, primary.ci_high) == (row.seq_ci_low, row.seq_ci_high)
+
+
+def test_sequential_rho_reproduces_gbstats_tuning():
+    """rho = 2 sqrt((-2 ln a + ln(1 - 2 ln a)) / N*) gives gbstats' sequential interval and p-value
+    (SequentialTwoSidedTTest with sequential_tuning_parameter N*) for equal arms."""
+    from gbstats.frequentist.tests import SequentialConfig, SequentialTwoSidedTTest
+    from gbstats.models.statistics import SampleMeanStatistic
+
+    rng = np.random.default_rng(5)
+    n, alpha = 3000, 0.05
+    for n_star, shift in ((5000, 0.3), (20000, 0.0), (1000, -0.5)):
+        c, t = rng.exponential(10.0, n), rng.exponential(10.0, n) + shift
+        rho = 2 * np.sqrt((-2 * np.log(alpha) + np.log(1 - 2 * np.log(alpha))) / n_star)
+        df = pd.DataFrame({"arm": np.repeat(["c", "t"], n), "y": np.r_[c, t]})
+        row = analyze(df, arm_col="arm", control="c", metrics=["y"],
+                      config=AnalysisConfig(cuped="none", sequential_rho=float(rho), alpha=alpha)).lift("y")
+        stat = [SampleMeanStatistic(n=n, sum=float(x.sum()), sum_squares=float((x**2).sum())) for x in (c, t)]
+        gb = SequentialTwoSidedTTest(stat[0], stat[1], SequentialConfig(
+            difference_type="absolute", alpha=alpha, sequential_tuning_parameter=n_star))
+        low, high = gb.confidence_interval
+        assert (row.seq_ci_low, row.seq_ci_high) == pytest.approx((low, high), rel=1e-9)
+        assert row.seq_p_value == pytest.approx(gb.p_value, rel=1e-9, abs=1e-12)
