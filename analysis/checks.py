@@ -9,6 +9,10 @@
   n > 355 g1^2 (Kohavi, Deng, Longbotham and Xu 2014, "Seven rules of thumb", rule 7: from a
   Edgeworth bound for a 95% CI to keep its nominal coverage within 1%). Below that the CI is flagged;
   winsorising (capping at a pooled upper quantile, `AnalysisConfig.winsorize`) is the recorded remedy.
+* Pre-period balance: for every CUPED covariate, a Welch test that its mean is the same in control and
+  treatment. Randomisation makes the pre-period balanced in expectation, so a covariate that differs at
+  p < `srm_alpha` points to a broken assignment (as an SRM does); CUPED corrects chance imbalance, not a
+  biased split.
 """
 
 from __future__ import annotations
@@ -98,3 +102,20 @@ def winsorize_caps(con, src: str, columns: Sequence[str], q: float, where: str) 
     sel = ", ".join(f"quantile_cont({_quote(c)}, {q!r})" for c in columns)
     row = con.execute(f"SELECT {sel} FROM {src} WHERE {where}").fetchone()
     return {c: float(v) for c, v in zip(columns, row, strict=True) if v is not None}
+
+
+def balance_check(covariate: str, treatment: str, mc: Moments, mt: Moments, alpha: float) -> CheckResult:
+    """Welch test of equal pre-period means of `covariate` in control and `treatment` (see module docstring)."""
+    from analysis.lifts import compare
+
+    i, j = mc.columns.index(covariate), mt.columns.index(covariate)
+    nc, nt = float(mc.n), float(mt.n)
+    lift = compare(mt.mean[j], mc.mean[i], mt.var(covariate) / nt, mc.var(covariate) / nc, n_t=nt, n_c=nc)
+    p = float(lift.p_value)
+    passed = not (np.isfinite(p) and p < alpha)
+    msg = (f"pre-period {covariate!r}: control {float(mc.mean[i]):.4g}, {treatment} {float(mt.mean[j]):.4g}, "
+           f"difference {float(lift.abs_diff):+.4g}, p={p:.3g}" +
+           ("" if passed else f" < {alpha:g}: the arms differed before the test; check the assignment"))
+    return CheckResult("pre_balance", covariate, treatment, passed, "info" if passed else "warning",
+                       float(lift.abs_diff), p, alpha, msg)
+

@@ -32,7 +32,14 @@ from analysis.aggregates import (
 )
 from analysis.bayes import bayesian_lift
 from analysis.bootstrap import ArmData, poisson_bootstrap, scipy_bootstrap
-from analysis.checks import heavy_tail_check, min_sample_check, proportion_check, srm_test, winsorize_caps
+from analysis.checks import (
+    balance_check,
+    heavy_tail_check,
+    min_sample_check,
+    proportion_check,
+    srm_test,
+    winsorize_caps,
+)
 from analysis.config import AnalysisConfig
 from analysis.cuped import ArmPair, independent_estimates, paired_estimates
 from analysis.errors import AnalysisError
@@ -365,6 +372,9 @@ class _Analysis:
         self._validate(moments, counts, self.arms)
         overall = {a: moments[GroupKey(a, OVERALL, OVERALL)] for a in self.arms}
         self._metric_checks(overall)
+        for cov in all_covs:  # CUPED diagnostics: was the pre-period balanced?
+            for t in self.treatments:
+                self.checks.append(balance_check(cov, t, overall[self.control], overall[t], self.cfg.srm_alpha))
         self.power = []
         out: list[LiftResult] = []
         for t in self.treatments:
@@ -498,6 +508,8 @@ class _Analysis:
             p_value_adjusted=f(lift.p_value), significant=False, df=f(lift.df), method=method,
             relative_ci_method=cfg.relative_ci, ci_method="normal",
             cuped=cfg.cuped if covs else "none", covariates=",".join(covs),
+            cuped_theta=(",".join(f"{c}={float(v):.6g}" for c, v in zip(covs, np.atleast_1d(pair.theta), strict=True))
+                         if covs and pair.theta is not None else ""),
             variance_reduction=f(pair.variance_reduction) if covs else 0.0, alpha=cfg.alpha,
             correction=cfg.correction, correction_scope=cfg.correction_scope,
             seq_ci_low=f(s_lo), seq_ci_high=f(s_hi), seq_p_value=f(s_p), winsorized=self.winsor,

@@ -81,6 +81,7 @@ class LiftResult:
     bayes_risk_treatment: float = math.nan  # expected relative loss of shipping treatment
     bayes_ci_low: float = math.nan  # credible interval of the relative lift
     bayes_ci_high: float = math.nan
+    cuped_theta: str = ""  # "covariate=theta,..." of the CUPED adjustment ("" without CUPED)
 
     @property
     def is_overall(self) -> bool:

@@ -180,7 +180,7 @@ class ResultsStore:
         if version == SCHEMA_VERSION:
             return
         # A new database (version None) gets every table; an older one the tables and columns added
-        # since (version 2: daily_lifts, lifts.bayes_*), all in the caller's transaction. Added columns
+        # since (version 2: daily_lifts, lifts.bayes_* and cuped_theta), all in the caller's transaction. Added columns
         # are nullable: rows written before them have no value.
         for table in ALL_TABLES:
             con.execute(table.ddl())

@@ -150,6 +150,7 @@ LIFTS = Table(
         C("bayes_risk_treatment", "DOUBLE", "expected relative loss of shipping treatment (v2)"),
         C("bayes_ci_low", "DOUBLE", "credible interval of the relative lift, low (v2)"),
         C("bayes_ci_high", "DOUBLE", "credible interval of the relative lift, high (v2)"),
+        C("cuped_theta", "VARCHAR", "'covariate=theta,...' of the CUPED adjustment (v2)"),
     ),
     "one row per (run, metric, segment level, treatment): the analysis layer's LiftResult",
 )

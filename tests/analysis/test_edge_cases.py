@@ -145,3 +145,29 @@ def test_repeated_ids_without_unit_col_warn():
     assert "pass --unit-col user_id" in c.message
     clean = analyze(df.assign(user_id=np.arange(2 * n)), arm_col="arm", control="c", metrics=["y"])
     assert not [c for c in clean.checks if c.check == "unit_ids"]
+
+
+# -- CUPED diagnostics ------------------------------------------------------------------------------
+def test_cuped_theta_and_pre_period_balance():
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    n = 2000
+    pre = rng.gamma(2.0, 10.0, 2 * n)
+    pre[n:] += 1.5  # the treatment arm was heavier before the test: a biased assignment
+    y = 0.7 * pre + rng.normal(0, 5.0, 2 * n)
+    df = pd.DataFrame({"arm": np.repeat(["c", "t"], n), "y": y, "y_pre": pre})
+    res = analyze(df, arm_col="arm", control="c", metrics=["y"])
+    lift = res.lift("y")
+    # theta = pooled within-arm cov(y, pre) / var(pre)
+    c, t = slice(0, n), slice(n, 2 * n)
+    sxy = (np.cov(y[c], pre[c])[0, 1] + np.cov(y[t], pre[t])[0, 1]) / 2
+    sxx = (pre[c].var(ddof=1) + pre[t].var(ddof=1)) / 2
+    name, value = lift.cuped_theta.split("=")
+    assert name == "y_pre" and float(value) == pytest.approx(sxy / sxx, rel=1e-5)
+    [bal] = [x for x in res.checks if x.check == "pre_balance"]
+    want = stats.ttest_ind(pre[t], pre[c], equal_var=False)
+    assert bal.p_value == pytest.approx(want.pvalue, rel=1e-9)
+    assert not bal.passed and bal.severity == "warning" and "check the assignment" in bal.message
+    balanced = analyze(df.assign(y_pre=rng.permutation(pre)), arm_col="arm", control="c", metrics=["y"])
+    assert [x.passed for x in balanced.checks if x.check == "pre_balance"] == [True]
