@@ -37,11 +37,12 @@ from analysis.checks import (
     heavy_tail_check,
     min_sample_check,
     proportion_check,
+    skewed_difference_check,
     srm_test,
     winsorize_caps,
 )
 from analysis.config import AnalysisConfig
-from analysis.cuped import ArmPair, independent_estimates, paired_estimates
+from analysis.cuped import ArmPair, cuped_min_units, independent_estimates, paired_estimates
 from analysis.errors import AnalysisError
 from analysis.lifts import compare
 from analysis.metrics import (
@@ -389,8 +390,10 @@ class _Analysis:
                     mc, mt = moments[kc], moments[kt]
                     notes: list[str] = []
                     use_covs = covs
-                    if covs and min(float(mc.n), float(mt.n)) < len(covs) + 3:
-                        use_covs, notes = (), [*notes, "too few units for CUPED; unadjusted"]
+                    if covs and min(float(mc.n), float(mt.n)) < cuped_min_units(len(covs)):
+                        use_covs, notes = (), [*notes, f"too few units for CUPED; unadjusted (CUPED with "
+                                               f"{len(covs)} covariate(s) needs {cuped_min_units(len(covs))} "
+                                               "units per arm to keep its CI's coverage)"]
                     pair = independent_estimates(mc, mt, m.value_columns, m.kind, use_covs)
                     row = self._row(m, t, seg, lev, pair, use_covs, notes)
                     if seg == OVERALL and self.cfg.bootstrap:
@@ -407,7 +410,11 @@ class _Analysis:
             if isinstance(m, ProportionMetric):
                 self.checks.append(proportion_check(m.name, m.column, overall))
             for col in m.value_columns:
-                self.checks.append(heavy_tail_check(m.name, col, overall, self.cfg.heavy_tail_factor))
+                self.checks.append(heavy_tail_check(m.name, col, overall, self.cfg.heavy_tail_factor,
+                                                    self.cfg.relative_ci))
+                for t in self.treatments:
+                    self.checks.append(skewed_difference_check(m.name, col, self.control, t, overall[self.control],
+                                                               overall[t], self.cfg.heavy_tail_factor))
 
     # -- paired -------------------------------------------------------------------------------------
     def _paired(self, t: str, value_cols: list[str]) -> list[LiftResult]:
