@@ -24,6 +24,13 @@ arms' estimates, grad_c^T S_ct grad_t / n, enters Var(D) = v_t + v_c - 2 cov.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.aggregates import Moments
+from analysis.ratio import linearize, quad
+
 # CUPED estimates k slopes from the data, and its 95% CI falls short by about 0.1 k / n (n units per
 # arm) on skewed per-user data (bench/cuped_guard.py, 40,000 experiments per cell): ratio CUPED (k = 2)
 # covered 89.8% at 5 units per arm and 92.8% at 10. From 10 (k + 1) units per arm on, coverage stayed
@@ -34,13 +41,6 @@ CUPED_UNITS_PER_PARAMETER = 10
 def cuped_min_units(k: int) -> int:
     """Fewest units per arm for CUPED with k covariates: 10 (k + 1); smaller arms are analysed unadjusted."""
     return CUPED_UNITS_PER_PARAMETER * (k + 1)
-
-from dataclasses import dataclass
-
-import numpy as np
-
-from analysis.aggregates import Moments
-from analysis.ratio import linearize, quad
 
 
 @dataclass(frozen=True)
