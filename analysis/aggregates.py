@@ -332,6 +332,38 @@ def _sql_double(x: float) -> str:
     return f"CAST('{float(x)!r}' AS DOUBLE)"
 
 
+def _grouped_sql(src: str, arm_col: str, arms: Sequence[str] | None, segments: Sequence[str],
+                 columns: Sequence[str], exprs: Sequence[str]) -> str:
+    """SELECT the group keys and `exprs` over `src`, per (arm) and per (arm, segment level).
+
+    `columns` are projections over `src` (e.g. "CAST(x AS DOUBLE) AS __v0") that `exprs` aggregate.
+    Rows come back as (arm, segment values..., GROUPING flags..., exprs...); `_group_key` reads them.
+    """
+    arm_q = _quote(arm_col)
+    proj = [f"CAST({arm_q} AS VARCHAR) AS __arm"]
+    proj += [f"CAST({_quote(s)} AS VARCHAR) AS __s{j}" for j, s in enumerate(segments)]
+    where = "" if arms is None else f" WHERE CAST({arm_q} AS VARCHAR) IN ({', '.join(_literal(a) for a in arms)})"
+    seg_cols = [f"__s{j}" for j in range(len(segments))]
+    if segments:
+        keys = ", ".join(["__arm", *seg_cols, *(f"GROUPING({s})" for s in seg_cols)])
+        group = "GROUPING SETS (" + ", ".join(["(__arm)", *(f"(__arm, {s})" for s in seg_cols)]) + ")"
+    else:
+        keys, group = "__arm", "__arm"
+    return (f"SELECT {keys}, {', '.join(exprs)} FROM (SELECT {', '.join([*proj, *columns])} FROM {src}{where}) "
+            f"GROUP BY {group}")
+
+
+def _group_key(row: Sequence[Any], segments: Sequence[str]) -> tuple[GroupKey, int]:
+    """The group of a `_grouped_sql` row, and the position of its first aggregate."""
+    ns = len(segments)
+    arm = NULL_LEVEL if row[0] is None else row[0]
+    seg, lev = "all", "all"
+    for s, lv, g in zip(segments, row[1:1 + ns], row[1 + ns:1 + 2 * ns], strict=True):
+        if g == 0:
+            seg, lev = s, NULL_LEVEL if lv is None else str(lv)
+    return GroupKey(arm, seg, lev), 1 + 2 * ns
+
+
 def _moments_query(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arms: Sequence[str] | None,
                    segments: Sequence[str], spec: AggregateSpec, shift: np.ndarray, nullable: np.ndarray,
                    per_column_counts: bool = False
@@ -348,13 +380,9 @@ def _moments_query(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arms:
     tails = sorted(cols.index(c) for c in spec.tail_columns)
     ranges = sorted(cols.index(c) for c in spec.range_columns)
     v = [f"__v{i}" for i in range(k)]
-    arm_q = _quote(arm_col)
-    proj = [f"CAST({arm_q} AS VARCHAR) AS __arm"]
-    proj += [f"CAST({_quote(s)} AS VARCHAR) AS __s{j}" for j, s in enumerate(segments)]
-    proj += [f"CAST({_quote(c)} AS DOUBLE){f' - {_sql_double(shift[i])}' if shift[i] else ''} AS {v[i]}"
-             for i, c in enumerate(cols)]
+    proj = [f"CAST({_quote(c)} AS DOUBLE){f' - {_sql_double(shift[i])}' if shift[i] else ''} AS {v[i]}"
+            for i, c in enumerate(cols)]
     proj += [f"CAST({_quote(cols[i])} AS DOUBLE) AS __r{i}" for i in ranges]
-    where = "" if arms is None else f" WHERE CAST({arm_q} AS VARCHAR) IN ({', '.join(_literal(a) for a in arms)})"
     maybe_null = [x for x, z in zip(v, nullable, strict=True) if z]
     if per_column_counts:
         exprs = ["count(*)"] + [f"count({x})" for x in v]
@@ -364,30 +392,18 @@ def _moments_query(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arms:
     exprs += [f"sum({v[i]} * {v[j]})" for i, j in pairs]
     exprs += [f"sum({v[i]} * {v[i]} * {v[i]})" for i in tails]
     exprs += [f"min(__r{i}), max(__r{i})" for i in ranges]
-    seg_cols = [f"__s{j}" for j in range(len(segments))]
-    if segments:
-        keys = ", ".join(["__arm", *seg_cols, *(f"GROUPING({s})" for s in seg_cols)])
-        sets = ", ".join(["(__arm)", *(f"(__arm, {s})" for s in seg_cols)])
-        group = f"GROUPING SETS ({sets})"
-    else:
-        keys, group = "__arm", "__arm"
-    sql = f"SELECT {keys}, {', '.join(exprs)} FROM (SELECT {', '.join(proj)} FROM {src}{where}) GROUP BY {group}"
+    sql = _grouped_sql(src, arm_col, arms, segments, proj, exprs)
     try:
         rows = con.execute(sql).fetchall()
     except duckdb.Error as exc:
         raise AnalysisError(f"aggregation query failed: {exc}; check that metric and covariate columns are "
                             "numeric") from exc
-    ns = len(segments)
     moments: dict[GroupKey, Moments] = {}
     counts: dict[GroupKey, np.ndarray] = {}
     raw_sq: dict[GroupKey, np.ndarray] = {}
     for r in rows:
-        arm = NULL_LEVEL if r[0] is None else r[0]
-        seg, lev = "all", "all"
-        for s, lv, g in zip(segments, r[1:1 + ns], r[1 + ns:1 + 2 * ns], strict=True):
-            if g == 0:
-                seg, lev = s, NULL_LEVEL if lv is None else str(lv)
-        vals = np.array([np.nan if x is None else float(x) for x in r[1 + 2 * ns:]])
+        key, first = _group_key(r, segments)
+        vals = np.array([np.nan if x is None else float(x) for x in r[first:]])
         n, pos = vals[0], 1
         if per_column_counts:
             nonnull, pos = vals[pos:pos + k], pos + k
@@ -407,7 +423,6 @@ def _moments_query(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arms:
         mn, mx = np.full(k, np.nan), np.full(k, np.nan)
         mn[ranges] = vals[pos:pos + 2 * len(ranges):2]
         mx[ranges] = vals[pos + 1:pos + 2 * len(ranges):2]
-        key = GroupKey(arm, seg, lev)
         moments[key] = Moments.from_sums(cols, n, sums, cross, cubes, shift=shift, minimum=mn, maximum=mx)
         counts[key] = nonnull
         raw_sq[key] = np.diag(cross).copy()
@@ -516,29 +531,12 @@ def _exact_constants(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arm
     if not flagged:
         return moments
     cols = next(iter(moments.values())).columns
-    arm_q = _quote(arm_col)
-    proj = [f"CAST({arm_q} AS VARCHAR) AS __arm"]
-    proj += [f"CAST({_quote(s)} AS VARCHAR) AS __s{j}" for j, s in enumerate(segments)]
-    proj += [f"CAST({_quote(cols[i])} AS DOUBLE) AS __c{i}" for i in flagged]
-    where = "" if arms is None else f" WHERE CAST({arm_q} AS VARCHAR) IN ({', '.join(_literal(a) for a in arms)})"
-    seg_cols = [f"__s{j}" for j in range(len(segments))]
-    exprs = ", ".join(f"min(__c{i}), max(__c{i})" for i in flagged)
-    if segments:
-        keys = ", ".join(["__arm", *seg_cols, *(f"GROUPING({s})" for s in seg_cols)])
-        group = "GROUPING SETS (" + ", ".join(["(__arm)", *(f"(__arm, {s})" for s in seg_cols)]) + ")"
-    else:
-        keys, group = "__arm", "__arm"
-    rows = con.execute(f"SELECT {keys}, {exprs} FROM (SELECT {', '.join(proj)} FROM {src}{where}) "
-                       f"GROUP BY {group}").fetchall()
-    ns = len(segments)
+    proj = [f"CAST({_quote(cols[i])} AS DOUBLE) AS __c{i}" for i in flagged]
+    exprs = [f"min(__c{i}), max(__c{i})" for i in flagged]
+    rows = con.execute(_grouped_sql(src, arm_col, arms, segments, proj, exprs)).fetchall()
     out = dict(moments)
     for r in rows:
-        arm = NULL_LEVEL if r[0] is None else r[0]
-        seg, lev = "all", "all"
-        for s, lv, g in zip(segments, r[1:1 + ns], r[1 + ns:1 + 2 * ns], strict=True):
-            if g == 0:
-                seg, lev = s, NULL_LEVEL if lv is None else str(lv)
-        key = GroupKey(arm, seg, lev)
+        key, first = _group_key(r, segments)
         m = out.get(key)
         if m is None:
             continue
@@ -546,7 +544,7 @@ def _exact_constants(con: duckdb.DuckDBPyConnection, src: str, arm_col: str, arm
         mean, com, m3 = m.mean.copy(), m.comoment.copy(), m.m3.copy()
         changed = False
         for j, i in enumerate(flagged):
-            lo, hi = r[1 + 2 * ns + 2 * j], r[2 + 2 * ns + 2 * j]
+            lo, hi = r[first + 2 * j], r[first + 2 * j + 1]
             if const[i] and lo is not None and lo == hi:
                 mean[i] = float(lo)
                 computed = ~np.isnan(com[i])
