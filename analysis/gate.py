@@ -285,7 +285,8 @@ def _primary(rule: PrimaryRule, lift: LiftResult, p_raw: float, p_adj: float, al
     est = f"{lift.abs_diff:+.4g}" + (f" ({rel:+.2%})" if rel is not None else "")
     which = "always-valid p_adj" if mode == "sequential" else "p_adj"
     low, high = (lift.seq_ci_low, lift.seq_ci_high) if mode == "sequential" else (lift.abs_ci_low, lift.abs_ci_high)
-    nums = dict(treatment=t, estimate=lift.abs_diff, ci_low=low, ci_high=high, p_value=p_raw, p_adjusted=p_adj)
+    nums: dict[str, Any] = dict(treatment=t, estimate=lift.abs_diff, ci_low=low, ci_high=high, p_value=p_raw,
+                                p_adjusted=p_adj)
     if not _finite(p_adj, lift.abs_diff):
         why = lift.rel_undefined_reason if lift.rel_undefined_reason and not _finite(lift.abs_diff) else lift.notes
         return RuleOutcome("primary", rule.metric, False, "inconclusive",
@@ -321,7 +322,7 @@ def _guardrail_interval(rule: GuardrailRule, lift: LiftResult, mode: str
 
 def _guardrail(rule: GuardrailRule, lift: LiftResult, mode: str) -> RuleOutcome:
     s = _sign(rule.direction)
-    base = dict(treatment=lift.treatment, margin=float(rule.margin), margin_type=rule.margin_type)
+    base: dict[str, Any] = dict(treatment=lift.treatment, margin=float(rule.margin), margin_type=rule.margin_type)
     if rule.margin_type == "relative" and not _finite(lift.rel_diff):
         return RuleOutcome("guardrail", rule.metric, False, "inconclusive",
                            f"relative lift undefined ({lift.rel_undefined_reason}); use an absolute margin", **base)
@@ -334,7 +335,7 @@ def _guardrail(rule: GuardrailRule, lift: LiftResult, mode: str) -> RuleOutcome:
     fmt = "{:+.2%}" if unit == "relative" else "{:+.4g}"
     text = (f"{unit} lift {fmt.format(est)}, CI [{fmt.format(low)}, {fmt.format(high)}], "
             f"margin {fmt.format(limit)}")
-    nums = dict(base, estimate=est, ci_low=low, ci_high=high, harm_bound=harm_bound, limit=limit)
+    nums: dict[str, Any] = dict(base, estimate=est, ci_low=low, ci_high=high, harm_bound=harm_bound, limit=limit)
     if s * harm_bound > limit * s:
         return RuleOutcome("guardrail", rule.metric, True, "pass", f"non-inferior: {text}", **nums)
     if s * est < s * limit:
