@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analysis.ratio import point
+from analysis.metrics import Metric
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class ArmData:
     kv: int
 
 
-def _arm_stat(means: np.ndarray, kv: int, kind: str, theta: np.ndarray | None, xbar: np.ndarray | None):
-    g = point(means[..., :kv], kind)
+def _arm_stat(means: np.ndarray, kv: int, metric: Metric, theta: np.ndarray | None, xbar: np.ndarray | None):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = metric.estimate(means[..., :kv])
     if theta is not None and theta.size:
         g = g - (means[..., kv:] - xbar) @ theta
     return g
@@ -43,7 +44,7 @@ def _diff_rel(mt, mc):
         return mt - mc, mt / mc - 1.0
 
 
-def scipy_bootstrap(t: ArmData, c: ArmData, kind: str, theta, xbar, *, method: str, n_boot: int,
+def scipy_bootstrap(t: ArmData, c: ArmData, metric: Metric, theta, xbar, *, method: str, n_boot: int,
                     alpha: float, seed: int) -> tuple[tuple[float, float], tuple[float, float]]:
     """((abs_low, abs_high), (rel_low, rel_high)) by scipy.stats.bootstrap, method percentile or BCa."""
     kv = t.kv
@@ -52,7 +53,7 @@ def scipy_bootstrap(t: ArmData, c: ArmData, kind: str, theta, xbar, *, method: s
         def stat(it, ic, axis=-1):
             mt = t.x[np.asarray(it, dtype=np.intp)].mean(axis=-2)
             mc = c.x[np.asarray(ic, dtype=np.intp)].mean(axis=-2)
-            out = _diff_rel(_arm_stat(mt, kv, kind, theta, xbar), _arm_stat(mc, kv, kind, theta, xbar))
+            out = _diff_rel(_arm_stat(mt, kv, metric, theta, xbar), _arm_stat(mc, kv, metric, theta, xbar))
             return out[which]
         return stat
 
@@ -67,7 +68,7 @@ def scipy_bootstrap(t: ArmData, c: ArmData, kind: str, theta, xbar, *, method: s
     return res[0], res[1]
 
 
-def poisson_bootstrap(t: ArmData, c: ArmData, kind: str, theta, xbar, *, n_boot: int, alpha: float,
+def poisson_bootstrap(t: ArmData, c: ArmData, metric: Metric, theta, xbar, *, n_boot: int, alpha: float,
                       seed: int, chunk: int = 65536) -> tuple[tuple[float, float], tuple[float, float]]:
     """Percentile CI from Poisson(1)-weighted replicates, one chunked pass per arm."""
     rng = np.random.default_rng(seed)
@@ -84,8 +85,8 @@ def poisson_bootstrap(t: ArmData, c: ArmData, kind: str, theta, xbar, *, n_boot:
         with np.errstate(invalid="ignore", divide="ignore"):
             return sums / wsum[:, None]
 
-    mt = _arm_stat(replicate_means(t), t.kv, kind, theta, xbar)
-    mc = _arm_stat(replicate_means(c), c.kv, kind, theta, xbar)
+    mt = _arm_stat(replicate_means(t), t.kv, metric, theta, xbar)
+    mc = _arm_stat(replicate_means(c), c.kv, metric, theta, xbar)
     d, r = _diff_rel(mt, mc)
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
     return ((float(np.nanpercentile(d, lo)), float(np.nanpercentile(d, hi))),

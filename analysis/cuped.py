@@ -1,7 +1,7 @@
 """CUPED variance reduction (Deng, Xu, Kohavi and Walker 2013, WSDM) for mean and ratio metrics.
 
 With per-unit linearised metric l_i = grad^T v_i (v the metric's value columns; grad from
-`ratio.linearize`, = 1 for means) and pre-period covariates x_i (one: "single"; several: "multi",
+the metric's `linearize`, = 1 for means) and pre-period covariates x_i (one: "single"; several: "multi",
 a regression on all of them), the adjusted arm estimate is
 
     m_a* = g(mean_a) - theta^T (xbar_a - xbar),   theta = Sigma_xx^{-1} Sigma_x v grad,
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.aggregates import Moments
-from analysis.ratio import linearize, quad
+from analysis.metrics import Metric
+from analysis.ratio import quad
 
 # CUPED estimates k slopes from the data, and its 95% CI falls short by about 0.1 k / n (n units per
 # arm) on skewed per-user data (bench/cuped_guard.py, 40,000 experiments per cell): ratio CUPED (k = 2)
@@ -64,22 +65,23 @@ def _pooled_mean(mc: Moments, mt: Moments) -> np.ndarray:
     return (nc * mc.mean + nt * mt.mean) / (nc + nt)
 
 
-def independent_estimates(mc: Moments, mt: Moments, value_cols: tuple[str, ...], kind: str,
-                          covariates: tuple[str, ...] = ()) -> ArmPair:
+def independent_estimates(mc: Moments, mt: Moments, metric: Metric, covariates: tuple[str, ...] = ()) -> ArmPair:
     """CUPED-adjusted (or plain, without covariates) estimates of two independent arms."""
+    value_cols = metric.value_columns
+    linearize = metric.linearize
     cols = tuple(value_cols) + tuple(c for c in covariates if c not in value_cols)
     c, t = mc.select(cols), mt.select(cols)
     kv = len(value_cols)
     nc, nt = np.asarray(c.n, float), np.asarray(t.n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        gc, grad_c = linearize(c.mean[..., :kv], kind)
-        gt, grad_t = linearize(t.mean[..., :kv], kind)
+        gc, grad_c = linearize(c.mean[..., :kv])
+        gt, grad_t = linearize(t.mean[..., :kv])
         sc, st = c.cov(), t.cov()
         s_vv_c, s_vv_t = sc[..., :kv, :kv], st[..., :kv, :kv]
         v_c0 = quad(grad_c, s_vv_c, grad_c) / nc
         v_t0 = quad(grad_t, s_vv_t, grad_t) / nt
         pooled_c = (c.comoment + t.comoment) / (nc + nt - 2.0)[..., None, None]
-        _, grad_p = linearize(_pooled_mean(c, t)[..., :kv], kind)
+        _, grad_p = linearize(_pooled_mean(c, t)[..., :kv])
         unit_var = quad(grad_p, pooled_c[..., :kv, :kv], grad_p)
         if len(cols) == kv:
             zero = np.zeros_like(v_c0)
@@ -104,14 +106,14 @@ def independent_estimates(mc: Moments, mt: Moments, value_cols: tuple[str, ...],
 
 
 def paired_estimates(joint: Moments, control_cols: tuple[str, ...], treatment_cols: tuple[str, ...],
-                     kind: str) -> ArmPair:
+                     metric: Metric) -> ArmPair:
     """Estimates for a paired design from moments over (control columns, treatment columns) per unit."""
     j = joint.select(tuple(control_cols) + tuple(treatment_cols))
     kv = len(control_cols)
     n = np.asarray(j.n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        gc, grad_c = linearize(j.mean[..., :kv], kind)
-        gt, grad_t = linearize(j.mean[..., kv:], kind)
+        gc, grad_c = metric.linearize(j.mean[..., :kv])
+        gt, grad_t = metric.linearize(j.mean[..., kv:])
         s = j.cov()
         v_c = quad(grad_c, s[..., :kv, :kv], grad_c) / n
         v_t = quad(grad_t, s[..., kv:, kv:], grad_t) / n

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -36,7 +36,6 @@ from analysis.checks import (
     balance_check,
     heavy_tail_check,
     min_sample_check,
-    proportion_check,
     skewed_difference_check,
     srm_test,
     winsorize_caps,
@@ -123,28 +122,48 @@ def analyze(
     if not mets:
         raise AnalysisError("no metrics given; name at least one metric column")
     for m in mets:
-        if not isinstance(m, MeanMetric | RatioMetric):
-            raise AnalysisError(f"metric {m!r} must be a MeanMetric, RatioMetric or a spec string")
+        if not isinstance(m, Metric):
+            raise AnalysisError(f"metric {m!r} must be a Metric (MeanMetric, RatioMetric, ...) or a spec string")
     check_unique_names(mets)
     segments = list(dict.fromkeys(segments))
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")  # a library must not draw on the caller's stdout
     try:
-        return _Analysis(con, open_source(con, table, encoding), arm_col, str(control), treatment, mets,
-                         segments, unit_col, tuple(covariates), cfg).run()
+        inputs = AnalysisInputs(src=open_source(con, table, encoding), arm_col=arm_col, control=str(control),
+                                treatment=treatment if treatment is None or isinstance(treatment, str)
+                                else tuple(str(t) for t in treatment),
+                                metrics=tuple(mets), segments=tuple(segments), unit_col=unit_col,
+                                covariates=tuple(covariates), config=cfg)
+        return _Analysis(con, inputs).run()
     finally:
         con.close()
 
 
-class _Analysis:
-    """One run of `analyze`: holds the connection and the resolved columns; not part of the API."""
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """What one analysis reads, resolved once by `analyze` (or `analyze_by_day`) and never changed."""
 
-    def __init__(self, con, src, arm_col, control, treatment, metrics, segments, unit_col, covariates, cfg):
-        self.con, self.cfg = con, cfg
-        self.arm_col, self.control, self.metrics = arm_col, control, metrics
-        self.segments, self.unit_col, self.extra_covs = segments, unit_col, covariates
-        self.treatment_arg = treatment
-        self.src = src
+    src: str  # a DuckDB FROM-clause expression (`aggregates.open_source`)
+    arm_col: str
+    control: str
+    treatment: str | tuple[str, ...] | None  # None: every other arm
+    metrics: tuple[Metric, ...]
+    segments: tuple[str, ...]
+    unit_col: str | None
+    covariates: tuple[str, ...]  # extra covariates for cuped="multi"
+    config: AnalysisConfig
+
+
+class _Analysis:
+    """One run of `analyze` over frozen `AnalysisInputs`; holds the connection and what it finds
+    along the way (the source after winsorising or unit-level sums, checks, notes). Not API."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, inputs: AnalysisInputs) -> None:
+        self.con, self.inputs, self.cfg = con, inputs, inputs.config
+        self.arm_col, self.control, self.metrics = inputs.arm_col, inputs.control, list(inputs.metrics)
+        self.segments, self.unit_col, self.extra_covs = list(inputs.segments), inputs.unit_col, inputs.covariates
+        self.treatment_arg = inputs.treatment
+        self.src = inputs.src
         self.types = column_types(con, self.src)
         self.notes: list[str] = []
         self.checks: list[CheckResult] = []
@@ -361,7 +380,7 @@ class _Analysis:
                  ) -> tuple[dict[GroupKey, Moments], dict[GroupKey, np.ndarray]]:
         """The one aggregation query of an independent-arms analysis (all arms when `arms` is None)."""
         blocks = [list(m.value_columns) + list(self.covs[m.name]) for m in self.metrics]
-        ranges = [m.column for m in self.metrics if isinstance(m, ProportionMetric)]
+        ranges = [c for m in self.metrics for c in m.range_columns]
         spec = AggregateSpec.from_blocks(blocks, tail_columns=value_cols, range_columns=ranges)
         return compute_moments(self.con, self.src, arm_col=self.arm_col, arms=arms, segments=self.segments,
                                spec=spec, sample_shift=self.unit_col is None)
@@ -394,7 +413,7 @@ class _Analysis:
                         use_covs, notes = (), [*notes, f"too few units for CUPED; unadjusted (CUPED with "
                                                f"{len(covs)} covariate(s) needs {cuped_min_units(len(covs))} "
                                                "units per arm to keep its CI's coverage)"]
-                    pair = independent_estimates(mc, mt, m.value_columns, m.kind, use_covs)
+                    pair = independent_estimates(mc, mt, m, use_covs)
                     row = self._row(m, t, seg, lev, pair, use_covs, notes)
                     if seg == OVERALL and self.cfg.bootstrap:
                         row = self._bootstrap(row, m, t, use_covs, pair)
@@ -407,8 +426,7 @@ class _Analysis:
 
     def _metric_checks(self, overall: dict[str, Moments]) -> None:
         for m in self.metrics:
-            if isinstance(m, ProportionMetric):
-                self.checks.append(proportion_check(m.name, m.column, overall))
+            self.checks += m.checks(overall)
             for col in m.value_columns:
                 self.checks.append(heavy_tail_check(m.name, col, overall, self.cfg.heavy_tail_factor,
                                                     self.cfg.relative_ci))
@@ -456,11 +474,11 @@ class _Analysis:
             keys = [(OVERALL, OVERALL)] + sorted({(k.segment, k.level) for k in moments if k.segment != OVERALL})
             for seg, lev in keys:
                 pm = moments[GroupKey("paired", seg, lev)]
-                pair = paired_estimates(pm, cc, tt, m.kind)
+                pair = paired_estimates(pm, cc, tt, m)
                 notes = [] if not unmatched else [f"{unmatched} unmatched unit(s) dropped"]
                 row = self._row(m, t, seg, lev, pair, (), notes, paired=True)
                 out.append(self._bayes(row, pair) if seg == OVERALL and self.cfg.bayes else row)
-            self.power.append(self._power(m, t, paired_estimates(moments[key], cc, tt, m.kind)))
+            self.power.append(self._power(m, t, paired_estimates(moments[key], cc, tt, m)))
         return out
 
     # -- one lift row -------------------------------------------------------------------------------
@@ -481,10 +499,8 @@ class _Analysis:
             notes.append("fewer than 2 units in an arm: no variance, CI and p-value undefined")
         elif float(lift.abs_se) == 0:
             notes.append("zero variance in both arms: no sampling variability, test undefined")
-        if undefined and m.kind == "ratio":
-            notes.append(f"ratio undefined: denominator {m.denominator!r} sums to zero in arm(s) {undefined}")
-        elif undefined:
-            notes.append(f"mean undefined in arm(s) {undefined}")
+        if undefined:
+            notes.append(m.undefined_reason(undefined))
         if seg != OVERALL and min(n_c, n_t) < cfg.min_units:
             notes.append(f"below min_units={cfg.min_units}")
         tau = cfg.sequential_rho * np.sqrt(pair.unit_var)
@@ -552,10 +568,10 @@ class _Analysis:
             kv = len(m.value_columns)
             xbar = np.concatenate([dt.x[:, kv:], dc.x[:, kv:]]).mean(axis=0)
         if self.cfg.bootstrap == "poisson":
-            (alo, ahi), (rlo, rhi) = poisson_bootstrap(dt, dc, m.kind, theta, xbar, n_boot=self.cfg.n_boot,
+            (alo, ahi), (rlo, rhi) = poisson_bootstrap(dt, dc, m, theta, xbar, n_boot=self.cfg.n_boot,
                                                        alpha=self.cfg.alpha, seed=self.cfg.seed)
         else:
-            (alo, ahi), (rlo, rhi) = scipy_bootstrap(dt, dc, m.kind, theta, xbar, method=self.cfg.bootstrap,
+            (alo, ahi), (rlo, rhi) = scipy_bootstrap(dt, dc, m, theta, xbar, method=self.cfg.bootstrap,
                                                      n_boot=self.cfg.n_boot, alpha=self.cfg.alpha,
                                                      seed=self.cfg.seed)
         rel_ok = row.rel_diff is not None

@@ -17,7 +17,7 @@ import numpy as np
 from analysis.aggregates import _literal, _quote, column_types, open_source
 from analysis.config import AnalysisConfig
 from analysis.errors import AnalysisError
-from analysis.experiment import TableLike, _Analysis
+from analysis.experiment import AnalysisInputs, TableLike, _Analysis
 from analysis.metrics import Metric, check_unique_names, parse_metric
 from analysis.results import DailyLift
 
@@ -62,8 +62,11 @@ def analyze_by_day(
         for i, day in enumerate(days):
             sub = f"(SELECT * FROM {src} WHERE {d} <= CAST({_literal(str(day))} AS {kind}))"
             try:
-                looks.append((day, _Analysis(con, sub, arm_col, str(control), treatment, mets, [], unit_col,
-                                             tuple(covariates), cfg).run()))
+                arms = treatment if treatment is None or isinstance(treatment, str) else tuple(treatment)
+                inputs = AnalysisInputs(src=sub, arm_col=arm_col, control=str(control), treatment=arms,
+                                        metrics=tuple(mets), segments=(), unit_col=unit_col,
+                                        covariates=tuple(covariates), config=cfg)
+                looks.append((day, _Analysis(con, inputs).run()))
             except AnalysisError:
                 if i == len(days) - 1:  # the full data must analyse; an early day may lack an arm
                     raise

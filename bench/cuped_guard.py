@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.aggregates import Moments  # noqa: E402
 from analysis.cuped import independent_estimates  # noqa: E402
 from analysis.lifts import compare, critical_value  # noqa: E402
+from analysis.metrics import MeanMetric, RatioMetric  # noqa: E402
 
 DESIGNS = {  # name: (kind, value columns, covariates)
     "mean_k1": ("mean", ("y",), ("y_pre",)),
@@ -126,8 +127,9 @@ def run_cell(rng: np.random.Generator, design: str, n: int, reps: int, effect: f
         e = min(chunk, reps - start)
         xc, xt = simulate(rng, design, e, n, effect)
         mc, mt = batch_moments(cols, xc), batch_moments(cols, xt)
-        plain = independent_estimates(mc, mt, vals, kind, ())
-        adj = independent_estimates(mc, mt, vals, kind, covs)
+        metric = RatioMetric("ratio", *vals) if kind == "ratio" else MeanMetric(vals[0])
+        plain = independent_estimates(mc, mt, metric, ())
+        adj = independent_estimates(mc, mt, metric, covs)
         lp = compare(plain.m_t, plain.m_c, plain.v_t, plain.v_c, n_t=plain.n_t, n_c=plain.n_c)
         la = compare(adj.m_t, adj.m_c, adj.v_t, adj.v_c, n_t=adj.n_t, n_c=adj.n_c)
         big_n = adj.n_t + adj.n_c

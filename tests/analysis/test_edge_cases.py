@@ -13,6 +13,8 @@ import pytest
 from analysis import AnalysisConfig, RatioMetric, analyze
 from analysis.gate import INCONCLUSIVE, evaluate_gate, parse_gate
 
+from .conftest import batch_moments
+
 
 def _ratio_table(rng, n=2000, zero_in="t"):
     den = rng.poisson(3.3, 2 * n) + 0.1
@@ -174,17 +176,6 @@ def test_cuped_theta_and_pre_period_balance():
 
 
 # -- CUPED guard from a coverage simulation (bench/cuped_guard.py has the full grid) ---------------
-def _batch(cols, x):
-    """Moments of R experiments at once from x (R, n, k)."""
-    from analysis.aggregates import Moments
-
-    r, n, k = x.shape
-    mean = x.mean(1)
-    d = x - mean[:, None, :]
-    nan = np.full((r, k), np.nan)
-    return Moments(tuple(cols), np.full(r, float(n)), mean, np.einsum("rni,rnj->rij", d, d), nan, nan, nan)
-
-
 def _ratio_arm(rng, reps, n, lift=1.0):
     """Comment watch time / requests per user with the pre-period of both (the 'single' CUPED of a ratio)."""
     a, r = rng.gamma(2.0, 2.5, (reps, n)), rng.gamma(2.0, 15.0, (reps, n))
@@ -200,8 +191,8 @@ def _ratio_cuped_coverage(n, reps=20000, seed=0):
 
     rng = np.random.default_rng(seed)
     cols = ["y", "x", "y_pre", "x_pre"]
-    c, t = _batch(cols, _ratio_arm(rng, reps, n)), _batch(cols, _ratio_arm(rng, reps, n, 1.05))
-    p = independent_estimates(c, t, ("y", "x"), "ratio", ("y_pre", "x_pre"))
+    c, t = batch_moments(cols, _ratio_arm(rng, reps, n)), batch_moments(cols, _ratio_arm(rng, reps, n, 1.05))
+    p = independent_estimates(c, t, RatioMetric("r", "y", "x"), ("y_pre", "x_pre"))
     lift = compare(p.m_t, p.m_c, p.v_t, p.v_c, n_t=p.n_t, n_c=p.n_c)
     truth = 30.0 * 0.05  # E r = 30 seconds per view, +5%
     return float(((lift.abs_ci_low <= truth) & (truth <= lift.abs_ci_high)).mean())

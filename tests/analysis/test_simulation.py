@@ -5,6 +5,7 @@ import pytest
 
 from analysis.cuped import independent_estimates
 from analysis.lifts import compare
+from analysis.metrics import MeanMetric, RatioMetric
 from analysis.sequential import monitor
 
 from .conftest import batch_moments
@@ -13,7 +14,8 @@ E = 2000
 
 
 def _lift(mc, mt, cols, kind, covs=()):
-    p = independent_estimates(mc, mt, cols, kind, covs)
+    metric = RatioMetric("r", *cols) if kind == "ratio" else MeanMetric(cols[0])
+    p = independent_estimates(mc, mt, metric, covs)
     return compare(p.m_t, p.m_c, p.v_t, p.v_c, n_t=p.n_t, n_c=p.n_c), p
 
 
