@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint typecheck check
 
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
@@ -21,3 +21,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check harness models analysis dashboards tests bench
+
+# mypy must be clean on the statistics layer and the results store (imports followed silently: the
+# models' torch code is not held to it yet).
+typecheck: setup
+	$(BIN)/mypy --follow-imports=silent analysis harness/store
+
+# What CI checks besides the tests (the layering rules are a test: tests/test_layering.py).
+check: lint typecheck

@@ -321,7 +321,7 @@ def _shifts(con: duckdb.DuckDBPyConnection, src: str, columns: Sequence[str], ro
             return _parquet_hints(con, parquet.group(1), columns)
         sel = ", ".join(f"avg(CAST({_quote(c)} AS DOUBLE))" for c in columns)
         inner = ", ".join(_quote(c) for c in columns)
-        row = con.execute(f"SELECT {sel} FROM (SELECT {inner} FROM {src} LIMIT {rows})").fetchone()
+        row = con.execute(f"SELECT {sel} FROM (SELECT {inner} FROM {src} LIMIT {rows})").fetchall()[0]
     except duckdb.Error:  # a cast the main query reports properly; centring is only an optimisation
         return np.zeros(k), np.ones(k, bool)
     shift = np.array([0.0 if v is None or not math.isfinite(v) else float(v) for v in row])

@@ -10,9 +10,10 @@ of a Parquet file, a pandas frame, an Arrow table or sufficient statistics compu
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeAlias
 
 import duckdb
 import numpy as np
@@ -71,7 +72,7 @@ _NUMERIC = ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC", "BOOLEAN")
 # Column names that usually hold a unit id: user_id, unit_id, uid, id, user, ...
 _ID_LIKE = re.compile(r"(^|_)(id|uid|user|unit|userid|unitid)$", re.IGNORECASE)
 
-TableLike = pa.Table | pd.DataFrame | str | Path
+TableLike: TypeAlias = pa.Table | pd.DataFrame | str | Path
 
 __all__ = [
     "OVERALL",
@@ -194,6 +195,11 @@ class _Analysis:
                 and any(k in self.types[c].upper() for k in _NUMERIC)]
         return tuple(dict.fromkeys([*pres, *self.extra_covs]))
 
+    def _unit(self) -> str:
+        if self.unit_col is None:  # callers run only with a unit column; a bug otherwise
+            raise AnalysisError("internal: a unit-level step ran without unit_col")
+        return self.unit_col
+
     def _has_rows(self) -> None:
         if not self.con.execute(f"SELECT 1 FROM {self.src} LIMIT 1").fetchall():
             raise AnalysisError(f"the table is empty: it has columns {list(self.types)} but no rows; there is nothing to analyse "
@@ -201,7 +207,7 @@ class _Analysis:
 
     def _unit_ids(self) -> None:
         """Refuse NULL unit ids (they would merge into one pseudo-unit), naming the rows."""
-        u = _quote(self.unit_col)
+        u = _quote(self._unit())
         rows = self.con.execute(
             f"SELECT count(*) OVER (), rn FROM (SELECT row_number() OVER () AS rn, {u} AS u FROM {self.src}) "
             "WHERE u IS NULL ORDER BY rn LIMIT 10").fetchall()
@@ -242,13 +248,13 @@ class _Analysis:
 
     def _unit_level(self, value_cols: Sequence[str], other_cols: Sequence[str]) -> None:
         """Sum rows to one per (arm, unit); reject units seen in several arms (unless paired)."""
-        u, a = _quote(self.unit_col), _quote(self.arm_col)
+        u, a = _quote(self._unit()), _quote(self.arm_col)
         sums = ", ".join(f"sum({_quote(c)}) AS {_quote(c)}" for c in value_cols)
         firsts = "".join(f", any_value({_quote(c)}) AS {_quote(c)}" for c in other_cols)
         if not self.cfg.paired:
             row = self.con.execute(
                 f"SELECT count(*), any_value(u) FROM (SELECT {u} AS u FROM {self.src} GROUP BY {u} "
-                f"HAVING count(DISTINCT {a}) > 1)").fetchone()
+                f"HAVING count(DISTINCT {a}) > 1)").fetchall()[0]
             if row[0]:
                 raise AnalysisError(f"{row[0]} unit(s) of {self.unit_col!r} appear in more than one arm of "
                                     f"{self.arm_col!r} (e.g. {row[1]!r}); that breaks randomisation by unit. "
@@ -436,7 +442,7 @@ class _Analysis:
 
     # -- paired -------------------------------------------------------------------------------------
     def _paired(self, t: str, value_cols: list[str]) -> list[LiftResult]:
-        u, a = _quote(self.unit_col), _quote(self.arm_col)
+        u, a = _quote(self._unit()), _quote(self.arm_col)
 
         def side(arm: str, prefix: str, with_segments: bool) -> str:
             sums = ", ".join(f"sum({_quote(c)}) AS {_quote(prefix + c)}" for c in value_cols)
@@ -509,7 +515,7 @@ class _Analysis:
             s_lo, s_hi = confidence_sequence(lift.abs_diff, var, tau=tau, alpha=cfg.alpha)
             s_p = always_valid_p(lift.abs_diff, var, tau=tau)
         else:
-            s_lo = s_hi = s_p = np.nan
+            s_lo = s_hi = s_p = np.asarray(np.nan)
         reason = lift.rel_reason.item() if isinstance(lift.rel_reason, np.ndarray) else lift.rel_reason
         if undefined:
             reason = notes[-1]
@@ -571,7 +577,7 @@ class _Analysis:
             (alo, ahi), (rlo, rhi) = poisson_bootstrap(dt, dc, m, theta, xbar, n_boot=self.cfg.n_boot,
                                                        alpha=self.cfg.alpha, seed=self.cfg.seed)
         else:
-            (alo, ahi), (rlo, rhi) = scipy_bootstrap(dt, dc, m, theta, xbar, method=self.cfg.bootstrap,
+            (alo, ahi), (rlo, rhi) = scipy_bootstrap(dt, dc, m, theta, xbar, method=str(self.cfg.bootstrap),
                                                      n_boot=self.cfg.n_boot, alpha=self.cfg.alpha,
                                                      seed=self.cfg.seed)
         rel_ok = row.rel_diff is not None
@@ -604,6 +610,7 @@ class _Analysis:
 
     # -- multiple testing, heterogeneity ------------------------------------------------------------
     def _adjust(self, lifts: list[LiftResult]) -> list[LiftResult]:
+        fams: list[Hashable]
         if self.cfg.correction_scope == "all":
             fams = ["all"] * len(lifts)
         else:
