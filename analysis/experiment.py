@@ -67,6 +67,7 @@ from analysis.results import (
 )
 from analysis.segments import cochran_q
 from analysis.sequential import always_valid_p, confidence_sequence
+from analysis.units import unit_sums_sql
 
 _NUMERIC = ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC", "BOOLEAN")
 # Column names that usually hold a unit id: user_id, unit_id, uid, id, user, ...
@@ -249,8 +250,6 @@ class _Analysis:
     def _unit_level(self, value_cols: Sequence[str], other_cols: Sequence[str]) -> None:
         """Sum rows to one per (arm, unit); reject units seen in several arms (unless paired)."""
         u, a = _quote(self._unit()), _quote(self.arm_col)
-        sums = ", ".join(f"sum({_quote(c)}) AS {_quote(c)}" for c in value_cols)
-        firsts = "".join(f", any_value({_quote(c)}) AS {_quote(c)}" for c in other_cols)
         if not self.cfg.paired:
             row = self.con.execute(
                 f"SELECT count(*), any_value(u) FROM (SELECT {u} AS u FROM {self.src} GROUP BY {u} "
@@ -259,7 +258,7 @@ class _Analysis:
                 raise AnalysisError(f"{row[0]} unit(s) of {self.unit_col!r} appear in more than one arm of "
                                     f"{self.arm_col!r} (e.g. {row[1]!r}); that breaks randomisation by unit. "
                                     "Fix the assignment, or set AnalysisConfig(paired=True) for a paired design")
-        self.src = f"(SELECT {a}, {u}, {sums}{firsts} FROM {self.src} GROUP BY {a}, {u})"
+        self.src = unit_sums_sql(self.src, self.arm_col, self._unit(), value_cols, other_cols)
 
     # -- main ---------------------------------------------------------------------------------------
     def run(self) -> ExperimentResult:

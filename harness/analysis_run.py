@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from analysis.config import AnalysisConfig
@@ -24,6 +23,7 @@ from analysis.gate import GateConfig, GateDecision, evaluate_gate
 from analysis.metrics import PRE_SUFFIX, Metric
 from analysis.over_time import analyze_by_day
 from analysis.results import DailyLift, ExperimentResult
+from analysis.units import unit_values
 from harness.store import ResultsStore, RunExistsError, UnknownRunError
 from harness.store.experiment import experiment_summary
 
@@ -115,38 +115,20 @@ def run_analysis(
 def unit_frame(path: Path, result: ExperimentResult, metrics: Sequence[Metric], *, arm_col: str,
                unit_col: str | None, segments: Sequence[str], covariates: Sequence[str],
                encoding: str = "utf-8") -> pd.DataFrame:
-    """The per-unit values behind the analysis, for `unit_metrics`: one row per (unit, arm).
+    """The per-unit values behind the analysis, for `unit_metrics`: one row per (unit, arm) of the
+    analysed arms, with the columns the analysis read (summed per unit as the analysis sums them)."""
+    import duckdb
 
-    Session-level rows are summed to the unit, as the analysis does; without a unit column the row
-    number is the unit id. Only analysed arms and the columns the analysis read are kept.
-    """
-    from analysis.aggregates import open_source
+    from analysis.aggregates import column_types, open_source
 
     con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
     try:
-        con.execute(f"CREATE VIEW src AS SELECT * FROM {open_source(con, path, encoding)}")
-        have = [r[0] for r in con.execute("DESCRIBE src").fetchall()]
-        wanted = dict.fromkeys(c for m in metrics for c in m.value_columns)
-        wanted.update(dict.fromkeys(c + PRE_SUFFIX for c in list(wanted) if c + PRE_SUFFIX in have))
-        wanted.update(dict.fromkeys(c for c in covariates if c in have))
-        values = [c for c in wanted if c not in segments]
-
-        def q(name: str) -> str:
-            return '"' + name.replace('"', '""') + '"'
-
-        arms = [result.control, *result.treatments]
-        where = f"{q(arm_col)}::VARCHAR IN ({', '.join('?' for _ in arms)})"
-        if unit_col:
-            cols = ", ".join([f"sum({q(c)})::DOUBLE AS {q(c)}" for c in values]
-                             + [f"any_value({q(s)})::VARCHAR AS {q(s)}" for s in segments])
-            sql = (f"SELECT {q(unit_col)}::VARCHAR AS unit_id, {q(arm_col)}::VARCHAR AS arm, {cols} FROM src "
-                   f"WHERE {where} GROUP BY ALL ORDER BY arm, unit_id")
-        else:
-            cols = ", ".join([f"{q(c)}::DOUBLE AS {q(c)}" for c in values]
-                             + [f"{q(s)}::VARCHAR AS {q(s)}" for s in segments])
-            sql = (f"SELECT (row_number() OVER () - 1)::VARCHAR AS unit_id, {q(arm_col)}::VARCHAR AS arm, "
-                   f"{cols} FROM src WHERE {where}")
-        return con.execute(sql, arms).df()
+        have = list(column_types(con, open_source(con, path, encoding)))
     finally:
         con.close()
+    wanted = dict.fromkeys(c for m in metrics for c in m.value_columns)
+    wanted.update(dict.fromkeys(c + PRE_SUFFIX for c in list(wanted) if c + PRE_SUFFIX in have))
+    wanted.update(dict.fromkeys(c for c in covariates if c in have))
+    return unit_values(path, arm_col=arm_col, arms=[result.control, *result.treatments], unit_col=unit_col,
+                       value_columns=[c for c in wanted if c not in segments], attribute_columns=list(segments),
+                       encoding=encoding)
