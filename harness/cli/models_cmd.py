@@ -6,21 +6,30 @@ A thin layer over `models/`: logs are read through `harness.logs.store.LogStore`
 evaluation resolves names through `models.adapters.load_recommender` and scores the stored
 candidates (`models.evaluation`), which live in the models directory (the parent of `--out`, or
 `--checkpoints`) keyed by the data's fingerprint, so every model is ranked on the same candidates.
-User errors print one message and exit 1.
+
+Errors go through `harness.cli.shared.cli_errors` (exit 3, one line on stderr, no traceback). Only our
+packages' own error types are turned into a user message here (bad logs: `harness.logs`' errors; an
+unusable checkpoint: `models.checkpoint.CheckpointError`); anything else reaches `cli_errors()`, which
+reports it as a bug, so a bug in training is never passed off as bad input.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from harness.cli.logs_cmd import LOG_ERRORS, log_error
+from harness.cli.shared import DbOpt, JsonOpt, UserError, cli_errors, console, print_json, user_set
+from models.lsvcr.config import ABLATIONS
+
+# --ablation takes its choices from models.lsvcr.config (torch-free). The choices below restate tuples of modules that import torch (models.adapters.KNOWN_NAMES,
+# models.lsvcr.train.STAGES, models.evaluation.SPLITS), which `harness --help` must not load;
+# tests/test_cli_errors.py checks that they agree.
 
 
 class ModelKind(StrEnum):
@@ -45,6 +54,13 @@ class Split(StrEnum):
     test = "test"
 
 
+Ablation = StrEnum("Ablation", {a: a for a in ABLATIONS if a is not None})  # type: ignore[misc]
+
+# LSVCR-only options of `harness train` (parameter name -> flag)
+_LSVCR_ONLY = {"stage": "--stage", "llm": "--llm", "ablation": "--ablation", "time_budget": "--time-budget",
+               "comment_prior": "--comment-prior"}
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the top-level app."""
     app.command("train", help="Train a recommender (base = SASRec, pop, lsvcr) on logs and save a checkpoint.")(train)
@@ -52,32 +68,20 @@ def register(app: typer.Typer) -> None:
         evaluate)
 
 
-def _err(msg: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    from harness.logs.validate import LogValidationError
-
-    try:
-        yield
-    except (LogValidationError, FileNotFoundError, ValueError, KeyError) as exc:
-        _err(str(exc).strip("'\""))
-        raise typer.Exit(1) from None
-
-
 def _read_logs(path: Path) -> tuple[dict[str, Any], str]:
     from harness.logs.store import LogStore
 
     if not path.exists():
-        raise FileNotFoundError(f"--data {path} does not exist; create logs with `harness simulate --out {path}`")
-    with LogStore.open(path) as store:
-        tables = store.tables()
-        return tables, store.fingerprint()
+        raise UserError(f"--data {path} does not exist; create logs with `harness simulate --out {path}`")
+    try:
+        with LogStore.open(path) as store:
+            return store.tables(), store.fingerprint()
+    except LOG_ERRORS as exc:
+        raise log_error(exc) from None
 
 
 def train(
+    ctx: typer.Context,
     model: ModelKind = typer.Option(..., "--model", help="Which model: base (SASRec over video IDs), pop, lsvcr."),
     data: Path = typer.Option(..., "--data", help="Logs: a folder of Parquet files or a .duckdb file."),
     out: Path | None = typer.Option(None, "--out", help="Checkpoint folder to write [default: checkpoints/<model>]."),
@@ -89,8 +93,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, shuffling and evaluation candidates."),
     patience: int = typer.Option(5, "--patience", min=1, help="Epochs without a better validation NDCG@5 "
                                                                 "before stopping."),
-    ablation: str | None = typer.Option(None, "--ablation", help="LSVCR only: train an ablation "
-                                                                   "(no_align, no_comments, no_text)."),
+    ablation: Ablation | None = typer.Option(None, "--ablation", help="LSVCR only: train an ablation."),
     time_budget: float = typer.Option(540.0, "--time-budget", min=0.0,
                                       help="LSVCR only: seconds for the whole pipeline, the language model's first "
                                            "pass over the catalogue included; stage 1 gets 40% of what is left "
@@ -101,51 +104,62 @@ def train(
                                             "(--no-comment-prior = the paper's text-only comment tower)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    with _user_errors():
-        from models.evaluation import EvalConfig, load_or_sample_candidates
-        from models.histories import prepare_data
+    with cli_errors():
+        if model is not ModelKind.lsvcr:
+            given = [_LSVCR_ONLY[name] if name != "comment_prior" or comment_prior else "--no-comment-prior"
+                     for name in _LSVCR_ONLY if user_set(ctx, name)]
+            if given:
+                raise UserError(f"these options apply to --model lsvcr only: {', '.join(given)}")
+        from models.checkpoint import CheckpointError
 
-        if ablation is not None and model is not ModelKind.lsvcr:
-            raise ValueError("--ablation applies to --model lsvcr only")
-        if model is not ModelKind.lsvcr and (not comment_prior or time_budget != 540.0):
-            raise ValueError("--time-budget and --no-comment-prior apply to --model lsvcr only")
-
-        out = out or Path("checkpoints") / model.value
         tables, _ = _read_logs(data)
-        prep = prepare_data(tables)
-        cands = load_or_sample_candidates(prep.splits, prep.catalogue, out.parent, EvalConfig(seed=0))
-        typer.echo(f"data: {prep.catalogue.n_videos} videos, {prep.catalogue.n_comments} comments, "
-                   f"{prep.splits.full.n_users} users, {len(prep.splits.valid.video)} validation users")
-        if model is ModelKind.pop:
-            from models.pop import PopRecommender
+        try:
+            _train(model, tables, out or Path("checkpoints") / model.value, stage=stage.value, llm=llm,
+                   device=device.value, epochs=epochs, seed=seed, patience=patience,
+                   ablation=ablation and ablation.value, time_budget=time_budget, comment_prior=comment_prior,
+                   progress=progress)
+        except LOG_ERRORS as exc:
+            raise log_error(exc) from None
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
 
-            PopRecommender.fit(prep.splits.train, prep.catalogue).save(out, data_fingerprint=prep.fingerprint,
-                                                                       seed=seed)
-        elif model is ModelKind.base:
-            from models.train_sasrec import TrainConfig, train_sasrec
 
-            cfg = TrainConfig(epochs=epochs, seed=seed, device=device.value, patience=patience, progress=progress)
-            res = train_sasrec(prep.splits, prep.catalogue, cands, config=cfg, log=typer.echo)
-            res.recommender.save(out, data_fingerprint=prep.fingerprint, seed=seed, metrics=res.metrics())
-        else:
-            try:
-                from models.lsvcr.train import train_lsvcr
-            except ImportError as e:
-                raise ValueError(f"LSVCR training is not available (models.lsvcr.train.train_lsvcr: {e})") from e
-            from models.lsvcr.config import LSVCRConfig
+def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, llm: str | None, device: str,
+           epochs: int, seed: int, patience: int, ablation: str | None, time_budget: float, comment_prior: bool,
+           progress: bool) -> None:
+    from models.evaluation import EvalConfig, load_or_sample_candidates
+    from models.histories import prepare_data
 
-            cfg_l = LSVCRConfig()
-            cfg_l.sr.comment_prior = comment_prior
-            cfg_l.stage2.patience = patience
-            train_lsvcr(None, out, stage=stage.value, llm_path=llm, ablation=ablation, device=device.value,
-                        seed=seed, epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
-                        candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
-                        log=typer.echo)
-            if stage.value != "align" and _stopped_by(out) == "time_budget":
-                typer.echo(f"note: the {time_budget:.0f} s budget ended training before early stopping did; for an "
-                           "offline or launch comparison against base, train to convergence with --time-budget 0 "
-                           "(BENCHMARKS.md: LSVCR under a 600 s budget ranks below base)", err=True)
-        typer.echo(f"saved {model.value} checkpoint to {out}")
+    prep = prepare_data(tables)
+    cands = load_or_sample_candidates(prep.splits, prep.catalogue, out.parent, EvalConfig(seed=0))
+    typer.echo(f"data: {prep.catalogue.n_videos} videos, {prep.catalogue.n_comments} comments, "
+               f"{prep.splits.full.n_users} users, {len(prep.splits.valid.video)} validation users")
+    if model is ModelKind.pop:
+        from models.pop import PopRecommender
+
+        PopRecommender.fit(prep.splits.train, prep.catalogue).save(out, data_fingerprint=prep.fingerprint, seed=seed)
+    elif model is ModelKind.base:
+        from models.train_sasrec import TrainConfig, train_sasrec
+
+        cfg = TrainConfig(epochs=epochs, seed=seed, device=device, patience=patience, progress=progress)
+        res = train_sasrec(prep.splits, prep.catalogue, cands, config=cfg, log=typer.echo)
+        res.recommender.save(out, data_fingerprint=prep.fingerprint, seed=seed, metrics=res.metrics())
+    else:
+        from models.lsvcr.config import LSVCRConfig
+        from models.lsvcr.train import train_lsvcr
+
+        base = LSVCRConfig()
+        cfg_l = replace(base, sr=replace(base.sr, comment_prior=comment_prior),
+                        stage2=replace(base.stage2, patience=patience))
+        train_lsvcr(None, out, stage=stage, llm_path=llm, ablation=ablation, device=device, seed=seed,
+                    epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
+                    candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
+                    log=typer.echo)
+        if stage != "align" and _stopped_by(out) == "time_budget":
+            typer.echo(f"note: the {time_budget:.0f} s budget ended training before early stopping did; for an "
+                       "offline or launch comparison against base, train to convergence with --time-budget 0 "
+                       "(BENCHMARKS.md: LSVCR under a 600 s budget ranks below base)", err=True)
+    typer.echo(f"saved {model.value} checkpoint to {out}")
 
 
 def _stopped_by(checkpoint: Path) -> str | None:
@@ -168,47 +182,52 @@ def evaluate(
     split: Split = typer.Option(Split.test, "--split", help="Evaluate on the validation or the test targets."),
     device: Device = typer.Option(Device.cpu, "--device", help="Torch device."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation candidates (0 = those used in training)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    db: Path | None = typer.Option(None, "--db", help="Results database to store the metrics in "
-                                                       "[default: $HARNESS_DB or harness.duckdb]."),
+    as_json: bool = JsonOpt,
+    db: Path | None = DbOpt,
     store: bool = typer.Option(True, "--store/--no-store", help="Record the metrics in the results database."),
 ) -> None:
-    with _user_errors():
-        from models.adapters import load_recommender
-        from models.checkpoint import CheckpointError
-        from models.evaluation import EvalConfig, load_or_sample_candidates
-        from models.evaluation import evaluate as run_eval
-        from models.histories import prepare_data
-
+    with cli_errors():
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names:
-            raise ValueError("--models is empty; pass e.g. --models base,pop")
+            raise UserError("--models is empty; pass e.g. --models base,pop")
+        from models.checkpoint import CheckpointError
+
         tables, log_fp = _read_logs(data)
-        prep = prepare_data(tables)
-        cands = load_or_sample_candidates(prep.splits, prep.catalogue, checkpoints, EvalConfig(seed=seed))
-        results, digests = [], {}
-        for name in names:
-            try:
-                rec = load_recommender(name, checkpoints, catalogue=prep.catalogue, device=device.value)
-            except CheckpointError as e:
-                raise ValueError(str(e)) from e
-            digests[rec.name] = getattr(rec, "digest", "")
-            results += run_eval(rec, prep.splits, cands, prep.catalogue, split=split.value)
+        try:
+            results, digests = _evaluate(names, tables, checkpoints, split.value, device.value, seed)
+        except LOG_ERRORS as exc:
+            raise log_error(exc) from None
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
         if store:
             _store(results, db, names, seed, log_fp, digests, checkpoints, split.value)
-        if as_json:
-            typer.echo(json.dumps({"split": split.value, "seed": seed, "data_fingerprint": log_fp,
-                                   "results": [r.__dict__ for r in results]}, default=float))
-            return
-        _print_table(results, split.value)
+    if as_json:
+        print_json({"split": split.value, "seed": seed, "data_fingerprint": log_fp,
+                    "results": [r.__dict__ for r in results]})
+        return
+    _print_table(results, split.value)
+
+
+def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split: str, device: str,
+              seed: int) -> tuple[list[Any], dict[str, str]]:
+    from models.adapters import load_recommender
+    from models.evaluation import EvalConfig, load_or_sample_candidates
+    from models.evaluation import evaluate as run_eval
+    from models.histories import prepare_data
+
+    prep = prepare_data(tables)
+    cands = load_or_sample_candidates(prep.splits, prep.catalogue, checkpoints, EvalConfig(seed=seed))
+    results, digests = [], {}
+    for name in names:
+        rec = load_recommender(name, checkpoints, catalogue=prep.catalogue, device=device)
+        digests[rec.name] = getattr(rec, "digest", "")
+        results += run_eval(rec, prep.splits, cands, prep.catalogue, split=split)
+    return results, digests
 
 
 def _store(results, db, names, seed, log_fp, digests, checkpoints, split) -> None:
-    try:
-        from harness.store.results import ResultsStore
-    except ImportError:  # the results store is optional for offline ranking
-        typer.echo("note: harness.store.results is unavailable; metrics not stored", err=True)
-        return
+    from harness.store import ResultsStore
+
     rs = ResultsStore(db)
     run_id = rs.create_run(kind="evaluate", control=None, treatment=None,
                            config={"models": names, "split": split, "checkpoints": str(checkpoints)},
@@ -227,6 +246,6 @@ def _print_table(results, split: str) -> None:
         t.add_column(m, justify="right")
     for r in results:
         t.add_row(r.model, r.task, str(r.n_queries), *(f"{r.metrics[m]:.4f}" for m in METRICS))
-    console = Console()
-    console.width = max(console.width, 150)  # 10 columns of figures: never squeeze them into "1.00…"
-    console.print(t)
+    con = console()
+    con.width = max(con.width, 150)  # 10 columns of figures: never squeeze them into "1.00…"
+    con.print(t)

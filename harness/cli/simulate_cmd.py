@@ -2,23 +2,20 @@
 
 A thin layer over `harness.simulate.generate.simulate`: parse options into a `WorldConfig`, generate
 with a progress bar, write through the log store, print the row counts and the calibration rates
-(rich tables, or one JSON object with `--json`). Bad options exit 1 with a message, no traceback.
+(rich tables, or one JSON object with `--json`). Errors go through `harness.cli.shared.cli_errors`:
+a bad option or an existing output exits 3 with a one-line message, no traceback. The format follows
+`--out`'s name (`*.duckdb`: one DuckDB file, else a Parquet folder), as for `harness logs convert`.
 """
 
 from __future__ import annotations
 
-import json
-from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-
-class SimFormat(StrEnum):
-    parquet = "parquet"
-    duckdb = "duckdb"
+from harness.cli.logs_cmd import FormatOpt, LogFormat, output_format
+from harness.cli.shared import JsonOpt, UserError, cli_errors, console, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -39,33 +36,32 @@ def simulate_command(
     slate_size: int = typer.Option(6, "--slate-size", help="Videos shown per request (k)."),
     candidates: int = typer.Option(50, "--candidates", help="Retrieval candidates per request (n)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same bytes)."),
-    out: Path = typer.Option(Path("data/world"), "--out", help="Output: a folder (parquet) or a .duckdb file."),
-    fmt: SimFormat = typer.Option(SimFormat.parquet, "--format", help="Storage format of the logs."),
+    out: Path = typer.Option(Path("data/world"), "--out", help="Output: a folder (parquet) or a NAME.duckdb file."),
+    fmt: LogFormat | None = FormatOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Generate a synthetic world (users, videos, comments with text) and its logged sessions.
 
     Writes all seven log tables plus the world's parameters (world/config.json, world/arrays.npz), so
     `World.load` / `Oracle.from_dataset` rebuild the world and its ground truth from the output alone.
     """
-    from harness.logs.validate import LogValidationError
     from harness.simulate.config import WorldConfig
     from harness.simulate.generate import simulate
 
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        config = WorldConfig(users=users, videos=videos, comments_per_video=comments_per_video, days=days,
-                             pre_days=pre_days, random_share=random_share, slate_size=slate_size,
-                             candidates=candidates, seed=seed)
-        path, summary = simulate(config, out, fmt=fmt.value, overwrite=overwrite, progress=not as_json)
-    except (ValueError, FileExistsError, LogValidationError) as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
+    with cli_errors():
+        kind = output_format(out, fmt and fmt.value)
+        try:
+            config = WorldConfig(users=users, videos=videos, comments_per_video=comments_per_video, days=days,
+                                 pre_days=pre_days, random_share=random_share, slate_size=slate_size,
+                                 candidates=candidates, seed=seed)
+        except ValueError as exc:  # WorldConfig's own checks: a bad option value
+            raise UserError(str(exc)) from None
+        path, summary = simulate(config, out, fmt=kind, overwrite=overwrite, progress=not as_json)
     if as_json:
-        typer.echo(json.dumps({"path": str(path), "seed": seed, **summary.to_dict()}))
+        print_json({"path": str(path), "seed": seed, **summary.to_dict()})
         return
-    con = Console(soft_wrap=True)
+    con = console()
     rows = Table(title=f"synthetic world written to {path}")
     rows.add_column("table")
     rows.add_column("rows", justify="right")

@@ -62,7 +62,7 @@ LACKS = (
 
 
 class KuaiRandFormatError(ValueError):
-    """A KuaiRand file that does not match the published format."""
+    """A KuaiRand file that does not match the published format, or an option the data contradicts."""
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,8 @@ def build_tables(src: Path, config: KuaiRandConfig) -> tuple[dict[str, pa.Table]
         if config.random_pool_size is not None:
             n_rand_videos, = con.sql("SELECT count(DISTINCT video_id) FROM raw WHERE is_rand = 1").fetchall()[0]
             if n_rand_videos > config.random_pool_size:
-                raise ValueError(f"random_pool_size={config.random_pool_size} is smaller than the "
-                                 f"{n_rand_videos} distinct videos seen in random traffic; give the real pool size")
+                raise KuaiRandFormatError(f"random_pool_size={config.random_pool_size} is smaller than the "
+                                          f"{n_rand_videos} distinct videos seen in random traffic; give the real pool size")
         k = config.slate_size
         group = "user_id, is_rand, coalesce(tab, -1), minute, chunk"
         con.execute(f"""

@@ -45,16 +45,21 @@ from harness.logs.validate import (
     table_counts,
 )
 
-__all__ = ["LogStore", "LogValidationError", "write_logs", "import_logs", "detect_format"]
+__all__ = ["FORMATS", "LogFileError", "LogStore", "LogValidationError", "write_logs", "import_logs", "detect_format"]
 
 # the tables the models read (models.histories.prepare_data): catalogue, requests and engagement
 MODEL_TABLES = ("videos", "comments", "requests", "impressions", "comment_impressions")
 
 Format = Literal["parquet", "duckdb"]
+FORMATS: tuple[Format, ...] = ("parquet", "duckdb")
 PARQUET_ROW_GROUP_SIZE = 1 << 20
 PARQUET_COMPRESSION = "zstd"
 FILES_TABLE = "_files"
 FINGERPRINT_BATCH_ROWS = 1 << 17
+
+
+class LogFileError(ValueError):
+    """A file that holds no readable logs (e.g. not a DuckDB database)."""
 
 
 def _q(name: str) -> str:
@@ -150,7 +155,7 @@ def write_logs(tables: Mapping[str, pa.Table | pd.DataFrame], out: Path, *, fmt:
     Returns `out`.
     """
     out = Path(out)
-    if fmt not in ("parquet", "duckdb"):
+    if fmt not in FORMATS:
         raise ValueError(f"fmt must be 'parquet' or 'duckdb', got {fmt!r}")
     extra_files = dict(extra_files or {})
     _check_extra_names(extra_files)
@@ -260,7 +265,7 @@ class LogStore:
                 try:
                     con.execute(f"ATTACH {_sql_str(path)} AS src (READ_ONLY)")
                 except duckdb.Error as exc:
-                    raise ValueError(f"{path} is not a readable DuckDB log file: {exc}") from exc
+                    raise LogFileError(f"{path} is not a readable DuckDB log file: {exc}") from exc
                 stored = {r[0] for r in con.sql(
                     "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'").fetchall()}
                 for name in TABLE_ORDER:

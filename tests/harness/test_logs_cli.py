@@ -44,14 +44,14 @@ def test_validate_ok_and_errors(good: Path, tmp_path: Path) -> None:
         "comment_impressions": 4}}
     bad = _bad(tmp_path)
     r = runner.invoke(app, ["logs", "validate", str(bad)])
-    assert r.exit_code == 1
+    assert r.exit_code == 3
     assert "2 error(s)" in r.output
     assert "impressions.watch_time_s: 1 row(s) are negative" in r.output
     assert "request_id=2, position=1" in r.output
     assert "requests.user_id: 1 row(s) reference a user_id that is not in users" in r.output
     assert "Traceback" not in r.output
     r = runner.invoke(app, ["logs", "validate", str(bad), "--json"])
-    assert r.exit_code == 1
+    assert r.exit_code == 3
     assert {i["check"] for i in json.loads(r.output)["issues"]} == {"negative", "unknown_reference"}
 
 
@@ -65,9 +65,9 @@ def test_describe_table_and_json(good: Path, tmp_path: Path) -> None:
     assert d["impressions"] == 12 and d["comment_open_rate"] == pytest.approx(0.25)
     assert d["watch_time_p90"] == pytest.approx(39.0) and d["absent"] == []
     r = runner.invoke(app, ["logs", "describe", str(_bad(tmp_path))])
-    assert r.exit_code == 1 and "validation error" in r.output
+    assert r.exit_code == 3 and "validation error" in r.output
     r = runner.invoke(app, ["logs", "describe", str(tmp_path / "missing")])
-    assert r.exit_code == 1 and "no logs at" in r.output
+    assert r.exit_code == 3 and "no logs at" in r.output
 
 
 def test_convert_round_trip_and_failure(good: Path, tmp_path: Path) -> None:
@@ -77,10 +77,25 @@ def test_convert_round_trip_and_failure(good: Path, tmp_path: Path) -> None:
     with LogStore.open(out) as a, LogStore.open(good) as b:
         assert a.format == "duckdb" and a.fingerprint() == b.fingerprint()
     r = runner.invoke(app, ["logs", "convert", str(good), str(out), "--format", "duckdb"])
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 3 and "--overwrite" in r.output
     r = runner.invoke(app, ["logs", "convert", str(_bad(tmp_path)), str(tmp_path / "x")])
-    assert r.exit_code == 1 and "nothing was written" in r.output
+    assert r.exit_code == 3 and "nothing was written" in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_convert_takes_the_format_from_the_name(good: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["logs", "convert", str(good), str(tmp_path / "out.duckdb")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out.duckdb").is_file()
+    with LogStore.open(tmp_path / "out.duckdb") as store:
+        assert store.format == "duckdb"
+    r = runner.invoke(app, ["logs", "convert", str(tmp_path / "out.duckdb"), str(tmp_path / "folder")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "folder" / "impressions.parquet").is_file()
+    for name, fmt in (("x.duckdb", "parquet"), ("x", "duckdb")):
+        r = runner.invoke(app, ["logs", "convert", str(good), str(tmp_path / name), "--format", fmt])
+        assert r.exit_code == 3 and f"--format {fmt}" in r.stderr and "Traceback" not in r.output
+        assert not (tmp_path / name).exists()
 
 
 def test_import_kuairand(tmp_path: Path) -> None:
@@ -96,7 +111,7 @@ def test_import_kuairand(tmp_path: Path) -> None:
     assert r.exit_code == 0
     assert json.loads(r.output)["requests"] == 21
     r = runner.invoke(app, ["logs", "import-kuairand", str(tmp_path / "nothing"), str(tmp_path / "y")])
-    assert r.exit_code == 1 and "no KuaiRand log files" in r.output and not (tmp_path / "y").exists()
+    assert r.exit_code == 3 and "no KuaiRand log files" in r.output and not (tmp_path / "y").exists()
     r = runner.invoke(app, ["logs", "import-kuairand", str(FIXTURE), str(tmp_path / "y"), "--slate-size", "0"])
     assert r.exit_code != 0 and not (tmp_path / "y").exists()
 

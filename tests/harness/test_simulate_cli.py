@@ -44,13 +44,13 @@ def test_simulate_json_and_duckdb(tmp_path: Path) -> None:
 
 def test_bad_options_and_existing_output_fail_cleanly(tmp_path: Path) -> None:
     res = runner.invoke(app, ["simulate", "--users", "0", "--out", str(tmp_path / "x")])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert "users must be a positive integer" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "x").exists()
     out = tmp_path / "w"
     assert runner.invoke(app, ["simulate", *SMALL, "--out", str(out), "--json"]).exit_code == 0
     res = runner.invoke(app, ["simulate", *SMALL, "--out", str(out)])
-    assert res.exit_code == 1 and "--overwrite" in res.output
+    assert res.exit_code == 3 and "--overwrite" in res.output
 
 
 def test_help_documents_every_option() -> None:

@@ -51,13 +51,13 @@ def test_train_and_evaluate(tmp_path, logs) -> None:
 def test_user_errors(tmp_path, logs) -> None:
     r = runner.invoke(app, ["evaluate", "--models", "base", "--data", str(logs), "--checkpoints", str(tmp_path),
                             "--no-store"])
-    assert r.exit_code == 1
+    assert r.exit_code == 3
     assert "no checkpoint for 'base'" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "--model", "pop", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "p")])
-    assert r.exit_code == 1 and "does not exist" in r.output
+    assert r.exit_code == 3 and "does not exist" in r.output
     r = runner.invoke(app, ["train", "--model", "base", "--data", str(logs), "--out", str(tmp_path / "b"),
                             "--no-comment-prior"])
-    assert r.exit_code == 1 and "apply to --model lsvcr only" in r.output
+    assert r.exit_code == 3 and "apply to --model lsvcr only" in r.output
     assert not (tmp_path / "b").exists()
 
 
