@@ -9,6 +9,7 @@ Recall@10 0.34 / NDCG@10 0.18 after one epoch with its defaults.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -16,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 
 if __name__ == "__main__":
-    path = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    if path is None:
-        raise SystemExit(__doc__)
-    rest = [a for a in sys.argv[1:] if a != path]
-    sys.argv = [sys.argv[0], "--movielens", path, "--seeds", "0", *rest]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Any other option (--seeds, --epochs, --models, ...) goes to bench/quality.py; "
+                                        "see `python bench/quality.py --help`.\n\n" + __doc__.split("\n", 1)[1])
+    ap.add_argument("path", help="the recbole-1.2.1 wheel, or RecBole's ml-100k .inter file")
+    args, rest = ap.parse_known_args()
+    sys.argv = [sys.argv[0], "--movielens", args.path, "--seeds", "0", *rest]
     quality.main()

@@ -14,6 +14,7 @@ CPU time much less); peak resident memory.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -59,9 +60,15 @@ def run_case(users: int, days: int, workers: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    cases = [(2000, 7)] if "--quick" in sys.argv else [(10_000, 7), (100_000, 1)]
-    workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 0
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2k users x 7 days only")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="threads for the exact Plackett-Luce marginals (0 = default, up to 2); the output does "
+                         "not depend on it")
+    args = ap.parse_args(argv)
+    cases = [(2000, 7)] if args.quick else [(10_000, 7), (100_000, 1)]
+    workers = args.workers
     load = os.getloadavg()[0]
     out = {"bench": "simulate", "what": "generate + write parquet, fresh process per case; "
            "videos = 1.5 x users; other options default", "cpus": os.cpu_count(),
