@@ -8,21 +8,21 @@ i from. So an epoch predicts every training event once, with the same context it
 Loss per target: -log softmax(h_i E^T)[v_j] over all V videos (the pad column excluded), averaged over
 the batch's targets. After each epoch the model scores the stored validation candidates; the epoch
 with the best validation NDCG@5 is kept and training stops after `patience` epochs without
-improvement (LSVCR's protocol). Deterministic given the seed (torch and numpy generators are seeded
-here; CPU kernels are deterministic).
+improvement (LSVCR's protocol), or at the time budget (`max_seconds`, step granularity); the epoch
+loop, its budget and `stopped_by` are `models.training_loop`'s, shared with LSVCR stage 2.
+Deterministic given the seed: batches come from a numpy generator seeded here, initialisation and
+dropout from torch's global generator seeded inside `seeded_torch` (the caller's random state is
+restored afterwards); CPU kernels are deterministic.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from models.adapters import SASRecRecommender
 from models.budget import StepBudget
@@ -30,6 +30,7 @@ from models.catalogue import Catalogue
 from models.evaluation import EvalCandidates, evaluate
 from models.histories import EventLog, Splits
 from models.sasrec import SASRec, SASRecConfig, n_windows
+from models.training_loop import EpochPass, LoopSettings, StopReason, Validation, run_epochs, seeded_torch
 
 
 @dataclass
@@ -101,11 +102,55 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per epoch
     best_epoch: int = 0
     best_valid_ndcg5: float = float("nan")
-    stopped_by: str = "max_epochs"  # or "early_stopping", "time_budget" (as LSVCR's Stage2Result)
+    stopped_by: StopReason = "max_epochs"  # or "early_stopping", "time_budget" (models.training_loop)
 
     def metrics(self) -> dict:
         return {"best_epoch": self.best_epoch, "best_valid_ndcg@5": self.best_valid_ndcg5,
                 "stopped_by": self.stopped_by, "epochs": self.history}
+
+
+@dataclass
+class _SASRecEpochs:
+    """`base`'s part of the shared epoch loop: window batches, the full-softmax step, validation NDCG@5."""
+
+    model: SASRec
+    rec: SASRecRecommender
+    opt: torch.optim.Optimizer
+    data: TrainingWindows
+    keep: np.ndarray  # windows that carry targets
+    rng: np.random.Generator
+    cfg: TrainConfig
+    splits: Splits
+    candidates: EvalCandidates
+    catalogue: Catalogue
+    total: float = 0.0  # the epoch's summed target losses
+    count: int = 0  # and targets
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        self.total, self.count = 0.0, 0
+        perm = self.keep[self.rng.permutation(self.keep.shape[0])]
+        return [perm[s:s + self.cfg.batch_windows] for s in range(0, perm.shape[0], self.cfg.batch_windows)]
+
+    def step(self, batch: np.ndarray) -> None:
+        data, dev, model = self.data, self.cfg.device, self.model
+        idx = np.concatenate([np.arange(data.offsets[w], data.offsets[w + 1]) for w in batch])
+        local = np.repeat(np.arange(batch.shape[0]), np.diff(data.offsets)[batch])
+        h = model.encode(data.seqs[batch].to(dev))  # (Bw, T, d)
+        user = h[torch.from_numpy(local).to(dev), data.pos[idx].to(dev)]  # (Nt, d)
+        loss = F.cross_entropy(model.logits_all(user), data.item[idx].to(dev))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            model.item_emb.weight[0].zero_()  # AdamW's weight decay must not move the pad row
+        self.total += float(loss.detach()) * idx.shape[0]
+        self.count += idx.shape[0]
+
+    def validate(self, run: EpochPass) -> Validation:
+        (res,) = evaluate(self.rec, self.splits, self.candidates, self.catalogue, split="valid", tasks=("video",))
+        ndcg5, recall10, loss = res.metrics["ndcg@5"], res.metrics["recall@10"], self.total / max(self.count, 1)
+        return Validation(ndcg5, {"loss": loss, "valid_ndcg@5": ndcg5, "valid_recall@10": recall10},
+                          f"loss {loss:.4f}  valid ndcg@5 {ndcg5:.4f}  recall@10 {recall10:.4f}")
 
 
 def train_sasrec(
@@ -122,73 +167,17 @@ def train_sasrec(
     mcfg = model_config or SASRecConfig(n_items=catalogue.n_videos)
     if mcfg.n_items != catalogue.n_videos:
         raise ValueError(f"model config has {mcfg.n_items} items, catalogue {catalogue.n_videos} videos")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    data = training_windows(splits.train, mcfg.max_len)
-    keep = np.flatnonzero(np.diff(data.offsets) > 0)  # windows that carry targets
-    model = SASRec(mcfg).to(cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rec = SASRecRecommender(model, catalogue, name=name, device=cfg.device)
-    best_state, best, best_epoch, bad = None, -1.0, 0, 0
-    history: list[dict] = []
-    budget = StepBudget(cfg.max_seconds)
-    stopped_by = "max_epochs"
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        perm = keep[rng.permutation(keep.shape[0])]
-        total, count, done, partial = 0.0, 0, 0, False
-        steps = range(0, perm.shape[0], cfg.batch_windows)
-        for start in tqdm(steps, desc=f"epoch {epoch}", disable=not cfg.progress, leave=False):
-            if not budget.step_fits():  # the budget ends inside this epoch: validate what we have
-                partial = True
-                break
-            t_step = time.perf_counter()
-            batch = perm[start:start + cfg.batch_windows]
-            idx = np.concatenate([np.arange(data.offsets[w], data.offsets[w + 1]) for w in batch])
-            local = np.repeat(np.arange(batch.shape[0]), np.diff(data.offsets)[batch])
-            h = model.encode(data.seqs[batch].to(cfg.device))  # (Bw, T, d)
-            user = h[torch.from_numpy(local).to(cfg.device), data.pos[idx].to(cfg.device)]  # (Nt, d)
-            loss = F.cross_entropy(model.logits_all(user), data.item[idx].to(cfg.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.item_emb.weight[0].zero_()  # AdamW's weight decay must not move the pad row
-            total += float(loss.detach()) * idx.shape[0]
-            count += idx.shape[0]
-            done += 1
-            budget.record_step(time.perf_counter() - t_step)
-        model.eval()
-        t_eval = time.perf_counter()
-        (res,) = evaluate(rec, splits, candidates, catalogue, split="valid", tasks=("video",))
-        budget.record_eval(time.perf_counter() - t_eval)
-        ndcg5 = res.metrics["ndcg@5"]
-        improved = ndcg5 > best
-        row = {"epoch": epoch, "loss": total / max(count, 1), "valid_ndcg@5": ndcg5,
-               "valid_recall@10": res.metrics["recall@10"], "steps": done, "partial": partial,
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        log(f"epoch {epoch:3d}{f' ({done}/{len(steps)} steps)' if partial else ''}  loss {row['loss']:.4f}  valid ndcg@5 {ndcg5:.4f}  "
-            f"recall@10 {row['valid_recall@10']:.4f}  {row['seconds']:.1f}s" + ("  *best" if improved else ""))
-        if improved:
-            best, best_epoch, bad = ndcg5, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                log(f"early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
-                stopped_by = "early_stopping"
-                break
-        if partial or not budget.step_fits():
-            log(f"time budget: stop after {budget.elapsed():.0f} s of {cfg.max_seconds:.0f} s ({budget.steps} steps); "
-                f"best epoch {best_epoch}")
-            stopped_by = "time_budget"
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(rec, history, best_epoch, best, stopped_by)
+    with seeded_torch(cfg.seed):  # initialisation and dropout; the caller's torch random state is kept
+        rng = np.random.default_rng(cfg.seed)
+        data = training_windows(splits.train, mcfg.max_len)
+        model = SASRec(mcfg).to(cfg.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        rec = SASRecRecommender(model, catalogue, name=name, device=cfg.device)
+        trainer = _SASRecEpochs(model, rec, opt, data, np.flatnonzero(np.diff(data.offsets) > 0), rng, cfg,
+                                splits, candidates, catalogue)
+        loop = run_epochs(model, trainer, LoopSettings(cfg.epochs, cfg.patience, progress=cfg.progress),
+                          budget=StepBudget(cfg.max_seconds), log=log)
+    return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by)
 
 
 def train_config_dict(mcfg: SASRecConfig, cfg: TrainConfig) -> dict:

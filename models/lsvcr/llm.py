@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +64,8 @@ def is_decoder_config(config) -> bool:
 
 
 def load_llm(path: str | Path | None = None, *, kind: str = "auto", device: str = "cpu") -> LanguageModel:
-    """Load a local HF checkpoint folder (offline) as an encoder or a decoder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """Load a local HF checkpoint folder (offline: `local_files_only`, never the Hub) as an encoder or a
+    decoder."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = str(path) if path is not None else default_llm_path()
@@ -75,11 +74,12 @@ def load_llm(path: str | Path | None = None, *, kind: str = "auto", device: str 
                                 "checkpoint folder (config.json, weights, tokenizer files)")
     if kind not in ("auto", "encoder", "decoder"):
         raise ValueError(f"kind must be auto, encoder or decoder, got {kind!r}")
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
     decoder = is_decoder_config(config) if kind == "auto" else kind == "decoder"
     # float32: the weights stage 1 trains need full precision (AdamW on fp16 weights overflows)
-    model = (AutoModelForCausalLM if decoder else AutoModel).from_pretrained(path, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(path)
+    model = (AutoModelForCausalLM if decoder else AutoModel).from_pretrained(path, dtype=torch.float32,
+                                                                             local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     if tok.pad_token is None:

@@ -51,6 +51,7 @@ from models.lsvcr.losses import info_nce, ssc_loss, vcc_loss
 from models.lsvcr.prompts import Stage1Samples, build_samples, prompt_and_response
 from models.lsvcr.sr_model import LSVCRSR
 from models.lsvcr.text import CatalogueBoundary, TextTables, embed_catalogue, embed_catalogue_from_boundary
+from models.training_loop import seeded_torch
 
 
 @dataclass
@@ -124,6 +125,8 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
 
     `boundary`: the pre-trained LM's states entering block `stage1_boundary_layer(lm, cfg)` (from
     `cached_catalogue_embedding_and_boundary`); optional, it only makes the re-embeddings cheaper.
+    The configs are read, never changed; torch's global random state is seeded inside and restored on
+    return (`seeded_torch`). Stage 1 selects no epoch, so it keeps its own loop: its budget only ends it.
     """
     t0 = time.perf_counter()
     fits = boundary is not None and (boundary.layer, boundary.max_tokens) == (stage1_boundary_layer(lm, cfg),
@@ -146,53 +149,53 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         return embed_catalogue(lm, catalogue, max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch,
                                progress=progress)
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 1])
-    sr = LSVCRSR(sr_cfg).to(device)
-    install_text(sr, pre_tables, catalogue)
-    pref = PreferenceHead(lm.hidden_size, sr_cfg.hidden).to(device)
-    lm_params = setup_tuning(lm, cfg.lm_tuning, top_layers=cfg.top_layers, lora_r=cfg.lora_r,
-                             lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
-    groups = [{"params": list(sr.parameters()) + list(pref.parameters()), "lr": cfg.lr}]
-    if lm_params:
-        groups.append({"params": lm_params, "lr": cfg.lr_lm})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    all_params = [p for g in groups for p in g["params"]]
-    history: list[dict[str, float]] = []
-    n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
-    budget = StepBudget(cfg.max_seconds, start=t0)
-    budget.record_eval(0.0)  # nothing to validate: the re-embedding that follows is not budgeted here
-    for epoch in range(cfg.epochs):
-        if not budget.step_fits():
-            break
-        if epoch > 0 and cfg.lm_tuning != "frozen":  # refresh the SR side's text inputs once per epoch
-            install_text(sr, reembed(), catalogue)
-        samples = build_samples(train, catalogue, cfg.n_samples, comment_share=cfg.comment_share,
-                                n_video_items=cfg.n_video_items, n_comment_items=n_items, max_len=sr_cfg.max_len,
-                                swap_p=cfg.swap_p, seed=seed * 1000 + epoch)
-        sr.train()
-        pref.train()
-        lm.model.train(cfg.lm_tuning != "frozen")
-        batches = _batches(samples, cfg.batch_size, rng)
-        done = 0
-        for b in tqdm(batches, desc=f"stage 1 epoch {epoch + 1}", disable=not progress, leave=False):
+    with seeded_torch(seed):  # initialisation, dropout and LoRA's initial weights
+        rng = np.random.default_rng([seed, 1])
+        sr = LSVCRSR(sr_cfg).to(device)
+        install_text(sr, pre_tables, catalogue)
+        pref = PreferenceHead(lm.hidden_size, sr_cfg.hidden).to(device)
+        lm_params = setup_tuning(lm, cfg.lm_tuning, top_layers=cfg.top_layers, lora_r=cfg.lora_r,
+                                 lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
+        groups = [{"params": list(sr.parameters()) + list(pref.parameters()), "lr": cfg.lr}]
+        if lm_params:
+            groups.append({"params": lm_params, "lr": cfg.lr_lm})
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        all_params = [p for g in groups for p in g["params"]]
+        history: list[dict[str, float]] = []
+        n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
+        budget = StepBudget(cfg.max_seconds, start=t0)
+        budget.record_eval(0.0)  # nothing to validate: the re-embedding that follows is not budgeted here
+        for epoch in range(cfg.epochs):
             if not budget.step_fits():
-                log(f"stage 1 stops at its time budget ({cfg.max_seconds:.0f} s): {done} of {len(batches)} steps "
-                    f"of epoch {epoch + 1} ({budget.step_seconds:.2f} s a step)")
                 break
-            t_step = time.perf_counter()
-            losses = stage1_batch_losses(sr, pref, lm, samples.take(b), catalogue, cfg, rng)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(all_params, cfg.grad_clip)
-            opt.step()
-            history.append({k: float(v.detach()) for k, v in losses.items()} | {"task": float(samples.task[b[0]])})
-            done += 1
-            budget.record_step(time.perf_counter() - t_step)
-        tail = history[-max(done, 1):]
-        log(f"stage 1 epoch {epoch + 1}: " + "  ".join(
-            f"{k} {np.mean([h[k] for h in tail]):.4f}" for k in ("total", "lm", "rec", "ssc", "vcc")))
-    lm.model.eval()
-    tables = pre_tables if cfg.lm_tuning == "frozen" else reembed()
-    install_text(sr, tables, catalogue)
+            if epoch > 0 and cfg.lm_tuning != "frozen":  # refresh the SR side's text inputs once per epoch
+                install_text(sr, reembed(), catalogue)
+            samples = build_samples(train, catalogue, cfg.n_samples, comment_share=cfg.comment_share,
+                                    n_video_items=cfg.n_video_items, n_comment_items=n_items, max_len=sr_cfg.max_len,
+                                    swap_p=cfg.swap_p, seed=seed * 1000 + epoch)
+            sr.train()
+            pref.train()
+            lm.model.train(cfg.lm_tuning != "frozen")
+            batches = _batches(samples, cfg.batch_size, rng)
+            done = 0
+            for b in tqdm(batches, desc=f"stage 1 epoch {epoch + 1}", disable=not progress, leave=False):
+                if not budget.step_fits():
+                    log(f"stage 1 stops at its time budget ({cfg.max_seconds:.0f} s): {done} of {len(batches)} steps "
+                        f"of epoch {epoch + 1} ({budget.step_seconds:.2f} s a step)")
+                    break
+                t_step = time.perf_counter()
+                losses = stage1_batch_losses(sr, pref, lm, samples.take(b), catalogue, cfg, rng)
+                opt.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                torch.nn.utils.clip_grad_norm_(all_params, cfg.grad_clip)
+                opt.step()
+                history.append({k: float(v.detach()) for k, v in losses.items()} | {"task": float(samples.task[b[0]])})
+                done += 1
+                budget.record_step(time.perf_counter() - t_step)
+            tail = history[-max(done, 1):]
+            log(f"stage 1 epoch {epoch + 1}: " + "  ".join(
+                f"{k} {np.mean([h[k] for h in tail]):.4f}" for k in ("total", "lm", "rec", "ssc", "vcc")))
+        lm.model.eval()
+        tables = pre_tables if cfg.lm_tuning == "frozen" else reembed()
+        install_text(sr, tables, catalogue)
     return Stage1Result(sr.cpu(), tables, tuned_state(lm), history, time.perf_counter() - t0)

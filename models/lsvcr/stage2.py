@@ -18,15 +18,16 @@ into training segments of `segment_len` predicted events (plus 50 events of cont
 time masks stay small; batches group segments of similar length (`bucketed_batches`). Cost per step
 (default world, 1 thread): the text MLP runs once over every title and the union of the comment rows
 the step reads (`LSVCRSR.text_cache`), the comment negatives are drawn without a Python loop;
-about 0.8-1.5 s a step, ~107 steps an epoch. With `max_seconds`, training stops at step granularity
-(`models.budget.StepBudget`): the last epoch may be partial, then it is validated like any other. Videos absent from the
-training histories keep a zero ID row throughout (re-zeroed after each step), so they are scored by
-their title alone, in training and at serving time alike.
+about 0.8-1.5 s a step, ~107 steps an epoch. The epoch loop (validation after every epoch, the best
+epoch's weights, patience, `max_seconds` at step granularity, `stopped_by`) is
+`models.training_loop.run_epochs`, shared with `base`: under a budget the last epoch may be partial,
+and it is validated like any other. Videos absent from the training histories keep a zero ID row
+throughout (re-zeroed after each step), so they are scored by their title alone, in training and at
+serving time alike.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from models.batch import UserHistories, visible_count
 from models.budget import StepBudget
@@ -47,6 +47,7 @@ from models.lsvcr.losses import id_text_loss
 from models.lsvcr.prompts import _comments_by_video
 from models.lsvcr.sr_model import LSVCRSR
 from models.lsvcr.text import TextTables
+from models.training_loop import EpochPass, LoopSettings, StopReason, Validation, run_epochs, seeded_torch
 
 
 @dataclass
@@ -58,7 +59,8 @@ class Stage2Result:
     seconds: float = 0.0
     # "early_stopping" (converged by the validation rule), "time_budget" (possibly under-trained) or
     # "max_epochs": recorded so a comparison can tell a converged model from a budget-cut one
-    stopped_by: str = "max_epochs"
+    # (models.training_loop, shared with base)
+    stopped_by: StopReason = "max_epochs"
 
 
 def comment_candidates(hist: UserHistories, off: np.ndarray, by_video: np.ndarray, n_neg: int,
@@ -236,93 +238,93 @@ def known_videos(train: EventLog, n_videos: int) -> torch.Tensor:
     return known
 
 
-def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates, tables: TextTables,
-               config: LSVCRConfig, *, init_state: dict[str, torch.Tensor] | None = None, device: str = "cpu",
-               progress: bool = False, name: str = "lsvcr", log: Callable[[str], None] = print) -> Stage2Result:
-    """Fine-tune (see the module docstring); returns the best-validation recommender."""
-    t0 = time.perf_counter()
-    cfg, seed = config.stage2, config.seed
-    sr_cfg: SRConfig = config.sr
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 2])
-    model = LSVCRSR(sr_cfg)
-    if init_state is not None:
-        missing, unexpected = model.load_state_dict(init_state, strict=False)
-        allowed = {"video_id.weight", "gate", "like_prior.weight", "like_slope"}
-        if unexpected or not set(missing) <= allowed:
-            raise ValueError(f"stage-1 weights do not fit the stage-2 model: missing {sorted(set(missing) - allowed)}, "
-                             f"unexpected {sorted(unexpected)}")
-    model.reset_pad_rows()
-    rec = LSVCRRecommender(model, catalogue, tables, name=name, device=device, config=config)
-    train = splits.train
-    known = known_videos(train, catalogue.n_videos).to(device)
-    off, by_video = _comments_by_video(catalogue)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    seg = make_segments(train, cfg.segment_len, sr_cfg.max_len)
-    useful = ((seg.v1 - seg.vq) > 0) & ((seg.v1 - seg.v0) >= 2) | ((seg.c1 - seg.cq) > 0)
-    rows = np.flatnonzero(useful)
-    if not len(rows):
-        raise ValueError("stage 2 needs users with at least 2 video events or 1 comment record in training")
-    best, best_state, best_epoch, bad = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
-    best_valid: dict[str, float] = {}
-    history: list[dict[str, float]] = []
-    budget = StepBudget(cfg.max_seconds, start=t0)
-    stopped_by = "max_epochs"
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_start = time.perf_counter() - t0
-        model.train()
-        sums: dict[str, float] = {}
-        batches = bucketed_batches(rows, seg, cfg.batch_users, rng)
-        done, partial = 0, False
-        for s in tqdm(range(len(batches)), desc=f"stage 2 epoch {epoch}", disable=not progress, leave=False):
-            if not budget.step_fits():  # the budget ends inside this epoch: validate what we have
-                partial = True
-                break
-            t_step = time.perf_counter()
-            hist, vmask, cmask = segment_histories(train, seg, batches[s])
-            cands = comment_candidates(hist, off, by_video, cfg.n_comment_neg, rng).to(device)
-            losses = stage2_batch_losses(model, hist.to(device), cands, cfg, rng, known, vmask.to(device),
-                                         cmask.to(device))
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if model.video_id is not None:
-                with torch.no_grad():
-                    model.video_id.weight[~known] = 0.0
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            done += 1
-            budget.record_step(time.perf_counter() - t_step)
-        sums = {k: v / max(done, 1) for k, v in sums.items()} or {k: float("nan") for k in
-                                                                   ("video", "comment", "idtext", "total")}
-        model.eval()
-        t_eval = time.perf_counter()
-        res = evaluate(rec, splits, candidates, catalogue, split="valid")
-        budget.record_eval(time.perf_counter() - t_eval)
+@dataclass
+class _Stage2Epochs:
+    """Stage 2's part of the shared epoch loop: bucketed segment batches, the joint step, validation on
+    the mean of the two tasks' NDCG@5 (minus the training loss when no task has validation queries)."""
+
+    model: LSVCRSR
+    rec: LSVCRRecommender
+    opt: torch.optim.Optimizer
+    cfg: Stage2Config
+    train: EventLog
+    seg: Segments
+    rows: np.ndarray  # the segments that carry a training target
+    known: torch.Tensor
+    off: np.ndarray
+    by_video: np.ndarray
+    rng: np.random.Generator
+    device: str
+    splits: Splits
+    candidates: EvalCandidates
+    catalogue: Catalogue
+    sums: dict[str, float] = field(default_factory=dict)  # the epoch's summed losses
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        self.sums = {}
+        return bucketed_batches(self.rows, self.seg, self.cfg.batch_users, self.rng)
+
+    def step(self, batch: np.ndarray) -> None:
+        model, dev = self.model, self.device
+        hist, vmask, cmask = segment_histories(self.train, self.seg, batch)
+        cands = comment_candidates(hist, self.off, self.by_video, self.cfg.n_comment_neg, self.rng).to(dev)
+        losses = stage2_batch_losses(model, hist.to(dev), cands, self.cfg, self.rng, self.known, vmask.to(dev),
+                                     cmask.to(dev))
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        if model.video_id is not None:
+            with torch.no_grad():
+                model.video_id.weight[~self.known] = 0.0
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+
+    def validate(self, run: EpochPass) -> Validation:
+        sums = {k: v / max(run.steps, 1) for k, v in self.sums.items()} or {
+            k: float("nan") for k in ("video", "comment", "idtext", "total")}
+        res = evaluate(self.rec, self.splits, self.candidates, self.catalogue, split="valid")
         valid = {f"{r.task}_{m}": v for r in res if r.n_queries for m, v in r.metrics.items()}
         ndcg = [r.metrics["ndcg@5"] for r in res if r.n_queries]
         score = float(np.mean(ndcg)) if ndcg else -float(sums["total"])
-        history.append({"epoch": epoch, **sums, **valid, "valid_score": score, "steps": done,
-                        "partial": partial, "seconds": time.perf_counter() - t0 - epoch_start})
-        log(f"stage 2 epoch {epoch:3d}{f' ({done}/{len(batches)} steps)' if partial else ''}  loss "
-            f"{sums['total']:.4f} (video {sums['video']:.4f}, comment {sums['comment']:.4f}, id-text "
-            f"{sums['idtext']:.4f})  valid ndcg@5 " + ", ".join(f"{r.task} {r.metrics['ndcg@5']:.4f}" for r in res
-                                                               if r.n_queries))
-        if score > best:
-            best, best_state, best_epoch, bad, best_valid = score, copy.deepcopy(model.state_dict()), epoch, 0, valid
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                log(f"stage 2 early stop: no better validation NDCG@5 for {cfg.patience} epochs; best epoch {best_epoch}")
-                stopped_by = "early_stopping"
-                break
-        if partial or not budget.step_fits():
-            log(f"stage 2 stops at its time budget ({cfg.max_seconds:.0f} s, {budget.elapsed():.0f} s used, "
-                f"{budget.steps} steps of {budget.step_seconds:.2f} s, validation {budget.eval_seconds:.0f} s); "
-                f"best epoch {best_epoch}; early stopping had not ended training, so the model may be under-trained")
-            stopped_by = "time_budget"
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return Stage2Result(rec, best_epoch, best_valid, history, time.perf_counter() - t0, stopped_by)
+        summary = (f"loss {sums['total']:.4f} (video {sums['video']:.4f}, comment {sums['comment']:.4f}, id-text "
+                   f"{sums['idtext']:.4f})  valid ndcg@5 "
+                   + ", ".join(f"{r.task} {r.metrics['ndcg@5']:.4f}" for r in res if r.n_queries))
+        return Validation(score, {**sums, **valid, "valid_score": score}, summary, valid)
+
+
+def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates, tables: TextTables,
+               config: LSVCRConfig, *, init_state: dict[str, torch.Tensor] | None = None, device: str = "cpu",
+               progress: bool = False, name: str = "lsvcr", log: Callable[[str], None] = print) -> Stage2Result:
+    """Fine-tune (see the module docstring); returns the best-validation recommender. `config` is read,
+    never changed; torch's global random state is seeded inside and restored on return (`seeded_torch`)."""
+    t0 = time.perf_counter()
+    cfg, seed = config.stage2, config.seed
+    sr_cfg: SRConfig = config.sr
+    with seeded_torch(seed):  # initialisation and dropout
+        rng = np.random.default_rng([seed, 2])
+        model = LSVCRSR(sr_cfg)
+        if init_state is not None:
+            missing, unexpected = model.load_state_dict(init_state, strict=False)
+            allowed = {"video_id.weight", "gate", "like_prior.weight", "like_slope"}
+            if unexpected or not set(missing) <= allowed:
+                raise ValueError(f"stage-1 weights do not fit the stage-2 model: missing {sorted(set(missing) - allowed)}, "
+                                 f"unexpected {sorted(unexpected)}")
+        model.reset_pad_rows()
+        rec = LSVCRRecommender(model, catalogue, tables, name=name, device=device, config=config)
+        train = splits.train
+        known = known_videos(train, catalogue.n_videos).to(device)
+        off, by_video = _comments_by_video(catalogue)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        seg = make_segments(train, cfg.segment_len, sr_cfg.max_len)
+        useful = ((seg.v1 - seg.vq) > 0) & ((seg.v1 - seg.v0) >= 2) | ((seg.c1 - seg.cq) > 0)
+        rows = np.flatnonzero(useful)
+        if not len(rows):
+            raise ValueError("stage 2 needs users with at least 2 video events or 1 comment record in training")
+        trainer = _Stage2Epochs(model, rec, opt, cfg, train, seg, rows, known, off, by_video, rng, device, splits,
+                                candidates, catalogue)
+        settings = LoopSettings(cfg.epochs, cfg.patience, label="stage 2", progress=progress,
+                                score_name="validation NDCG@5 (mean of the tasks)")
+        loop = run_epochs(model, trainer, settings, budget=StepBudget(cfg.max_seconds, start=t0), log=log)
+    best_valid = loop.best.metrics if loop.best is not None else {}
+    return Stage2Result(rec, loop.best_epoch, best_valid, loop.history, time.perf_counter() - t0, loop.stopped_by)

@@ -20,20 +20,21 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.torch import load_file, save_file
 
 from models.catalogue import Catalogue
 from models.evaluation import load_or_sample_candidates
 from models.histories import Splits, event_log_from_tables, leave_one_out
-from models.lsvcr.config import ABLATIONS, LSVCRConfig
+from models.lsvcr.config import ABLATIONS, LSVCRConfig, SRConfig
 from models.lsvcr.llm import load_llm
 from models.lsvcr.stage1 import run_stage1, stage1_boundary_layer
 from models.lsvcr.stage2 import run_stage2
 from models.lsvcr.text import TEXT_FILE, TextTables, cached_catalogue_embedding_and_boundary
+from models.training_loop import seeded_torch
 
 STAGES = ("all", "align", "finetune")
 STAGE1_WEIGHTS = "sr_stage1.safetensors"
@@ -107,20 +108,20 @@ def train_lsvcr(
     `time_budget_s` caps the whole call, the pre-trained embedding pass included: stage 1's steps get
     `stage1.budget_share` of what is left after that pass, stage 2 gets what stage 1 left (at least 30 s);
     both stop at step granularity, stage 2 validating a last partial epoch and keeping the best epoch
-    (models.budget). None = no cap (stage 1 runs its samples, early stopping alone ends stage 2).
+    (models.training_loop). None = no cap (stage 1 runs its samples, early stopping alone ends stage 2).
+    `config` is read, never changed: the configs the stages ran with (seed, epochs, budget shares, the
+    SR model's sizes) are derived with `dataclasses.replace` and saved in the checkpoint's config.json.
+    Deterministic by `seed`; torch's global random state is seeded inside and restored on return.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     out_dir = Path(out_dir)
-    cfg = config or LSVCRConfig()
-    cfg.seed, cfg.ablation = seed, ablation
-    cfg.llm_path = llm_path if llm_path is not None else cfg.llm_path
-    if epochs is not None:
-        cfg.stage2.epochs = epochs
-    if stage1_epochs is not None:
-        cfg.stage1.epochs = stage1_epochs
+    base = config or LSVCRConfig()  # read, never changed: every setting below goes into a new config
+    cfg = replace(base, seed=seed, ablation=ablation, llm_path=llm_path if llm_path is not None else base.llm_path,
+                  stage1=base.stage1 if stage1_epochs is None else replace(base.stage1, epochs=stage1_epochs),
+                  stage2=base.stage2 if epochs is None else replace(base.stage2, epochs=epochs))
     if catalogue is None or splits is None:
         if data is None:
             raise ValueError("pass the log tables (data) or both catalogue= and splits=")
@@ -131,23 +132,42 @@ def train_lsvcr(
             "these logs carry no text (every video title and comment text is null, as in imported KuaiRand "
             "logs): LSVCR's text inputs and its alignment stage have nothing to read. Train the ID-only "
             "variant instead (`harness train --model lsvcr --ablation no_text`), or use logs with titles.")
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
+    # Each stage seeds its own generators; this covers the rest (a Hugging Face model's weights that its
+    # checkpoint lacks are initialised from torch's global generator), and restores the caller's state.
+    with seeded_torch(seed):
+        return _train(catalogue, splits, out_dir, cfg, stage=stage, device=device, cache_dir=cache_dir,
+                      candidates_dir=candidates_dir, name=name, time_budget_s=time_budget_s, progress=progress,
+                      log=log)
+
+
+def _budgeted(max_seconds: float | None, share: float) -> float:
+    """A stage's step budget: its share of the whole-call budget, or less if its config asks for less."""
+    return share if max_seconds is None else min(max_seconds, share)
+
+
+def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig, *, stage: str, device: str,
+           cache_dir: Path | str | None, candidates_dir: Path | str | None, name: str | None,
+           time_budget_s: float | None, progress: bool, log: Callable[[str], None]) -> Path:
+    seed, ablation = cfg.seed, cfg.ablation
     cache = Path(cache_dir) if cache_dir is not None else out_dir.parent / ".lsvcr-cache"
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    cfg.sr.n_videos, cfg.sr.n_comments = catalogue.n_videos, catalogue.n_comments
-    cfg.sr.use_ids, cfg.sr.use_comments, cfg.sr.use_text = False, ablation != "no_comments", ablation != "no_text"
+    sr_given = cfg.sr
+
+    def sr(use_ids: bool, lm_dim: int) -> SRConfig:  # the SR model's shape for this catalogue and ablation
+        return replace(sr_given, n_videos=catalogue.n_videos, n_comments=catalogue.n_comments, use_ids=use_ids,
+                       use_comments=ablation != "no_comments", use_text=ablation != "no_text", lm_dim=lm_dim)
+
     needs_stage1 = ablation not in ("no_align", "no_text")
     init_state, tables = None, None
     s1 = stage1_dir(out_dir)
     if ablation == "no_text":
-        cfg.sr.lm_dim = 8
-        tables = TextTables.empty(catalogue, cfg.sr.lm_dim)
+        lm_dim = 8
+        tables = TextTables.empty(catalogue, lm_dim)
     elif stage in ("all", "align") or not needs_stage1:
         lm = load_llm(cfg.llm_path, device=device)
-        cfg.sr.lm_dim = lm.hidden_size
+        lm_dim = lm.hidden_size
         t = time.perf_counter()
         layer = stage1_boundary_layer(lm, cfg.stage1) if needs_stage1 else None
         pre, boundary = cached_catalogue_embedding_and_boundary(
@@ -155,18 +175,18 @@ def train_lsvcr(
             batch_size=cfg.stage1.embed_batch, progress=progress)
         timings["pretrained_embedding_s"] = time.perf_counter() - t
         if needs_stage1:
-            cfg.sr.__post_init__()
             if time_budget_s is not None:  # stage 1's steps get a share of what the budget has left
                 share = cfg.stage1.budget_share * max(1.0, time_budget_s - (time.perf_counter() - t0))
-                cfg.stage1.max_seconds = share if cfg.stage1.max_seconds is None else min(cfg.stage1.max_seconds, share)
-            res = run_stage1(splits.train, catalogue, lm, pre, cfg.sr, cfg.stage1, seed=seed, device=device,
+                cfg = replace(cfg, stage1=replace(cfg.stage1, max_seconds=_budgeted(cfg.stage1.max_seconds, share)))
+            cfg1 = replace(cfg, sr=sr(use_ids=False, lm_dim=lm_dim))  # stage 1: no ID tables
+            res = run_stage1(splits.train, catalogue, lm, pre, cfg1.sr, cfg1.stage1, seed=seed, device=device,
                              progress=progress, log=log, boundary=boundary)
             timings["stage1_s"] = res.seconds
             init_state, tables = res.sr.state_dict(), res.tables
             first = [h["total"] for h in res.history[: max(1, len(res.history) // 5)]]
             last = [h["total"] for h in res.history[-max(1, len(res.history) // 5):]]
             _save_stage1(s1, init_state, tables, {
-                "catalogue_digest": catalogue.digest(), "config": cfg.to_dict(), "seconds": res.seconds,
+                "catalogue_digest": catalogue.digest(), "config": cfg1.to_dict(), "seconds": res.seconds,
                 "loss_first": float(np.mean(first)), "loss_last": float(np.mean(last)), "history": res.history,
                 "llm_path": lm.path, "lm_tuning": cfg.stage1.lm_tuning})
             log(f"stage 1 done in {res.seconds:.1f} s: loss {np.mean(first):.4f} -> {np.mean(last):.4f}; saved {s1}")
@@ -177,14 +197,13 @@ def train_lsvcr(
             return s1
     else:
         init_state, tables, info = _load_stage1(s1, catalogue)
-        cfg.sr.lm_dim = int(tables.dim)
+        lm_dim = int(tables.dim)
         timings["stage1_s"] = float(info.get("seconds", 0.0))
 
-    cfg.sr.use_ids = True
-    cfg.sr.__post_init__()
+    cfg = replace(cfg, sr=sr(use_ids=True, lm_dim=lm_dim))
     if time_budget_s is not None:
-        left = time_budget_s - (time.perf_counter() - t0)
-        cfg.stage2.max_seconds = max(30.0, left) if cfg.stage2.max_seconds is None else min(cfg.stage2.max_seconds, max(30.0, left))
+        left = max(30.0, time_budget_s - (time.perf_counter() - t0))
+        cfg = replace(cfg, stage2=replace(cfg.stage2, max_seconds=_budgeted(cfg.stage2.max_seconds, left)))
     cands = load_or_sample_candidates(splits, catalogue, Path(candidates_dir) if candidates_dir else out_dir.parent)
     res2 = run_stage2(splits, catalogue, cands, tables, cfg, init_state=init_state, device=device,
                       progress=progress, name=name or out_dir.name, log=log)
