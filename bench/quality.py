@@ -6,7 +6,7 @@
     python bench/quality.py --movielens /tmp/recbole/recbole-1.2.1-py3-none-any.whl --seeds 0
 
 Protocol: leave-one-out by time, 100 stored candidates for videos (target + 99 uniform negatives),
-comment candidates per LSVCR.md; test split; mean and std (ddof=1 when >1 seed) over training seeds.
+comment candidates per docs/lsvcr-method.md; test split; mean and std (ddof=1 when >1 seed) over training seeds.
 The evaluation candidates are the same for every model and seed (seed 0). `base` and `pop` rank
 comments by like count (the production rule; neither has a comment model).
 

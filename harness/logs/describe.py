@@ -1,6 +1,6 @@
 """Describe logged sessions: sizes, rates and what the data lacks, in one DuckDB pass per table.
 
-The rates are the ones the synthetic world is calibrated on (DESIGN.md: KuaiComt has comment-section
+The rates are the ones the synthetic world is calibrated on (docs/architecture.md: KuaiComt has comment-section
 opens on about 13% of impressions and comment likes/replies on about 6% of opens), so `harness logs
 describe` shows at a glance whether a dataset exercises the harness at realistic rates.
 

@@ -1,7 +1,8 @@
 """The logged-session schema: every table, column, type, nullability and meaning, in one place.
 
 Everything that reads or writes logs (the store, validation, the simulator, the KuaiRand importer,
-the replay) takes its column list from here, so the contract in DESIGN.md has one source of truth.
+the replay) takes its column list from here, so the contract in docs/architecture.md ("Contract 1:
+logged sessions") has one source of truth.
 Extra columns beyond these are allowed and kept (e.g. simulator diagnostics); missing required
 columns are an error.
 """
