@@ -1,1 +1,1 @@
-"""Streamlit dashboard over the results store (read-only)."""
+"""The dashboard over the results store (read-only): planned, not yet written (docs/architecture.md)."""
