@@ -36,6 +36,7 @@ import torch
 
 from models.batch import UserHistories
 from models.catalogue import Catalogue
+from models.errors import ModelInputError
 
 
 @dataclass(frozen=True)
@@ -314,5 +315,5 @@ def prepare_data(tables: dict, config: HistoryConfig | None = None) -> PreparedD
     catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
     log = event_log_from_tables(catalogue, tables, config)
     if log.n_users == 0:
-        raise ValueError("the logs hold no engaged video event (liked or watched); nothing to train or evaluate")
+        raise ModelInputError("the logs hold no engaged video event (liked or watched); nothing to train or evaluate")
     return PreparedData(catalogue, leave_one_out(log))

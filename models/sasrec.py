@@ -6,7 +6,7 @@ the state at the last visible event is the user vector h; the score of item i is
 item table shared between input and output. Trained with full-softmax cross-entropy over all V
 videos (no sampling): L = -log softmax(h E^T)[target].
 
-Hyperparameters follow LSVCR.md's SR model: hidden 64, 2 layers, 2 heads, FFN 256, dropout 0.3,
+Hyperparameters follow the SR model of docs/lsvcr-method.md: hidden 64, 2 layers, 2 heads, FFN 256, dropout 0.3,
 max position 50. Initialisation follows RecBole (normal(0, 0.02), LayerNorm eps 1e-12); the pad row
 (index 0) is zero and never trained.
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from models.adapters import SASRecRecommender
 from models.budget import StepBudget
 from models.catalogue import Catalogue
+from models.errors import ModelInputError
 from models.evaluation import EvalCandidates, evaluate
 from models.histories import EventLog, Splits
 from models.sasrec import SASRec, SASRecConfig, n_windows
@@ -88,7 +89,7 @@ def training_windows(train: EventLog, max_len: int) -> TrainingWindows:
         pos.append((src - s * w)[ok])
         item.append(items[ok])
     if not seqs:
-        raise ValueError("no user has 2 or more training video events: nothing to train on")
+        raise ModelInputError("no user has 2 or more training video events: nothing to train on")
     win_a, pos_a, item_a = np.concatenate(win), np.concatenate(pos), np.concatenate(item)
     order = np.argsort(win_a, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(np.bincount(win_a, minlength=len(seqs)))]).astype(np.int64)

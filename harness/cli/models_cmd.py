@@ -9,7 +9,8 @@ candidates (`models.evaluation`), which live in the models directory (the parent
 
 Errors go through `harness.cli.shared.cli_errors` (exit 3, one line on stderr, no traceback). Only our
 packages' own error types are turned into a user message here (bad logs: `harness.logs`' errors; an
-unusable checkpoint: `models.checkpoint.CheckpointError`); anything else reaches `cli_errors()`, which
+unusable checkpoint: `models.checkpoint.CheckpointError`; logs a model cannot learn from or a missing
+language-model package: `models.errors.ModelInputError`); anything else reaches `cli_errors()`, which
 reports it as a bug, so a bug in training is never passed off as bad input.
 """
 
@@ -111,6 +112,7 @@ def train(
             if given:
                 raise UserError(f"these options apply to --model lsvcr only: {', '.join(given)}")
         from models.checkpoint import CheckpointError
+        from models.errors import ModelInputError
 
         tables, _ = _read_logs(data)
         try:
@@ -120,7 +122,7 @@ def train(
                    progress=progress)
         except LOG_ERRORS as exc:
             raise log_error(exc) from None
-        except CheckpointError as exc:
+        except (CheckpointError, ModelInputError) as exc:
             raise UserError(str(exc)) from None
 
 
@@ -191,13 +193,14 @@ def evaluate(
         if not names:
             raise UserError("--models is empty; pass e.g. --models base,pop")
         from models.checkpoint import CheckpointError
+        from models.errors import ModelInputError
 
         tables, log_fp = _read_logs(data)
         try:
             results, digests = _evaluate(names, tables, checkpoints, split.value, device.value, seed)
         except LOG_ERRORS as exc:
             raise log_error(exc) from None
-        except CheckpointError as exc:
+        except (CheckpointError, ModelInputError) as exc:
             raise UserError(str(exc)) from None
         if store:
             _store(results, db, names, seed, log_fp, digests, checkpoints, split.value)

@@ -1,7 +1,7 @@
 """Short-lived DuckDB connections that wait out another process's file lock.
 
 Why not one long-lived connection: a DuckDB read-write connection locks the *file* against every other
-process, even read-only ones (NOTES.md "DuckDB concurrency"), so a replay holding it for an hour would
+process, even read-only ones (docs/results-store.md, "Concurrency"), so a replay holding it for an hour would
 lock the dashboard out. The store therefore opens a connection per transaction (write) or per query
 (read), closes it at once, and both sides retry on the lock error with capped exponential backoff and
 jitter. A write holds the lock only for the time of one transaction (milliseconds to a few seconds).

@@ -163,7 +163,7 @@ def table_rows(
     return out
 
 
-# The DESIGN.md vocabulary maps onto LiftResult's field names.
+# The vocabulary of docs/architecture.md (Contract 3) maps onto LiftResult's field names.
 _LIFT_ALIASES = {
     "estimate": "abs_diff",
     "std_error": "abs_se",

@@ -1,7 +1,7 @@
 """The results-database schema: every table and column with its meaning, in one place.
 
 The store (`harness.store.results`), the CLI and the dashboard take their column lists from here, so
-the contract in DESIGN.md "Results (output)" has one source of truth. Bump `SCHEMA_VERSION` and add a
+the contract in docs/architecture.md ("Contract 3: results") has one source of truth. Bump `SCHEMA_VERSION` and add a
 migration in `ResultsStore` whenever a table changes; a database written by a newer harness is refused
 rather than misread.
 

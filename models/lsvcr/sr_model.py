@@ -1,6 +1,6 @@
 """The LSVCR sequential recommender (the part kept in deployment), in one readable file.
 
-Architecture (LSVCR.md, "The SR model"): hidden d = 64, 2 layers, 2 heads, FFN 256, dropout 0.3, GELU,
+Architecture (docs/lsvcr-method.md, "The SR model"): hidden d = 64, 2 layers, 2 heads, FFN 256, dropout 0.3, GELU,
 post-LayerNorm, max position 50.
 
 1. Text: LM embedding e (lm_dim) -> text MLP -> t (256) -> shared bias-free adapter A: 256 -> 64.

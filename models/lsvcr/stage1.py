@@ -1,4 +1,4 @@
-"""Stage 1: personalised preference alignment of the SR model with the LLM recommender (LSVCR.md).
+"""Stage 1: personalised preference alignment of the SR model with the LLM recommender (docs/lsvcr-method.md).
 
 Per batch (all samples of one task, so in-batch negatives are items of the same kind):
 

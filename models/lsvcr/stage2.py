@@ -1,4 +1,4 @@
-"""Stage 2: recommendation-oriented fine-tuning of the SR model (LSVCR.md), one joint model for both tasks.
+"""Stage 2: recommendation-oriented fine-tuning of the SR model (docs/lsvcr-method.md), one joint model for both tasks.
 
 Start from the stage-1 SR weights and text MLP (or fresh ones for the `no_align` / `no_text`
 ablations), add the video ID table and the scalar gate (init 1.0); the LM is gone, its embeddings of
