@@ -7,7 +7,7 @@ Exit codes (the whole CLI; docs/statistics.md "Exit codes"):
 | 0 | done; with a launch gate: SHIP (every judged treatment may ship) |
 | 1 | a launch gate said NO_SHIP (some judged treatment failed a rule) |
 | 2 | a launch gate said INCONCLUSIVE (no failure, but not every rule passed) |
-| 3 | error: bad input, unreadable file or database, or a bug; a message on stderr, nothing stored |
+| 3 | error: bad input or a usage error, an unreadable file or database, or a bug; a message on stderr, nothing stored |
 
 A gate's 1 and 2 must never be confused with a crash, so every failure of any kind ends in 3: known
 errors as one line naming what is wrong and what to do, anything unexpected as one line saying it is a
