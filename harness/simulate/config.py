@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 EPOCH = "2023-10-01T00:00:00"  # day 0 of the logs (KuaiComt was collected in October 2023)
+EXAMINATION = ("cascade", "position")
+RANDOM_MODES = ("slot", "slate")
 
 
 def _positive(name: str, value: float) -> None:
@@ -72,11 +74,22 @@ class Behaviour:
     # comment affinity a_uc = delta_disc phi_u[topic_c] + delta_quality q_c
     delta_disc: float = 0.8
     delta_quality: float = 0.5
+    # examination of the feed: "cascade" (a vertical feed: slot 0 is seen, the user goes on to the next
+    # slot with a probability that rises with satisfaction, else leaves the request) or "position"
+    # (world v1: slot j seen independently with probability exam_decay^j)
+    examination: str = "cascade"
+    exam_decay: float = 0.9  # position model only: P(reach slot j) = exam_decay^j
+    # cascade: P(continue after slot j) = sigmoid(continue_bias + continue_beta s_uv
+    #                                             + continue_complete [watched to the end])
+    continue_bias: float = 1.2
+    continue_beta: float = 0.5
+    continue_complete: float = 1.0
+    leave_session_p: float = 0.3  # a user who leaves a request early ends the session with this probability
     # video outcomes (given the slot is examined)
-    exam_decay: float = 0.9  # P(reach slot j) = exam_decay^j
-    watch_mu: float = -0.5  # R ~ LogNormal(watch_mu + watch_beta s_uv, watch_sigma^2); watch = min(D, D R)
+    watch_mu: float = -0.5  # R ~ LogNormal(watch_mu + watch_beta s_uv, watch_sigma^2); watch = D min(R, L)
     watch_beta: float = 0.6
     watch_sigma: float = 0.8
+    loop_max: float = 3.0  # L: plays of one video at most (loops); 1 = capped at the duration (world v1)
     like_bias: float = -4.0  # p_like = sigmoid(like_bias + like_beta s_uv)
     like_beta: float = 0.8
     open_bias: float = 1.5  # p_open = omega_u * sigmoid(open_bias + open_beta d_uv) * cq_v
@@ -111,6 +124,10 @@ class Behaviour:
             elif f.name.endswith(("_sigma", "_scale", "_median", "_median_s", "temperature", "_a", "_b",
                                   "_min_s", "_max_s", "per_author", "_size", "_noise")):
                 _positive(f.name, v)
+        if self.examination not in EXAMINATION:
+            raise ValueError(f"examination must be one of {list(EXAMINATION)}, got {self.examination!r}")
+        if not self.loop_max >= 1:
+            raise ValueError(f"loop_max must be >= 1 (1 = no loops), got {self.loop_max!r}")
         if self.interest_share + self.popular_share > 1:
             raise ValueError("interest_share + popular_share must be <= 1 (the rest is uniform random)")
         if self.requests_per_session_p == 0:
@@ -138,7 +155,8 @@ class WorldConfig:
     comments_per_video: float = 10.0
     days: int = 14
     pre_days: int | None = None  # default: days // 2
-    random_share: float = 0.05
+    random_share: float = 0.0037  # "slot": share of impressions; "slate": share of requests
+    random_mode: str = "slot"  # slot: single slots from a catalogue-wide pool (KuaiRand); slate: whole slates
     slate_size: int = 6
     candidates: int = 50
     topics: int = 20
@@ -161,6 +179,11 @@ class WorldConfig:
         if not 0 <= self.pre_days < self.days:
             raise ValueError(f"pre_days must lie in [0, days={self.days}), got {self.pre_days!r}")
         _unit("random_share", self.random_share)
+        if self.random_mode not in RANDOM_MODES:
+            raise ValueError(f"random_mode must be one of {list(RANDOM_MODES)}, got {self.random_mode!r}")
+        if self.random_mode == "slot" and self.random_share > 0 and self.videos <= self.candidates:
+            raise ValueError("random_mode='slot' draws from videos outside the candidate set: need videos > "
+                             "candidates")
         if self.slate_size > self.candidates:
             raise ValueError(f"slate_size ({self.slate_size}) must be <= candidates ({self.candidates})")
         if self.candidates > self.videos:

@@ -6,10 +6,13 @@ is Poisson(lambda_u); session i of n starts at 06:00 + (i + U/2) * 18h / n; it h
 min(Geometric(requests_per_session_p), max_requests_per_session) requests, spaced 30 s + Exp(mean 90 s)
 apart. Requests are sorted by (user, ts) before ids are assigned, so ids order each user's history.
 
-Each request: random exposure with probability random_share; retrieval and the logging policy as in
-policy.py; then outcomes as in outcomes.py: slot j is examined with probability exam_decay^j; an
-opened comment section shows the top comment_list_size comments of a Plackett-Luce draw of the
-logging comment ranking, each examined with probability comment_exam_decay^rank.
+Each request: retrieval, the logging policy and random exposure as in policy.py; then outcomes as in
+outcomes.py: the user scrolls the slate top-down (cascade: goes on after each video with a probability
+that rises with satisfaction, else leaves the request; `examination="position"` is world v1's
+independent exam_decay^j); a user who leaves a request early ends the session with probability
+leave_session_p, and the session's later requests are dropped (request ids are assigned after that, so
+they stay dense and ordered). An opened comment section shows the top comment_list_size comments of a
+Plackett-Luce draw of the logging comment ranking, each examined with probability comment_exam_decay^rank.
 
 Memory: users are processed in chunks of `chunk_users` with one random generator per chunk
 (SeedSequence([seed, chunk])), so peak memory grows with the output, not with per-row Python objects.
@@ -29,7 +32,14 @@ from harness.logs.schema import TABLES
 from harness.simulate import outcomes as oc
 from harness.simulate import plackett_luce as pl
 from harness.simulate.config import WorldConfig
-from harness.simulate.policy import SOURCES, Retrieval, draw_slates, logging_log_weights
+from harness.simulate.policy import (
+    SOURCES,
+    Retrieval,
+    draw_slates,
+    logging_log_weights,
+    random_pool_draw,
+    request_keys,
+)
 from harness.simulate.world import World
 
 DAY_S = 86400.0
@@ -43,7 +53,7 @@ class Summary:
     rows: dict[str, int]
     rates: dict[str, float]
     targets: dict[str, float] = field(default_factory=lambda: {
-        "comment_open_rate": 0.13, "comment_interactions_per_open": 0.06, "random_share": 0.05})
+        "comment_open_rate": 0.13, "comment_interactions_per_open": 0.06, "random_share": 0.0037})
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "rates": self.rates, "targets": self.targets}
@@ -105,48 +115,105 @@ def _comment_sections(world: World, users: np.ndarray, videos: np.ndarray, rng: 
             "dwell": dwell, "liked": liked, "replied": replied}
 
 
+def _examine(world: World, s: np.ndarray, dur: np.ndarray, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(examined, watch seconds, left early) for slates with affinities s (R, k); outcomes.py has the laws."""
+    b = world.config.behaviour
+    R, k = s.shape
+    watch, completed = oc.watch_time(world, s, dur, rng.normal(size=(R, k)))
+    if b.examination == "position":
+        examined = rng.random((R, k)) < oc.exam_probs(b.exam_decay, k)[None, :]
+        return examined, np.where(examined, watch, 0.0), np.zeros(R, dtype=bool)
+    examined = np.zeros((R, k), dtype=bool)
+    alive = np.ones(R, dtype=bool)
+    go_on = rng.random((R, k)) < oc.continue_given(world, s, completed.astype(float))
+    for j in range(k):  # top-down: slot j is seen only if the user went on after every earlier slot
+        examined[:, j] = alive
+        alive = alive & go_on[:, j]
+    left_early = ~examined[:, -1] if k else np.zeros(R, dtype=bool)
+    return examined, np.where(examined, watch, 0.0), left_early
+
+
+def _session_kept(session: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Rows (sorted by user, ts; a session's rows contiguous) that come no later than their session's
+    first ending request."""
+    if not len(session):
+        return np.zeros(0, dtype=bool)
+    first = np.r_[True, session[1:] != session[:-1]]
+    cs = np.cumsum(ends)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(session)), 0))
+    before_session = cs[start] - ends[start]
+    ended_before = cs - ends - before_session
+    return ended_before == 0
+
+
 def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random.Generator,
            first_request: int, first_session: int, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
     cfg, b = world.config, world.config.behaviour
     ses = _sessions(world, users, rng)
-    R, k = len(ses["user"]), cfg.slate_size
-    req_ids = first_request + np.arange(R, dtype=np.int64)
+    R, k, n = len(ses["user"]), cfg.slate_size, cfg.candidates
     u = ses["user"]
+    ts_abs = world.epoch.astype(np.int64) + ses["ts"]
+    keys = request_keys(u, ts_abs)
     tfrac = ses["ts"] / (US * DAY_S * cfg.days)
-    is_random = rng.random(R) < cfg.random_share
+    slate_random = (rng.random(R) < cfg.random_share) if cfg.random_mode == "slate" else np.zeros(R, dtype=bool)
     cands, source = retrieval.candidates(u, tfrac, rng)
-    log_w = logging_log_weights(world, u, tfrac, req_ids, cands)
-    slates, prop, slot = draw_slates(log_w, is_random, k, rng, workers)
+    log_w = logging_log_weights(world, u, tfrac, keys, cands)
+    slates, prop, slot = draw_slates(log_w, slate_random, k, rng, workers)
     vids = np.take_along_axis(cands, slates, axis=1)  # (R, k)
+    if cfg.random_mode == "slot":  # single slots from the catalogue outside the candidates
+        rho = cfg.random_share
+        is_random = rng.random((R, k)) < rho
+        rr = np.flatnonzero(is_random.any(axis=1))
+        if len(rr):
+            draws = rng.integers(0, world.n_videos - n, size=(len(rr), k))
+            pool = random_pool_draw(cands[rr], world.n_videos, draws)
+            vids[rr] = np.where(is_random[rr], pool, vids[rr])
+        p_pool = rho / (world.n_videos - n)
+        prop = np.where(is_random, p_pool, (1 - rho) * prop)
+        slot = np.where(is_random, p_pool, (1 - rho) * slot)
+    else:
+        is_random = np.broadcast_to(slate_random[:, None], (R, k))
     s, d = oc.video_affinities(world, u, tfrac, vids)
-    exam = rng.random((R, k)) < oc.exam_probs(b.exam_decay, k)[None, :]
-    dur = world.duration_s[vids]
-    ratio = np.exp(oc.watch_mu(world, s) + b.watch_sigma * rng.normal(size=(R, k)))
-    watch = np.where(exam, np.minimum(dur, dur * ratio), 0.0)
-    liked = exam & (rng.random((R, k)) < oc.p_like(world, s))
-    opened = exam & (rng.random((R, k)) < oc.p_open(world, u, vids, d))
+    examined, watch, left_early = _examine(world, s, world.duration_s[vids], rng)
+    liked = examined & (rng.random((R, k)) < oc.p_like(world, s))
+    opened = examined & (rng.random((R, k)) < oc.p_open(world, u, vids, d))
+    # a user who leaves a request early ends the session with probability leave_session_p: later
+    # requests of that session never happen
+    ends = left_early & (rng.random(R) < b.leave_session_p)
+    keep = _session_kept(ses["session"], ends)
     o_r, o_j = np.nonzero(opened)
     cs = _comment_sections(world, u[o_r], vids[o_r, o_j], rng)
     cwatch = np.zeros((R, k))
     cwatch[o_r, o_j] = np.bincount(cs["row"], weights=cs["dwell"], minlength=len(o_r))
+    kept = np.flatnonzero(keep)
+    new_id = np.full(R, -1, dtype=np.int64)
+    new_id[kept] = first_request + np.arange(len(kept))
+    req_ids = new_id[kept]
+    c_req = o_r[cs["row"]]
+    c_keep = keep[c_req]
+    c_vid = vids[o_r, o_j][cs["row"]]
+
+    def rows(a: np.ndarray) -> np.ndarray:
+        return a[kept].ravel()
+
     return {
-        "requests": {"request_id": req_ids, "user_id": u,
-                     "ts": world.epoch.astype(np.int64) + ses["ts"],
-                     "session_id": first_session + ses["session"]},
+        "requests": {"request_id": req_ids, "user_id": u[kept], "ts": ts_abs[kept],
+                     "session_id": first_session + ses["session"][kept]},
         "impressions": {
-            "request_id": np.repeat(req_ids, k), "video_id": vids.ravel(),
-            "position": np.tile(np.arange(k, dtype=np.int32), R), "propensity": prop.ravel(),
-            "is_random": np.repeat(is_random, k), "watch_time_s": watch.ravel(), "liked": liked.ravel(),
-            "opened_comments": opened.ravel(), "comment_watch_time_s": cwatch.ravel(),
-            "slot_propensity": slot.ravel(),
+            "request_id": np.repeat(req_ids, k), "video_id": rows(vids),
+            "position": np.tile(np.arange(k, dtype=np.int32), len(kept)), "propensity": rows(prop),
+            "is_random": rows(np.ascontiguousarray(is_random)), "watch_time_s": rows(watch),
+            "liked": rows(liked), "opened_comments": rows(opened), "comment_watch_time_s": rows(cwatch),
+            "slot_propensity": rows(slot),
         },
-        "candidates": {"request_id": np.repeat(req_ids, cfg.candidates), "video_id": cands.ravel(),
-                       "source": source.ravel()},
+        "candidates": {"request_id": np.repeat(req_ids, n), "video_id": rows(cands), "source": rows(source),
+                       "logging_score": rows(log_w)},
         "comment_impressions": {
-            "request_id": req_ids[o_r][cs["row"]], "video_id": vids[o_r, o_j][cs["row"]],
-            "comment_id": cs["comment"], "position": cs["position"].astype(np.int32),
-            "propensity": cs["propensity"], "dwell_s": cs["dwell"], "liked": cs["liked"],
-            "replied": cs["replied"],
+            "request_id": new_id[c_req[c_keep]], "video_id": c_vid[c_keep],
+            "comment_id": cs["comment"][c_keep], "position": cs["position"][c_keep].astype(np.int32),
+            "propensity": cs["propensity"][c_keep], "dwell_s": cs["dwell"][c_keep], "liked": cs["liked"][c_keep],
+            "replied": cs["replied"][c_keep],
         },
         "_n_sessions": {"n": np.asarray([int(ses["session"].max()) + 1 if R else 0])},
     }

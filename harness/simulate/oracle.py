@@ -7,10 +7,18 @@ computed from the same outcome laws the generator samples from (outcomes.py):
     E[watch] = D [exp(mu + sigma^2/2) Phi(-(mu + sigma^2)/sigma) + Phi(mu/sigma)],  p_like, p_open,
     E[comment watch] = p_open * sum_c E_c E[dwell_uc],  E[comment interactions] = p_open * sum_c E_c
     (p_like_uc + p_reply_uc), with E_c the comment's exposure under the logging comment ranking;
-* per request and slate v_0..v_{k-1}: sum_j exam_decay^j * (the above for v_j);
-* under the logging policy: sum_v sum_j P(v at j) exam_decay^j f(v), with the exact PL marginal
-  matrix (plackett_luce.marginals), conditional on the request's logged `is_random` flag (uniform
-  requests: P(v at j) = 1/n).
+* per request and slate v_0..v_{k-1}: sum_j P(reach j) * (the above for v_j), P(reach j) top-down
+  under the cascade (prod_{i<j} E[continue after v_i]; outcomes.reach_probs) or exam_decay^j under
+  the position model; a slate or comment ranking that repeats an item is refused;
+* under the logging policy: with world v1's mechanics (position examination, whole-slate random
+  exposure) exactly, sum_v sum_j P(v at j) exam_decay^j f(v) with the PL marginal matrix
+  (plackett_luce.marginals), conditional on the logged `is_random` flag (uniform requests: 1/n). Under
+  the cascade the value of a slate is not linear in its items' marginals, and the exact expectation
+  over Plackett-Luce slates sums over n!/(n-k)! orders, so it is a Monte-Carlo average of EXACT slate
+  values over slates drawn from the logging mechanism (PL plus random slots), with its standard error.
+
+Everything is conditional on the logged requests: which requests a user made (sessions a user left
+early end sooner) is taken from the logs, as every per-request off-policy estimator does.
 
 Metric names match the per-unit metrics: watch_time_s, video_interactions (likes), opened_comments,
 comment_watch_time_s, comment_interactions (comment likes + replies).
@@ -26,7 +34,7 @@ import numpy as np
 from harness.simulate import outcomes as oc
 from harness.simulate import plackett_luce as pl
 from harness.simulate.generate import DAY_S, US
-from harness.simulate.policy import logging_log_weights
+from harness.simulate.policy import logging_log_weights, random_pool_draw, request_keys
 from harness.simulate.world import World
 
 METRICS = ("watch_time_s", "video_interactions", "opened_comments", "comment_watch_time_s",
@@ -75,6 +83,10 @@ class Oracle:
                    request_user=np.asarray(req["user_id"], dtype=np.int64),
                    request_ts_us=np.asarray(req["ts_us"], dtype=np.int64),
                    request_random=np.asarray(req["is_random"], dtype=bool), candidates=cands)
+
+    @property
+    def request_keys(self) -> np.ndarray:
+        return request_keys(self.request_user, self.request_ts_us)
 
     # -- helpers --------------------------------------------------------------------------------
     def tfrac(self, ts: np.ndarray) -> np.ndarray:
@@ -143,6 +155,7 @@ class Oracle:
         self._check_ids("comment_rankings", cid, w.n_comments)
         if np.any(valid & (w.comment_video[cid] != vids[:, None])):
             raise ValueError("comment_rankings hold a comment that is not under the row's video")
+        _refuse_duplicates("comment_rankings", np.where(valid, rk, -1))
         a = oc.comment_affinity(w, users, cid)
         laws = oc.comment_laws(w, a, cid)
         ex = np.where(valid, oc.exam_probs(b.comment_exam_decay, rk.shape[1])[None, :], 0.0)
@@ -181,34 +194,111 @@ class Oracle:
         vids = self._check_ids("slates", slates, self.world.n_videos)
         if vids.ndim != 2 or vids.shape[0] != len(rows):
             raise ValueError(f"slates must have shape (len(request_ids), k), got {vids.shape}")
+        _refuse_duplicates("slates", vids)
         per = self._per_video(rows, vids, comment_rankings)
-        ex = oc.exam_probs(self.world.config.behaviour.exam_decay, vids.shape[1])[None, :]
-        return {m: (ex * per[m]).sum(axis=1) for m in METRICS}
+        s, _ = oc.video_affinities(self.world, self.request_user[rows], self.tfrac(self.request_ts_us[rows]), vids)
+        reach = oc.reach_probs(self.world, s)
+        return {m: (reach * per[m]).sum(axis=1) for m in METRICS}
 
-    def logging_policy_value(self, request_ids: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
-        """Expected metrics per request under the logging policy's own randomness (exact).
+    def reach(self, request_ids: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        """P(slot j of the slate is examined), (R, k): top-down under the cascade."""
+        rows = self._rows(request_ids)
+        vids = self._check_ids("slates", slates, self.world.n_videos)
+        s, _ = oc.video_affinities(self.world, self.request_user[rows], self.tfrac(self.request_ts_us[rows]), vids)
+        return oc.reach_probs(self.world, s)
 
-        = sum_v sum_j P(v at j) exam_decay^j f(v) over the request's candidates, with the PL marginal
-        matrix for policy traffic and 1/n for random-exposure requests (the logged flag is kept).
+    def logging_policy_value(self, request_ids: np.ndarray, chunk: int = 4096, *, samples: int = 256,
+                             seed: int = 0) -> dict[str, np.ndarray]:
+        """Expected metrics per request under the logging policy's own randomness.
+
+        Exact for world v1's mechanics (position examination and whole-slate random exposure):
+        sum_v sum_j P(v at j) exam_decay^j f(v) with the PL marginal matrix for policy traffic and 1/n for
+        random-exposure requests (the logged flag is kept). Otherwise (cascade, random slots) the mean of
+        exact slate values over `samples` slates per request drawn from the logging mechanism, with
+        `<metric>_se`, the Monte-Carlo standard error of each request's value.
         """
         if self.candidates is None:
             raise ValueError("this oracle was loaded without candidates (load_candidates=False)")
-        w = self.world
-        cfg = w.config
+        cfg = self.world.config
         rows_all = self._rows(request_ids)
+        exact = cfg.behaviour.examination == "position" and (cfg.random_mode == "slate" or cfg.random_share == 0)
         out = {m: np.empty(len(rows_all)) for m in METRICS}
-        ex = oc.exam_probs(cfg.behaviour.exam_decay, cfg.slate_size)
+        if not exact:
+            out.update({f"{m}_se": np.empty(len(rows_all)) for m in METRICS})
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x0AC1E, seed]))
         for s in range(0, len(rows_all), chunk):
             rows = rows_all[s:s + chunk]
-            cands = self.candidates[rows]
-            users, ts = self.request_user[rows], self.request_ts_us[rows]
-            lw = logging_log_weights(w, users, self.tfrac(ts), self.request_ids[rows], cands)
-            expo = np.full(cands.shape, ex.sum() / cfg.candidates)  # uniform: sum_j e_j / n
-            pol = ~self.request_random[rows]
-            if pol.any():
-                wt = np.exp(lw[pol] - lw[pol].max(axis=1, keepdims=True))
-                expo[pol] = pl.marginals(wt, cfg.slate_size) @ ex
-            per = self._per_video(rows, cands, None)
-            for m in METRICS:
-                out[m][s:s + chunk] = (expo * per[m]).sum(axis=1)
+            part = self._exact_logging_value(rows) if exact else self._sampled_logging_value(rows, samples, rng)
+            for m, v in part.items():
+                out[m][s:s + chunk] = v
         return out
+
+    def _logging_weights(self, rows: np.ndarray) -> np.ndarray:
+        assert self.candidates is not None
+        users, ts = self.request_user[rows], self.request_ts_us[rows]
+        return logging_log_weights(self.world, users, self.tfrac(ts), request_keys(users, ts), self.candidates[rows])
+
+    def _exact_logging_value(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.candidates is not None
+        cfg = self.world.config
+        ex = oc.exam_probs(cfg.behaviour.exam_decay, cfg.slate_size)
+        cands = self.candidates[rows]
+        lw = self._logging_weights(rows)
+        expo = np.full(cands.shape, ex.sum() / cfg.candidates)  # uniform: sum_j e_j / n
+        pol = ~self.request_random[rows]
+        if pol.any():
+            wt = np.exp(lw[pol] - lw[pol].max(axis=1, keepdims=True))
+            expo[pol] = pl.marginals(wt, cfg.slate_size) @ ex
+        per = self._per_video(rows, cands, None)
+        return {m: (expo * per[m]).sum(axis=1) for m in METRICS}
+
+    def _sampled_logging_value(self, rows: np.ndarray, samples: int, rng: np.random.Generator
+                               ) -> dict[str, np.ndarray]:
+        """Mean and standard error of exact slate values over slates drawn as the generator draws them."""
+        assert self.candidates is not None
+        w, cfg = self.world, self.world.config
+        k, n = cfg.slate_size, cfg.candidates
+        cands = self.candidates[rows]
+        users, tf = self.request_user[rows], self.tfrac(self.request_ts_us[rows])
+        lw = self._logging_weights(rows)
+        if cfg.random_mode == "slate":
+            lw = np.where(self.request_random[rows][:, None], 0.0, lw)
+        per = self._per_video(rows, cands, None)  # f for every candidate, (R, n)
+        s_c, _ = oc.video_affinities(w, users, tf, cands)
+        total = {m: np.zeros(len(rows)) for m in METRICS}
+        square = {m: np.zeros(len(rows)) for m in METRICS}
+        for _ in range(samples):
+            cols = pl.sample_slates(lw, k, rng)
+            s_sl = np.take_along_axis(s_c, cols, axis=1)
+            f = {m: np.take_along_axis(per[m], cols, axis=1) for m in METRICS}
+            if cfg.random_mode == "slot" and cfg.random_share > 0:
+                rnd = rng.random((len(rows), k)) < cfg.random_share
+                rr = np.flatnonzero(rnd.any(axis=1))
+                if len(rr):
+                    pool = random_pool_draw(cands[rr], w.n_videos, rng.integers(0, w.n_videos - n, size=(len(rr), k)))
+                    pv = self._per_video(rows[rr], pool, None)
+                    sp, _ = oc.video_affinities(w, users[rr], tf[rr], pool)
+                    s_sl[rr] = np.where(rnd[rr], sp, s_sl[rr])
+                    for m in METRICS:
+                        f[m][rr] = np.where(rnd[rr], pv[m], f[m][rr])
+            reach = oc.reach_probs(w, s_sl)
+            for m in METRICS:
+                v = (reach * f[m]).sum(axis=1)
+                total[m] += v
+                square[m] += v * v
+        out: dict[str, np.ndarray] = {}
+        for m in METRICS:
+            mean = total[m] / samples
+            var = np.maximum(square[m] / samples - mean**2, 0.0) * samples / max(samples - 1, 1)
+            out[m], out[f"{m}_se"] = mean, np.sqrt(var / samples)
+        return out
+
+
+def _refuse_duplicates(what: str, items: np.ndarray) -> None:
+    """A slate (or comment list) shows each item once; a repeat would be credited twice."""
+    a = np.sort(np.asarray(items), axis=-1)
+    dup = (a[..., 1:] == a[..., :-1]) & (a[..., 1:] >= 0)
+    if dup.any():
+        row = int(np.argwhere(dup)[0][0])
+        raise ValueError(f"{what} row {row} shows an item more than once ({a[row][1:][dup[row]][0]}); a slate "
+                         "shows each item once: de-duplicate it (production feeds do)")

@@ -8,10 +8,19 @@ Affinities at time fraction t (see world.py for z, phi):
     discussion affinity  d_uv(t) = gamma_topic z_u(t)[p_v] + gamma_disc phi_u[s_v]
     comment affinity     a_uc    = delta_disc phi_u[topic_c] + delta_quality q_c
 
-Video outcomes, given the slot is examined (P(reach slot j) = exam_decay^j):
-    R ~ LogNormal(mu, sigma^2), mu = watch_mu + watch_beta s_uv;  watch = min(D_v, D_v R)
-        E[watch] = D_v [ exp(mu + sigma^2/2) Phi(-(mu + sigma^2)/sigma) + Phi(mu/sigma) ]
-        (E[R 1{R<1}] = exp(mu + sigma^2/2) Phi((0 - mu - sigma^2)/sigma), P(R >= 1) = Phi(mu/sigma))
+Examination of a slate v_0..v_{k-1} (`examination`):
+    cascade (default): slot 0 is seen; after slot j the user goes on to slot j + 1 with probability
+        c_j = sigmoid(continue_bias + continue_beta s_uv + continue_complete [R_j >= 1]), else leaves the
+        request. Reaching slot j has probability prod_{i<j} E[c_i], E[c_i] = P(R_i >= 1) sigmoid(b0 + b1 s
+        + b2) + P(R_i < 1) sigmoid(b0 + b1 s): exact, top-down, and different for every order of the slate.
+        Outcomes at slot j do not depend on earlier slots beyond reaching it, so E[y_j] = P(reach j) E[y_j
+        | examined].
+    position (world v1): slot j is examined with probability exam_decay^j, independently.
+Video outcomes, given the slot is examined:
+    R ~ LogNormal(mu, sigma^2), mu = watch_mu + watch_beta s_uv;  watch = D_v min(R, L) (L = loop_max
+    plays: loops, as Kuaishou's logs show play time above the duration; L = 1 caps at the duration)
+        E[watch] = D_v [ exp(mu + sigma^2/2) Phi((log L - mu - sigma^2)/sigma) + L Phi((mu - log L)/sigma) ]
+        (E[R 1{R<L}] = exp(mu + sigma^2/2) Phi((log L - mu - sigma^2)/sigma), P(R >= L) = Phi((mu - log L)/sigma))
     liked ~ Bernoulli(sigmoid(like_bias + like_beta s_uv))
     opened ~ Bernoulli(omega_u sigmoid(open_bias + open_beta d_uv) cq_v)
   drawn independently given the affinities.
@@ -56,10 +65,49 @@ def watch_mu(world: World, s: np.ndarray) -> np.ndarray:
 
 
 def expected_watch(world: World, s: np.ndarray, duration: np.ndarray) -> np.ndarray:
-    """E[min(D, D R)] with R ~ LogNormal(mu(s), sigma^2) (closed form above)."""
-    sig = world.config.behaviour.watch_sigma
+    """E[D min(R, L)] with R ~ LogNormal(mu(s), sigma^2) (closed form above)."""
+    b = world.config.behaviour
+    sig, log_l = b.watch_sigma, np.log(b.loop_max)
     mu = watch_mu(world, s)
-    return duration * (np.exp(mu + sig**2 / 2) * ndtr(-(mu + sig**2) / sig) + ndtr(mu / sig))
+    return duration * (np.exp(mu + sig**2 / 2) * ndtr((log_l - mu - sig**2) / sig)
+                       + b.loop_max * ndtr((mu - log_l) / sig))
+
+
+def watch_time(world: World, s: np.ndarray, duration: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(watch seconds, completed) for standard-normal draws z: R = exp(mu + sigma z), watch = D min(R, L)."""
+    b = world.config.behaviour
+    ratio = np.exp(watch_mu(world, s) + b.watch_sigma * z)
+    return duration * np.minimum(ratio, b.loop_max), ratio >= 1.0
+
+
+def p_complete(world: World, s: np.ndarray) -> np.ndarray:
+    """P(R >= 1): the video is watched to its end (at least once)."""
+    b = world.config.behaviour
+    return ndtr(watch_mu(world, s) / b.watch_sigma)
+
+
+def continue_given(world: World, s: np.ndarray, completed: np.ndarray) -> np.ndarray:
+    """Cascade: P(go on to the next slot | affinity, whether the video was watched to its end)."""
+    b = world.config.behaviour
+    return expit(b.continue_bias + b.continue_beta * s + b.continue_complete * completed)
+
+
+def p_continue(world: World, s: np.ndarray) -> np.ndarray:
+    """Cascade: E[P(go on)] over the watch outcome (exact)."""
+    pc = p_complete(world, s)
+    return pc * continue_given(world, s, np.ones_like(s)) + (1 - pc) * continue_given(world, s, np.zeros_like(s))
+
+
+def reach_probs(world: World, s: np.ndarray) -> np.ndarray:
+    """P(slot j is examined) for slates with affinities s (R, k), top-down (see the module docstring)."""
+    b = world.config.behaviour
+    k = s.shape[-1]
+    if b.examination == "position":
+        return np.broadcast_to(exam_probs(b.exam_decay, k), s.shape).copy()
+    reach = np.ones_like(s)
+    if k > 1:
+        reach[..., 1:] = np.cumprod(p_continue(world, s[..., :-1]), axis=-1)
+    return reach
 
 
 def p_like(world: World, s: np.ndarray) -> np.ndarray:

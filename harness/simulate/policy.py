@@ -7,11 +7,16 @@ probability proportional to popularity over the catalogue), the rest uniform ran
 duplicates are dropped keeping the first occurrence; rare short rows are topped up with uniform videos.
 
 Logging policy (a noisy production scorer): score_rv = s_uv(t) + score_noise * eps_rv, with
-eps_rv ~ N(0, 1) a deterministic hash of (seed, request_id, video_id) (so the oracle recomputes it from
-the candidates table and nothing about the truth is written to the logs); the slate is a Plackett-Luce
-top-k draw with weights exp(score / temperature); `propensity` = exact marginal P(video at its slot)
-(plackett_luce.slate_marginals). Random-exposure requests (`is_random`, a share `random_share`) show a
-uniformly random top-k of the same candidates: each candidate is at each slot with probability 1/n.
+eps_rv ~ N(0, 1) a deterministic hash of (seed, user, request time, video_id); the slate is a
+Plackett-Luce top-k draw with weights exp(score / temperature); the candidates table logs every
+candidate's log weight (`logging_score`), as a production system logs its scores, so marginal and
+pseudoinverse estimators are possible; `propensity` = exact marginal P(video at its slot)
+(plackett_luce.slate_marginals). Random exposure, `random_mode`:
+* "slot" (default, as KuaiRand): each slot is, with probability random_share, replaced by a video drawn
+  uniformly from the catalogue outside the request's candidates (support beyond the candidate set);
+  propensity = random_share / (V - n) there and (1 - random_share) x the PL marginal elsewhere.
+* "slate" (world v1): a share random_share of requests show a uniformly random top-k of the candidates:
+  each candidate is at each slot with probability 1/n.
 """
 
 from __future__ import annotations
@@ -37,22 +42,44 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def score_noise(seed: int, request_ids: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
-    """Standard-normal noise eps(seed, request, video): a counter-based hash, reproducible anywhere."""
+def request_keys(users: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
+    """A request's noise key from what the logs hold about it: (user, time in Unix microseconds).
+
+    Not the request id: sessions a user leaves are cut after the slates are drawn, which renumbers the
+    requests, while (user, ts) never changes."""
+    with np.errstate(over="ignore"):
+        return _splitmix64(np.asarray(users).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                           ^ np.asarray(ts_us).astype(np.uint64))
+
+
+def score_noise(seed: int, keys: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
+    """Standard-normal noise eps(seed, request key, video): a counter-based hash, reproducible anywhere."""
     key = _splitmix64(np.uint64(seed) ^ np.uint64(0xC0FFEE))
-    h = _splitmix64(key ^ np.asarray(request_ids).astype(np.uint64))
+    h = _splitmix64(key ^ np.asarray(keys).astype(np.uint64))
     h = _splitmix64(h ^ np.asarray(video_ids).astype(np.uint64))
     u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
     return ndtri(u)
 
 
-def logging_log_weights(world: World, users: np.ndarray, tfrac: np.ndarray, request_ids: np.ndarray,
+def logging_log_weights(world: World, users: np.ndarray, tfrac: np.ndarray, keys: np.ndarray,
                         cands: np.ndarray) -> np.ndarray:
-    """log PL weights of the logging policy for candidates (R, n): (s_uv + noise) / temperature."""
+    """log PL weights of the logging policy for candidates (R, n): (s_uv + noise) / temperature.
+
+    `keys` from `request_keys(user, ts)`. These are the `logging_score`s the candidates table logs.
+    """
     b = world.config.behaviour
     s, _ = video_affinities(world, users, tfrac, cands)
-    eps = score_noise(world.config.seed, np.broadcast_to(request_ids[:, None], cands.shape), cands)
+    eps = score_noise(world.config.seed, np.broadcast_to(np.asarray(keys)[:, None], cands.shape), cands)
     return (s + b.score_noise * eps) / b.temperature
+
+
+def random_pool_draw(cands: np.ndarray, n_videos: int, u: np.ndarray) -> np.ndarray:
+    """Uniform draws from the videos NOT among each row's candidates: row r gets the u[r]-th
+    (u in [0, n_videos - n)) non-candidate video, by skipping the sorted candidates below it."""
+    sc = np.sort(cands, axis=1)
+    shifted = sc - np.arange(sc.shape[1])[None, :]  # non-decreasing: non-candidates below each candidate
+    skip = (shifted[:, :, None] <= u[:, None, :]).sum(axis=1)  # (R, m)
+    return u + skip
 
 
 class Retrieval:

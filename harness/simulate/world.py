@@ -56,7 +56,7 @@ from harness.simulate.vocab import FILLERS, STANCE_WORDS, STANCES, TOPICS, topic
 
 CONFIG_FILE = "world/config.json"
 ARRAYS_FILE = "world/arrays.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: cascade feed, loops, random slots, (user, ts) noise keys (world v2)
 MAX_COMMENTS_PER_VIDEO = 200
 SUBSET_MAX_COMMENTS = 12  # exact subset recursion up to here (measured: cheaper than quadrature)
 

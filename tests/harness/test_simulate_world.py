@@ -50,10 +50,14 @@ def test_dataset_passes_store_validation_and_has_every_table(small: Path) -> Non
                                            "candidates", "comment_impressions"))
         assert counts["impressions"] == SMALL.slate_size * counts["requests"]
         assert counts["candidates"] == SMALL.candidates * counts["requests"]
-        # every shown video is one of the request's candidates
-        missing = store.query("SELECT count(*) AS n FROM impressions i ANTI JOIN candidates c "
-                              "USING (request_id, video_id)").to_pydict()["n"][0]
-        assert missing == 0
+        # every shown video is one of the request's candidates, except random slots, which come from the
+        # catalogue outside them (world v2, as KuaiRand's random exposure)
+        missing = store.query("SELECT count(*) FILTER (WHERE NOT i.is_random) AS n, "
+                              "count(*) FILTER (WHERE i.is_random) AS r FROM impressions i "
+                              "ANTI JOIN candidates c USING (request_id, video_id)").to_pydict()
+        assert missing["n"][0] == 0
+        n_random = store.query("SELECT count(*) AS n FROM impressions WHERE is_random").to_pydict()["n"][0]
+        assert missing["r"][0] == n_random
         # comment watch time on the impression = sum of dwell of its comment impressions
         diff = store.query("""
             SELECT max(abs(i.comment_watch_time_s - coalesce(c.s, 0))) AS d FROM impressions i
@@ -62,13 +66,25 @@ def test_dataset_passes_store_validation_and_has_every_table(small: Path) -> Non
         assert diff == pytest.approx(0.0, abs=1e-9)
 
 
-def test_random_exposure_has_exact_uniform_propensity(small: Path) -> None:
-    with LogStore.open(small) as store:
+def test_random_exposure_has_exact_uniform_propensity(small: Path, tmp_path: Path) -> None:
+    # slot mode (default): single slots from the catalogue outside the candidates, 1 / (V - n) each
+    cfg = WorldConfig(users=250, videos=400, days=4, seed=7, random_share=0.02)
+    path, _ = simulate(cfg, tmp_path / "slot")
+    with LogStore.open(path) as store:
         imp = store.df("impressions")
     rnd = imp[imp["is_random"]]
     assert len(rnd) > 0
-    np.testing.assert_array_equal(rnd["propensity"].to_numpy(), 1.0 / SMALL.candidates)
-    assert imp["is_random"].mean() == pytest.approx(SMALL.random_share, abs=0.02)
+    np.testing.assert_allclose(rnd["propensity"].to_numpy(), 0.02 / (cfg.videos - cfg.candidates), rtol=1e-12)
+    se = np.sqrt(0.02 * 0.98 / len(imp))
+    assert imp["is_random"].mean() == pytest.approx(0.02, abs=4 * se)
+    # whole-slate mode (world v1): a uniformly random top-k of the candidates, 1 / n each
+    cfg = WorldConfig(users=250, videos=400, days=4, seed=7, random_mode="slate", random_share=0.05)
+    path, _ = simulate(cfg, tmp_path / "slate")
+    with LogStore.open(path) as store:
+        imp = store.df("impressions")
+    rnd = imp[imp["is_random"]]
+    np.testing.assert_array_equal(rnd["propensity"].to_numpy(), 1.0 / cfg.candidates)
+    assert imp["is_random"].mean() == pytest.approx(0.05, abs=0.02)
 
 
 def test_seed_and_config_are_recorded_and_world_reloads(small: Path) -> None:
@@ -122,7 +138,7 @@ def test_default_world_is_calibrated_to_kuaishou_rates(tmp_path: Path) -> None:
     r = summary.rates
     assert r["comment_open_rate"] == pytest.approx(0.13, abs=0.015)
     assert r["comment_interactions_per_open"] == pytest.approx(0.06, abs=0.015)
-    assert r["random_share"] == pytest.approx(0.05, abs=0.01)
+    assert r["random_share"] == pytest.approx(0.0037, abs=0.001)  # KuaiRand: ~0.37% of impressions
     assert 5.0 < r["mean_watch_time_s"] < 25.0
 
 

@@ -1,0 +1,122 @@
+"""World v2's feed mechanics against their exact laws: the cascade (top-down viewing and leaving),
+sessions a user leaves, loops, random slots from outside the candidates, duplicate items refused, and
+world v1's position model kept as an option with its exact logging value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from harness.logs.store import LogStore
+from harness.simulate import outcomes as oc
+from harness.simulate.config import Behaviour, WorldConfig
+from harness.simulate.generate import _examine, _session_kept, simulate
+from harness.simulate.oracle import METRICS, Oracle
+from harness.simulate.policy import random_pool_draw
+from harness.simulate.world import World
+
+SMALL = WorldConfig(users=300, videos=500, days=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.build(SMALL)
+
+
+def test_cascade_reach_matches_simulated_viewing(world: World) -> None:
+    """P(slot j examined) from the exact top-down product equals the frequency in simulated viewing."""
+    rng = np.random.default_rng(0)
+    s = rng.normal(0.0, 1.0, size=(1, 6)).repeat(100_000, axis=0)  # one slate, many viewings
+    dur = np.full_like(s, 20.0)
+    examined, watch, left = _examine(world, s, dur, rng)
+    exact = oc.reach_probs(world, s[:1])[0]
+    freq = examined.mean(axis=0)
+    se = np.sqrt(exact * (1 - exact) / len(s)) + 1e-12
+    assert np.all(np.abs(freq - exact) < 4 * se), (freq, exact)
+    assert exact[0] == 1.0 and np.all(np.diff(exact) < 0)
+    assert left.mean() == pytest.approx(1 - exact[-1], abs=4 * np.sqrt(exact[-1] * (1 - exact[-1]) / len(s)))
+    # watching to the end makes going on likelier: continuation after slot 0 split by completion
+    completed = watch[:, 0] >= dur[:, 0]
+    assert examined[completed, 1].mean() > examined[~completed, 1].mean()
+
+
+def test_slate_order_matters_under_the_cascade(tmp_path) -> None:
+    path, _ = simulate(SMALL, tmp_path / "w")
+    oracle = Oracle.from_dataset(path)
+    rid = oracle.request_ids[:200]
+    cands = oracle.candidates[:200]
+    e = oracle.video_expectations(oracle.request_user[:200], oracle.request_ts_us[:200], cands)
+    best = np.take_along_axis(cands, np.argsort(-e["watch_time_s"], axis=1)[:, :6], axis=1)
+    forward = oracle.slate_value(rid, best)["watch_time_s"]
+    backward = oracle.slate_value(rid, best[:, ::-1])["watch_time_s"]
+    assert np.mean(forward) > np.mean(backward)  # the same six videos, best first, earn more
+    with pytest.raises(ValueError, match="more than once"):
+        oracle.slate_value(rid[:1], np.array([[best[0, 0]] * 6]))
+    off = oracle.world.comment_offsets
+    v = int(np.flatnonzero(np.diff(off) >= 3)[0])
+    with pytest.raises(ValueError, match="more than once"):
+        oracle.comment_expectations(np.array([0]), np.array([v]), np.array([[off[v], off[v], off[v] + 1]]))
+
+
+def test_users_who_leave_early_end_sessions(tmp_path) -> None:
+    stay = WorldConfig(users=300, videos=500, days=3, seed=3, behaviour=Behaviour(leave_session_p=0.0))
+    leave = WorldConfig(users=300, videos=500, days=3, seed=3, behaviour=Behaviour(leave_session_p=0.9))
+    counts = []
+    for cfg, name in ((stay, "stay"), (leave, "leave")):
+        path, _ = simulate(cfg, tmp_path / name)
+        with LogStore.open(path) as store:
+            counts.append(store.query("SELECT count(*) / count(DISTINCT session_id) AS n FROM requests"
+                                      ).to_pydict()["n"][0])
+    assert counts[1] < 0.85 * counts[0]  # sessions are shorter when leaving a request ends them
+    # the cut keeps a session's requests up to and including the first that ends it
+    session = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    ends = np.array([False, True, False, False, False, True, True, False])
+    np.testing.assert_array_equal(_session_kept(session, ends), [1, 1, 0, 1, 1, 1, 0, 0])
+
+
+def test_loops_let_watch_time_exceed_the_duration(tmp_path) -> None:
+    path, summary = simulate(SMALL, tmp_path / "w")
+    with LogStore.open(path) as store:
+        r = store.query("SELECT avg((i.watch_time_s > v.duration_s)::INT) FILTER (WHERE i.watch_time_s > 0) AS over, "
+                        "max(i.watch_time_s / v.duration_s) AS most FROM impressions i JOIN videos v "
+                        "USING (video_id)").to_pydict()
+    assert 0.02 < r["over"][0] < 0.5 and r["most"][0] <= SMALL.behaviour.loop_max + 1e-9
+    capped = WorldConfig(users=300, videos=500, days=3, seed=3, behaviour=Behaviour(loop_max=1.0))
+    path, _ = simulate(capped, tmp_path / "capped")
+    with LogStore.open(path) as store:
+        most = store.query("SELECT max(i.watch_time_s / v.duration_s) AS m FROM impressions i JOIN videos v "
+                           "USING (video_id)").to_pydict()["m"][0]
+    assert most <= 1.0 + 1e-9
+
+
+def test_random_pool_draw_is_uniform_over_the_videos_outside_the_candidates() -> None:
+    rng = np.random.default_rng(1)
+    V, n = 40, 10
+    cands = np.tile(rng.choice(V, size=n, replace=False), (60_000, 1))
+    got = random_pool_draw(cands, V, rng.integers(0, V - n, size=(60_000, 1)))[:, 0]
+    assert not np.isin(got, cands[0]).any()
+    freq = np.bincount(got, minlength=V)[np.setdiff1d(np.arange(V), cands[0])]
+    assert stats.chisquare(freq).pvalue > 1e-3
+
+
+def test_position_model_keeps_its_exact_logging_value(tmp_path) -> None:
+    """World v1's mechanics as options: the logging value is exact (no Monte-Carlo error) and agrees
+    with the logs; the Monte-Carlo path agrees with the exact one."""
+    cfg = WorldConfig(users=400, videos=600, days=3, seed=4, random_mode="slate", random_share=0.05,
+                      behaviour=Behaviour(examination="position"))
+    path, _ = simulate(cfg, tmp_path / "v1")
+    oracle = Oracle.from_dataset(path)
+    rid = oracle.request_ids[:1500]
+    exact = oracle.logging_policy_value(rid)
+    assert "watch_time_s_se" not in exact
+    rows = oracle._rows(rid)
+    sampled = oracle._sampled_logging_value(rows, 400, np.random.default_rng(0))
+    for m in METRICS:
+        z = (sampled[m] - exact[m]).mean() / np.sqrt(np.mean(sampled[f"{m}_se"] ** 2) / len(rid))
+        assert abs(z) < 4, (m, z)
+    with LogStore.open(path) as store:
+        obs = store.query("SELECT request_id, sum(watch_time_s) AS w FROM impressions GROUP BY 1 ORDER BY 1"
+                          ).to_pandas().set_index("request_id").loc[rid, "w"].to_numpy()
+    res = obs - exact["watch_time_s"]
+    assert abs(res.mean() / (res.std(ddof=1) / np.sqrt(len(res)))) < 3
