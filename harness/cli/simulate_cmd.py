@@ -16,6 +16,9 @@ from rich.table import Table
 
 from harness.cli.logs_cmd import FormatOpt, LogFormat, output_format
 from harness.cli.shared import JsonOpt, UserError, cli_errors, console, print_json
+from harness.simulate.config import EXAMINATION, RANDOM_MODES, Behaviour, WorldConfig
+
+_DEFAULT = WorldConfig()  # option defaults come from the config, never restated
 
 
 def register(app: typer.Typer) -> None:
@@ -31,8 +34,15 @@ def simulate_command(
     days: int = typer.Option(14, "--days", help="Logged days (pre-period + experiment)."),
     pre_days: int | None = typer.Option(None, "--pre-days",
                                         help="Days of pre-period before the experiment (default: days // 2)."),
-    random_share: float = typer.Option(0.05, "--random-share",
-                                       help="Share of requests served by uniformly random exposure."),
+    random_share: float = typer.Option(_DEFAULT.random_share, "--random-share",
+                                       help="Random exposure: share of impressions (--random-mode slot, default "
+                                            "0.37% as KuaiRand) or of requests (slate)."),
+    random_mode: str = typer.Option(_DEFAULT.random_mode, "--random-mode",
+                                    help=f"Random exposure: {' or '.join(RANDOM_MODES)} (slot: single slots from "
+                                         "the catalogue outside the candidates; slate: whole random slates)."),
+    examination: str = typer.Option(_DEFAULT.behaviour.examination, "--examination",
+                                     help=f"How users view a slate: {' or '.join(EXAMINATION)} (cascade: top-down, "
+                                          "leaving when unsatisfied; position: world v1's independent slots)."),
     slate_size: int = typer.Option(6, "--slate-size", help="Videos shown per request (k)."),
     candidates: int = typer.Option(50, "--candidates", help="Retrieval candidates per request (n)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same bytes)."),
@@ -46,15 +56,15 @@ def simulate_command(
     Writes all seven log tables plus the world's parameters (world/config.json, world/arrays.npz), so
     `World.load` / `Oracle.from_dataset` rebuild the world and its ground truth from the output alone.
     """
-    from harness.simulate.config import WorldConfig
     from harness.simulate.generate import simulate
 
     with cli_errors():
         kind = output_format(out, fmt and fmt.value)
         try:
             config = WorldConfig(users=users, videos=videos, comments_per_video=comments_per_video, days=days,
-                                 pre_days=pre_days, random_share=random_share, slate_size=slate_size,
-                                 candidates=candidates, seed=seed)
+                                 pre_days=pre_days, random_share=random_share, random_mode=random_mode,
+                                 slate_size=slate_size, candidates=candidates, seed=seed,
+                                 behaviour=Behaviour(examination=examination))
         except ValueError as exc:  # WorldConfig's own checks: a bad option value
             raise UserError(str(exc)) from None
         path, summary = simulate(config, out, fmt=kind, overwrite=overwrite, progress=not as_json)
