@@ -106,10 +106,10 @@ def test_import_kuairand(tmp_path: Path) -> None:
     assert "the KuaiRand format lacks" in r.output and "candidate sets" in r.output
     assert "1/100 on random traffic" in r.output
     with LogStore.open(out) as store:
-        assert store.counts()["requests"] == 21 and store.counts()["impressions"] == 45
+        assert store.counts()["requests"] == 18 and store.counts()["impressions"] == 45
     r = runner.invoke(app, ["logs", "import-kuairand", str(FIXTURE), str(tmp_path / "j"), "--json"])
     assert r.exit_code == 0
-    assert json.loads(r.output)["requests"] == 21
+    assert json.loads(r.output)["requests"] == 18
     r = runner.invoke(app, ["logs", "import-kuairand", str(tmp_path / "nothing"), str(tmp_path / "y")])
     assert r.exit_code == 3 and "no KuaiRand log files" in r.output and not (tmp_path / "y").exists()
     r = runner.invoke(app, ["logs", "import-kuairand", str(FIXTURE), str(tmp_path / "y"), "--slate-size", "0"])

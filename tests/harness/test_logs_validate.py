@@ -50,6 +50,10 @@ def _ts_back(t: Tables) -> None:
     t["requests"].loc[2, "ts"] = pd.Timestamp("2023-12-31 23:00")  # request 3 of user 1 before 1 and 2
 
 
+def _watch_in_ms(t: Tables) -> None:
+    t["impressions"]["watch_time_s"] = t["impressions"]["watch_time_s"] * 1000
+
+
 def _rename(t: Tables) -> None:
     t["impresions"] = t.pop("impressions")
 
@@ -94,10 +98,11 @@ CASES = [
          "impressions", "comment_watch_time_s", 1, {"request_id": 3, "position": 1}),
     Case("negative_dwell", _set("comment_impressions", "dwell_s", [2], [-1.0]), "negative",
          "comment_impressions", "dwell_s", 1, {"request_id": 3, "video_id": 14, "comment_id": 103}),
-    # video 15 lasts 5 s (limit 50), video 11 lasts 20 s (limit 200: exactly 200 passes, 201 fails)
-    Case("watch_above_10x", _set("impressions", "watch_time_s", [5, 1, 9], [51.0, 200.0, 201.0]),
-         "watch_above_duration", "impressions", "watch_time_s", 2,
-         {"request_id": 3, "position": 1, "watch_time_s": 51.0, "duration_s": 5.0}),
+    # watch time in milliseconds: the median watch / duration is in the hundreds; 11 of 12 rows (one
+    # watched 0) are above 10x, the first is request 1 slot 0 (5000 on video 10 of 10 s)
+    Case("watch_time_in_ms", _watch_in_ms, "watch_time_units", "impressions", "watch_time_s", 11,
+         {"request_id": 1, "position": 0, "watch_time_s": 5000.0, "duration_s": 10.0},
+         ("median watch / duration", "milliseconds")),
     Case("propensity", _set("impressions", "propensity", [0, 3, 4], [0.0, 1.5, 1.0]), "propensity_range",
          "impressions", "propensity", 2, {"request_id": 1, "position": 0, "propensity": 0.0}),
     Case("unknown_user", _set("requests", "user_id", [5], [99]), "unknown_reference", "requests", "user_id", 1,
@@ -191,6 +196,14 @@ def test_each_check_reports_and_write_writes_nothing(case: Case, tmp_path: Path)
     assert "nothing was written" in str(ei.value)
 
 
+def test_loops_above_the_duration_are_valid() -> None:
+    """Loops: any single watch above the duration passes (video 15 lasts 5 s, video 11 lasts 20 s)."""
+    t = valid_tables()
+    _set("impressions", "watch_time_s", [5, 1, 9], [51.0, 200.0, 20_000.0])(t)
+    report = validate(t)
+    assert report.ok, report.format()
+
+
 def test_all_errors_are_collected() -> None:
     t = valid_tables()
     for case in (CASES[10], CASES[16], CASES[28]):  # negative duration, propensity, ts order
@@ -200,7 +213,7 @@ def test_all_errors_are_collected() -> None:
 
 
 STORE_CASES = [c for c in CASES if c.id in {
-    "null", "duplicate_key", "watch_above_10x", "impression_unknown_video", "ts_order",
+    "null", "duplicate_key", "watch_time_in_ms", "impression_unknown_video", "ts_order",
     "wrong_type_str_for_float"}]
 
 
