@@ -50,6 +50,13 @@ class Behaviour:
     duration_min_s: float = 5.0
     duration_max_s: float = 180.0
     videos_per_author: float = 5.0
+    # uploads: a share of the catalogue is published during the logged days (uniformly over them), the
+    # rest before day 0; a video is retrievable from its publish day on, its popularity ramps up as
+    # 1 - exp(-age / popularity_ramp_days) and retrieval boosts it by 1 + fresh_boost exp(-age / fresh_days)
+    new_video_share: float = 0.3
+    popularity_ramp_days: float = 3.0
+    fresh_boost: float = 2.0
+    fresh_days: float = 2.0
     author_quality_share: float = 0.5  # q_v = sqrt(s) * author quality + sqrt(1-s) * own noise
     popularity_quality: float = 0.8  # log popularity = popularity_quality * q_v + N(0, 1)
     title_words_min: int = 3
@@ -122,10 +129,12 @@ class Behaviour:
             elif f.name.endswith(("_share", "_decay", "_corr", "_p")):
                 _unit(f.name, v)
             elif f.name.endswith(("_sigma", "_scale", "_median", "_median_s", "temperature", "_a", "_b",
-                                  "_min_s", "_max_s", "per_author", "_size", "_noise")):
+                                  "_min_s", "_max_s", "per_author", "_size", "_noise", "_days")):
                 _positive(f.name, v)
         if self.examination not in EXAMINATION:
             raise ValueError(f"examination must be one of {list(EXAMINATION)}, got {self.examination!r}")
+        if self.fresh_boost < 0:
+            raise ValueError(f"fresh_boost must be >= 0, got {self.fresh_boost!r}")
         if not self.loop_max >= 1:
             raise ValueError(f"loop_max must be >= 1 (1 = no loops), got {self.loop_max!r}")
         if self.interest_share + self.popular_share > 1:
@@ -184,6 +193,10 @@ class WorldConfig:
         if self.random_mode == "slot" and self.random_share > 0 and self.videos <= self.candidates:
             raise ValueError("random_mode='slot' draws from videos outside the candidate set: need videos > "
                              "candidates")
+        old_videos = self.videos - int(round(self.behaviour_new_share() * self.videos))
+        if self.candidates > old_videos:
+            raise ValueError(f"candidates ({self.candidates}) must be <= the videos published before day 0 "
+                             f"({old_videos} of {self.videos}): raise --videos or lower --candidates")
         if self.slate_size > self.candidates:
             raise ValueError(f"slate_size ({self.slate_size}) must be <= candidates ({self.candidates})")
         if self.candidates > self.videos:
@@ -196,6 +209,11 @@ class WorldConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if isinstance(self.behaviour, dict):
             object.__setattr__(self, "behaviour", Behaviour(**_tuple_fields(self.behaviour)))
+
+    def behaviour_new_share(self) -> float:
+        b = self.behaviour
+        return b["new_video_share"] if isinstance(b, dict) and "new_video_share" in b else (
+            Behaviour.new_video_share if isinstance(b, dict) else b.new_video_share)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -157,7 +157,9 @@ def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random
     keys = request_keys(u, ts_abs)
     tfrac = ses["ts"] / (US * DAY_S * cfg.days)
     slate_random = (rng.random(R) < cfg.random_share) if cfg.random_mode == "slate" else np.zeros(R, dtype=bool)
-    cands, source = retrieval.candidates(u, tfrac, rng)
+    day = ses["ts"] // int(US * DAY_S)
+    published = world.published_by(day)  # videos 0..published-1 exist at the request
+    cands, source = retrieval.candidates(u, tfrac, day, rng)
     log_w = logging_log_weights(world, u, tfrac, keys, cands)
     slates, prop, slot = draw_slates(log_w, slate_random, k, rng, workers)
     vids = np.take_along_axis(cands, slates, axis=1)  # (R, k)
@@ -166,10 +168,10 @@ def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random
         is_random = rng.random((R, k)) < rho
         rr = np.flatnonzero(is_random.any(axis=1))
         if len(rr):
-            draws = rng.integers(0, world.n_videos - n, size=(len(rr), k))
-            pool = random_pool_draw(cands[rr], world.n_videos, draws)
+            draws = rng.integers(0, (published[rr] - n)[:, None], size=(len(rr), k))
+            pool = random_pool_draw(cands[rr], published[rr], draws)
             vids[rr] = np.where(is_random[rr], pool, vids[rr])
-        p_pool = rho / (world.n_videos - n)
+        p_pool = (rho / (published - n))[:, None]
         prop = np.where(is_random, p_pool, (1 - rho) * prop)
         slot = np.where(is_random, p_pool, (1 - rho) * slot)
     else:
@@ -298,7 +300,10 @@ def _static_tables(world: World) -> dict[str, pa.Table]:
             "comment_level": comment_level, "signup_day": (world.signup_day - pre).astype(np.int32)}),
         "videos": _to_table("videos", {
             "video_id": np.arange(world.n_videos), "title": world.titles,
-            "duration_s": world.duration_s, "author_id": world.author}),
+            "duration_s": world.duration_s, "author_id": world.author,
+            # when the video was uploaded (world v2): what a platform knows about its catalogue
+            "published_at": pa.array((world.epoch.astype(np.int64) + world.publish_day * int(DAY_S * US)
+                                      ).astype("datetime64[us]"), type=pa.timestamp("us"))}),
         "comments": _to_table("comments", {
             "comment_id": np.arange(world.n_comments), "video_id": world.comment_video,
             "text": world.comment_texts, "like_count": world.comment_likes}),

@@ -94,6 +94,11 @@ class Oracle:
         epoch = self.world.epoch.astype(np.int64)
         return (_as_us(ts) - epoch) / (US * DAY_S * self.world.config.days)
 
+    def _day(self, rows: np.ndarray) -> np.ndarray:
+        """Logged day (0 = EPOCH's) of each request row: which videos were published."""
+        epoch = self.world.epoch.astype(np.int64)
+        return (self.request_ts_us[rows] - epoch) // int(US * DAY_S)
+
     def _rows(self, request_ids: np.ndarray) -> np.ndarray:
         request_ids = np.asarray(request_ids, dtype=np.int64)
         pos = np.searchsorted(self.request_ids, request_ids)
@@ -275,7 +280,8 @@ class Oracle:
                 rnd = rng.random((len(rows), k)) < cfg.random_share
                 rr = np.flatnonzero(rnd.any(axis=1))
                 if len(rr):
-                    pool = random_pool_draw(cands[rr], w.n_videos, rng.integers(0, w.n_videos - n, size=(len(rr), k)))
+                    pub = w.published_by(self._day(rows[rr]))
+                    pool = random_pool_draw(cands[rr], pub, rng.integers(0, (pub - n)[:, None], size=(len(rr), k)))
                     pv = self._per_video(rows[rr], pool, None)
                     sp, _ = oc.video_affinities(w, users[rr], tf[rr], pool)
                     s_sl[rr] = np.where(rnd[rr], sp, s_sl[rr])

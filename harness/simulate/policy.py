@@ -73,9 +73,10 @@ def logging_log_weights(world: World, users: np.ndarray, tfrac: np.ndarray, keys
     return (s + b.score_noise * eps) / b.temperature
 
 
-def random_pool_draw(cands: np.ndarray, n_videos: int, u: np.ndarray) -> np.ndarray:
+def random_pool_draw(cands: np.ndarray, n_videos: int | np.ndarray, u: np.ndarray) -> np.ndarray:
     """Uniform draws from the videos NOT among each row's candidates: row r gets the u[r]-th
-    (u in [0, n_videos - n)) non-candidate video, by skipping the sorted candidates below it."""
+    (u in [0, n_videos - n)) non-candidate video, by skipping the sorted candidates below it.
+    `n_videos` (scalar or per row) is the pool's upper id bound: the videos published that day."""
     sc = np.sort(cands, axis=1)
     shifted = sc - np.arange(sc.shape[1])[None, :]  # non-decreasing: non-candidates below each candidate
     skip = (shifted[:, :, None] <= u[:, None, :]).sum(axis=1)  # (R, m)
@@ -83,27 +84,40 @@ def random_pool_draw(cands: np.ndarray, n_videos: int, u: np.ndarray) -> np.ndar
 
 
 class Retrieval:
-    """Candidate generation; precomputes the per-topic popularity tables once per world."""
+    """Candidate generation; precomputes the per-topic popularity tables once per world and day.
+
+    Popularity as retrieval sees it changes by day (`World.retrieval_weight`: unpublished videos 0,
+    a ramp-up after upload, a freshness boost), so there is one table per logged day; a request uses
+    its day's. The uniform source draws among the videos published by that day (ids 0..count-1).
+    """
 
     def __init__(self, world: World) -> None:
         self.world = world
-        pop = world.popularity
         order = np.lexsort((np.arange(world.n_videos), world.primary_topic))
         self.by_topic = order  # videos sorted by primary topic
         topic_sorted = world.primary_topic[order]
         K = world.config.topics
         self.topic_start = np.searchsorted(topic_sorted, np.arange(K), side="left")
         self.topic_end = np.searchsorted(topic_sorted, np.arange(K), side="right")
-        self.cum_topic = np.cumsum(pop[order])  # global cumulative over the topic-sorted list
-        self.cum_pop = np.cumsum(pop)
+        self.days = world.config.days
+        self.published = world.published_by(np.arange(self.days))
+        self._tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _pick_in_topic(self, topics: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Inverse-CDF draw of a video of each topic, proportional to popularity.
+    def _day_tables(self, day: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cumulative weight over the topic-sorted list, cumulative weight over ids) on `day`."""
+        if day not in self._tables:
+            pop = self.world.retrieval_weight(day)
+            self._tables[day] = (np.cumsum(pop[self.by_topic]), np.cumsum(pop))
+        return self._tables[day]
+
+    def _pick_in_topic(self, topics: np.ndarray, u: np.ndarray, cum_topic: np.ndarray, published: int
+                       ) -> np.ndarray:
+        """Inverse-CDF draw of a video of each topic, proportional to the day's retrieval weight.
 
         Keys are grouped by topic and each group is searched in its own slice of the cumulative
-        popularity (cache-sized; the global search gave the same index after clipping, slower).
+        weight (cache-sized; the global search gave the same index after clipping, slower).
         """
-        out = (u * self.world.n_videos).astype(np.int64)  # a topic without videos: a uniform video
+        out = (u * published).astype(np.int64)  # a topic without published videos: a uniform one
         order = np.argsort(topics, kind="stable")
         bounds = np.searchsorted(topics[order], np.arange(self.world.config.topics + 1), side="left")
         for t in range(self.world.config.topics):
@@ -111,18 +125,37 @@ class Retrieval:
             sel = order[bounds[t]:bounds[t + 1]]
             if lo_idx == hi_idx or not len(sel):
                 continue
-            cum = self.cum_topic[lo_idx:hi_idx]
-            lo = self.cum_topic[lo_idx - 1] if lo_idx > 0 else 0.0
+            cum = cum_topic[lo_idx:hi_idx]
+            lo = cum_topic[lo_idx - 1] if lo_idx > 0 else 0.0
+            if cum[-1] <= lo:
+                continue
             pos = np.searchsorted(cum, lo + u[sel] * (cum[-1] - lo), side="right")
             out[sel] = self.by_topic[lo_idx + np.minimum(pos, hi_idx - lo_idx - 1)]
         return out
 
-    def candidates(self, users: np.ndarray, tfrac: np.ndarray, rng: np.random.Generator
+    def candidates(self, users: np.ndarray, tfrac: np.ndarray, days: np.ndarray, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct candidate videos (R, n) and their retrieval source index into SOURCES (R, n)."""
+        """Distinct candidate videos (R, n) and their retrieval source index into SOURCES (R, n), each
+        request drawing from what is published on its day."""
+        cfg = self.world.config
+        n, R = cfg.candidates, len(users)
+        cands = np.empty((R, n), dtype=np.int64)
+        source = np.empty((R, n), dtype=np.int8)
+        for day in np.unique(days):
+            rows = np.flatnonzero(days == day)
+            cands[rows], source[rows] = self._candidates_on(int(day), users[rows], tfrac[rows], rng)
+        return cands, source
+
+    def _candidates_on(self, day: int, users: np.ndarray, tfrac: np.ndarray, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.world.config
         b = cfg.behaviour
-        n, V, R = cfg.candidates, self.world.n_videos, len(users)
+        V = int(self.published[min(max(day, 0), self.days - 1)])
+        cum_topic, cum_pop = self._day_tables(min(max(day, 0), self.days - 1))
+        n, R = cfg.candidates, len(users)
+        if V < n:
+            raise ValueError(f"day {day}: only {V} videos are published, fewer than the {n} candidates a "
+                             "request needs; lower new_video_share or --candidates")
         M = min(int(np.ceil(n * OVERSAMPLE)), max(n, V))
         # source of each draw column, interleaved so every prefix has the target mix
         g = np.mod(np.arange(M) * 0.6180339887498949, 1.0)  # golden-ratio sequence: well mixed
@@ -136,11 +169,11 @@ class Retrieval:
         topics = np.zeros((R, M), dtype=np.int64)  # topic = #{k : cdf_k < ut}, one pass per topic
         for k in range(cfg.topics - 1):
             topics += cdf[:, k, None] < ut
-        draws = (u * V).astype(np.int64)  # uniform random source
+        draws = (u * V).astype(np.int64)  # uniform random source: among the published videos
         i_int = src == 0
-        draws[i_int] = self._pick_in_topic(topics[i_int], u[i_int])
+        draws[i_int] = self._pick_in_topic(topics[i_int], u[i_int], cum_topic, V)
         i_pop = src == 1
-        draws[i_pop] = np.minimum(np.searchsorted(self.cum_pop, u[i_pop] * self.cum_pop[-1], side="right"), V - 1)
+        draws[i_pop] = np.minimum(np.searchsorted(cum_pop, u[i_pop] * cum_pop[-1], side="right"), V - 1)
         # keep the first occurrence of each video in draw order
         order = np.argsort(draws, axis=1, kind="stable")
         sd = np.take_along_axis(draws, order, axis=1)

@@ -15,7 +15,9 @@ Users u (ids 0..N-1):
 * signup day: a share new_user_share signs up uniformly during the logged days, the rest
   uniformly 1..730 days before.
 
-Videos v (ids 0..V-1): primary topic p_v ~ Uniform(K); secondary topic s_v ~ Uniform(K minus p_v);
+Videos v (ids 0..V-1): publish day: the last new_video_share (30%) of the ids are uploaded during the
+logged days (uniformly over them, ids in publish order), the rest 1..365 days before day 0;
+primary topic p_v ~ Uniform(K); secondary topic s_v ~ Uniform(K minus p_v);
 author ~ Uniform(V / videos_per_author authors); quality q_v = sqrt(s) A_author + sqrt(1-s) eps,
 A, eps ~ N(0, 1); duration ~ LogNormal(log 20 s, 0.6^2) clipped to [5, 180] s; popularity
 pop_v = exp(popularity_quality q_v + N(0, 1)). The title has 3..8 words, each a filler with prob. 0.3,
@@ -63,7 +65,7 @@ SUBSET_MAX_COMMENTS = 12  # exact subset recursion up to here (measured: cheaper
 USER_ARRAYS = ("interest_base", "interest_drift", "discussion", "comment_propensity", "activity",
                "signup_day")
 VIDEO_ARRAYS = ("primary_topic", "secondary_topic", "quality", "duration_s", "popularity", "author",
-                "comment_quality", "comment_offsets")
+                "comment_quality", "comment_offsets", "publish_day")
 COMMENT_ARRAYS = ("comment_video", "comment_topic", "comment_quality_c", "comment_stance",
                   "comment_likes", "comment_score", "comment_exposure")
 
@@ -212,6 +214,17 @@ class World:
     def epoch(self) -> np.datetime64:
         return np.datetime64(EPOCH, "us")
 
+    def published_by(self, day: np.ndarray) -> np.ndarray:
+        """How many videos are published by (the start of) each day: they are ids 0..count-1."""
+        return np.searchsorted(np.sort(self.publish_day), np.asarray(day), side="right")
+
+    def retrieval_weight(self, day: int) -> np.ndarray:
+        """Popularity as retrieval sees it on `day`: ramped up with age, boosted while fresh, 0 unpublished."""
+        b = self.config.behaviour
+        age = day - self.publish_day + 0.5  # at midday
+        w = self.popularity * (1 - np.exp(-age / b.popularity_ramp_days)) * (1 + b.fresh_boost * np.exp(-age / b.fresh_days))
+        return np.where(self.publish_day <= day, w, 0.0)
+
     @property
     def experiment_start(self) -> np.datetime64:
         assert self.config.pre_days is not None
@@ -254,6 +267,11 @@ class World:
         dur = np.exp(np.log(b.duration_median_s) + b.duration_sigma * r_videos.normal(size=V))
         a["duration_s"] = np.round(np.clip(dur, b.duration_min_s, b.duration_max_s), 2)
         a["popularity"] = np.exp(b.popularity_quality * quality + r_videos.normal(size=V))
+        # uploads: the last new_video_share of the ids are published during the logged days, in id order,
+        # so the videos published by any day are a prefix of the ids; the rest up to a year before day 0
+        n_new = int(round(b.new_video_share * V))
+        a["publish_day"] = np.concatenate([-r_videos.integers(1, 366, size=V - n_new),
+                                           np.sort(r_videos.integers(0, config.days, size=n_new))]).astype(np.int64)
 
         # comments (sorted by video)
         g = np.sqrt(a["popularity"])

@@ -120,3 +120,38 @@ def test_position_model_keeps_its_exact_logging_value(tmp_path) -> None:
                           ).to_pandas().set_index("request_id").loc[rid, "w"].to_numpy()
     res = obs - exact["watch_time_s"]
     assert abs(res.mean() / (res.std(ddof=1) / np.sqrt(len(res)))) < 3
+
+
+def test_uploads_appear_during_the_logs_and_are_never_shown_before_publication(tmp_path) -> None:
+    path, _ = simulate(SMALL, tmp_path / "w")
+    world = World.load(path)
+    with LogStore.open(path) as store:
+        never_early = store.query(
+            "SELECT count(*) AS n FROM candidates c JOIN requests r USING (request_id) JOIN videos v USING (video_id) "
+            "WHERE r.ts < v.published_at").to_pydict()["n"][0]
+        shown_early = store.query(
+            "SELECT count(*) AS n FROM impressions i JOIN requests r USING (request_id) JOIN videos v USING (video_id) "
+            "WHERE r.ts < v.published_at").to_pydict()["n"][0]
+        cold = store.query(
+            "SELECT avg((v.published_at >= TIMESTAMP '2023-10-02')::INT) AS share FROM impressions i "
+            "JOIN requests r USING (request_id) JOIN videos v USING (video_id) "
+            "WHERE r.ts >= TIMESTAMP '2023-10-02'").to_pydict()["share"][0]
+    assert never_early == 0 and shown_early == 0  # random slots too: the pool is what is published that day
+    assert 0.05 < cold < 0.6  # the experiment window shows videos uploaded after the pre-period
+    n_new = int(round(SMALL.behaviour.new_video_share * SMALL.videos))
+    assert (world.publish_day >= 0).sum() == n_new and np.all(np.diff(world.publish_day[-n_new:]) >= 0)
+    # published videos are a prefix of the ids on every day
+    for d in range(SMALL.days):
+        count = int(world.published_by(np.array([d]))[0])
+        assert np.all(world.publish_day[:count] <= d) and np.all(world.publish_day[count:] > d)
+
+
+def test_retrieval_weight_ramps_up_and_boosts_fresh_videos(world: World) -> None:
+    b = world.config.behaviour
+    v = int(np.flatnonzero(world.publish_day == world.publish_day.max())[0])
+    d = int(world.publish_day[v])
+    w = [world.retrieval_weight(day)[v] / world.popularity[v] for day in range(d - 1, d + 60)]
+    assert w[0] == 0.0  # not yet published
+    age = 0.5
+    assert w[1] == pytest.approx((1 - np.exp(-age / b.popularity_ramp_days)) * (1 + b.fresh_boost * np.exp(-age / b.fresh_days)))
+    assert w[-1] == pytest.approx(1.0, rel=1e-6)  # an old video: its plain popularity

@@ -104,7 +104,8 @@ def test_logged_propensities_are_the_exact_marginals_of_the_logging_policy(
     in_cands = (cands[:, None, :] == shown[:, :, None]).any(axis=2)
     assert (random == ~in_cands).all()  # random slots come from outside the candidate set, the rest from it
     col = np.argmax(cands[:, None, :] == shown[:, :, None], axis=2)  # candidate index of each shown video
-    expect = np.where(random, rho / (oracle.world.n_videos - CONFIG.candidates),
+    pool = oracle.world.published_by(oracle._day(rows)) - CONFIG.candidates  # published that day, not candidates
+    expect = np.where(random, (rho / pool)[:, None],
                       (1 - rho) * M[np.arange(len(rows))[:, None], col, np.arange(k)[None, :]])
     np.testing.assert_allclose(logged, expect, atol=1e-9, rtol=0)
     # the candidates table logs the logging policy's scores (PL log weights)

@@ -74,7 +74,14 @@ def test_random_exposure_has_exact_uniform_propensity(small: Path, tmp_path: Pat
         imp = store.df("impressions")
     rnd = imp[imp["is_random"]]
     assert len(rnd) > 0
-    np.testing.assert_allclose(rnd["propensity"].to_numpy(), 0.02 / (cfg.videos - cfg.candidates), rtol=1e-12)
+    world = World.load(path)
+    with LogStore.open(path) as store:
+        day = store.query("SELECT i.request_id, (epoch_us(r.ts) - epoch_us(TIMESTAMP '2023-10-01')) // 86400000000 AS d "
+                          "FROM impressions i JOIN requests r USING (request_id) WHERE i.is_random "
+                          "ORDER BY i.request_id, i.position").to_pandas()["d"].to_numpy()
+    pool = world.published_by(day) - cfg.candidates  # the catalogue published that day, minus candidates
+    np.testing.assert_allclose(rnd.sort_values(["request_id", "position"])["propensity"].to_numpy(), 0.02 / pool,
+                               rtol=1e-12)
     se = np.sqrt(0.02 * 0.98 / len(imp))
     assert imp["is_random"].mean() == pytest.approx(0.02, abs=4 * se)
     # whole-slate mode (world v1): a uniformly random top-k of the candidates, 1 / n each
@@ -180,7 +187,7 @@ def test_comment_marginals_of_both_exact_paths_are_distributions() -> None:
     """Small sections use the subset recursion, large ones the quadrature: every shown rank holds
     exactly one comment, no comment exceeds probability 1, and each path equals an independent
     method on a section it covers."""
-    world = World.build(WorldConfig(users=20, videos=60, comments_per_video=14, days=2, seed=3))
+    world = World.build(WorldConfig(users=20, videos=60, candidates=20, comments_per_video=14, days=2, seed=3))
     L = world.config.behaviour.comment_list_size
     off, counts = world.comment_offsets, np.diff(world.comment_offsets)
     marg = world.comment_marginals()
@@ -210,20 +217,24 @@ def test_topic_retrieval_is_the_popularity_inverse_cdf() -> None:
     rng = np.random.default_rng(1)
     topics = rng.integers(0, world.config.topics, size=5000)
     u = rng.random(5000)
+    cum_topic, _ = ret._day_tables(0)  # the day's retrieval weights (world v2: uploads, ramp, freshness)
+    published = int(ret.published[0])
     lo_idx, hi_idx = ret.topic_start[topics], ret.topic_end[topics]
-    lo = np.where(lo_idx > 0, ret.cum_topic[np.maximum(lo_idx - 1, 0)], 0.0)
-    hi = ret.cum_topic[np.maximum(hi_idx - 1, 0)]
-    pos = np.clip(np.searchsorted(ret.cum_topic, lo + u * (hi - lo), side="right"), lo_idx,
+    lo = np.where(lo_idx > 0, cum_topic[np.maximum(lo_idx - 1, 0)], 0.0)
+    hi = cum_topic[np.maximum(hi_idx - 1, 0)]
+    pos = np.clip(np.searchsorted(cum_topic, lo + u * (hi - lo), side="right"), lo_idx,
                   np.maximum(hi_idx - 1, lo_idx))
-    ref = np.where(lo_idx == hi_idx, (u * world.n_videos).astype(np.int64),
+    ref = np.where((lo_idx == hi_idx) | (hi <= lo), (u * published).astype(np.int64),
                    ret.by_topic[np.minimum(pos, world.n_videos - 1)])
-    np.testing.assert_array_equal(ret._pick_in_topic(topics, u), ref)
-    # and the draws follow popularity within the topic
+    np.testing.assert_array_equal(ret._pick_in_topic(topics, u, cum_topic, published), ref)
+    # and the draws follow the day's retrieval weight within the topic
+    weight = world.retrieval_weight(0)
     t = int(np.argmax(ret.topic_end - ret.topic_start))
     vids = ret.by_topic[ret.topic_start[t]:ret.topic_end[t]]
-    draws = ret._pick_in_topic(np.full(200_000, t), rng.random(200_000))
+    draws = ret._pick_in_topic(np.full(200_000, t), rng.random(200_000), cum_topic, published)
+    vids = vids[weight[vids] > 0]
     freq = np.bincount(draws, minlength=world.n_videos)[vids] / 200_000
-    p = world.popularity[vids] / world.popularity[vids].sum()
+    p = weight[vids] / weight[vids].sum()
     assert np.max(np.abs(freq - p) / np.sqrt(p * (1 - p) / 200_000)) < 5
 
 
