@@ -183,9 +183,14 @@ def import_kuairand_cmd(
                                           help="Idle minutes that start a new session."),
     random_pool_size: int | None = typer.Option(
         None, "--random-pool-size",
-        help="Size of the uniform random-exposure pool; gives random rows propensity 1/N (else null)."),
+        help="Size of the uniform random-exposure pool (KuaiRand's: 7583); gives random rows propensity 1/N "
+             "(else null)."),
     clip_watch_time: bool = typer.Option(False, "--clip-watch-time",
-                                         help="Clip play time above 10x the video duration instead of failing."),
+                                         help="Cap play time at 10x the video duration (loops above the duration "
+                                              "are kept as logged without this)."),
+    random_join_window_s: float = typer.Option(60.0, "--random-join-window-s",
+                                               help="A random-exposure row joins its user's nearest feed request "
+                                                    "within this many seconds (else a request of its own)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -196,7 +201,8 @@ def import_kuairand_cmd(
         kind = output_format(out, fmt and fmt.value)
         try:
             config = KuaiRandConfig(slate_size=slate_size, session_gap_min=session_gap_min,
-                                    random_pool_size=random_pool_size, clip_watch_time=clip_watch_time)
+                                    random_pool_size=random_pool_size, clip_watch_time=clip_watch_time,
+                                    random_join_window_s=random_join_window_s)
         except ValueError as exc:  # the config's own checks: a bad option value
             raise UserError(f"{exc} (an option of `harness logs import-kuairand`)") from None
         stop = _progress(f"importing KuaiRand from {src}")
