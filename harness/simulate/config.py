@@ -92,6 +92,9 @@ class Behaviour:
     continue_beta: float = 0.5
     continue_complete: float = 1.0
     leave_session_p: float = 0.3  # a user who leaves a request early ends the session with this probability
+    # satiation: re-showing a video the user watched lowers s_uv by strength exp(-days since / satiation_days)
+    satiation_strength: float = 1.0
+    satiation_days: float = 1.0
     # video outcomes (given the slot is examined)
     watch_mu: float = -0.5  # R ~ LogNormal(watch_mu + watch_beta s_uv, watch_sigma^2); watch = D min(R, L)
     watch_beta: float = 0.6
@@ -133,6 +136,8 @@ class Behaviour:
                 _positive(f.name, v)
         if self.examination not in EXAMINATION:
             raise ValueError(f"examination must be one of {list(EXAMINATION)}, got {self.examination!r}")
+        if self.satiation_strength < 0:
+            raise ValueError(f"satiation_strength must be >= 0 (0 = no satiation), got {self.satiation_strength!r}")
         if self.fresh_boost < 0:
             raise ValueError(f"fresh_boost must be >= 0, got {self.fresh_boost!r}")
         if not self.loop_max >= 1:

@@ -147,22 +147,43 @@ def _session_kept(session: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return ended_before == 0
 
 
-def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random.Generator,
-           first_request: int, first_session: int, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
-    cfg, b = world.config, world.config.behaviour
-    ses = _sessions(world, users, rng)
-    R, k, n = len(ses["user"]), cfg.slate_size, cfg.candidates
-    u = ses["user"]
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within runs of equal values (rows sorted so that each group is contiguous)."""
+    if not len(groups):
+        return np.zeros(0, dtype=np.int64)
+    first = np.r_[True, groups[1:] != groups[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(groups)), 0))
+    return np.arange(len(groups)) - start
+
+
+def _draw_feed(world: World, retrieval: Retrieval, ses: dict[str, np.ndarray], rng: np.random.Generator,
+               workers: int) -> dict[str, np.ndarray]:
+    """Candidates, slates, random slots and propensities of every request, session by session in order:
+    a request does not retrieve what its session already showed (`exclude`), as production feeds do."""
+    cfg = world.config
+    u, R, k, n = ses["user"], len(ses["user"]), cfg.slate_size, cfg.candidates
     ts_abs = world.epoch.astype(np.int64) + ses["ts"]
-    keys = request_keys(u, ts_abs)
     tfrac = ses["ts"] / (US * DAY_S * cfg.days)
-    slate_random = (rng.random(R) < cfg.random_share) if cfg.random_mode == "slate" else np.zeros(R, dtype=bool)
     day = ses["ts"] // int(US * DAY_S)
     published = world.published_by(day)  # videos 0..published-1 exist at the request
-    cands, source = retrieval.candidates(u, tfrac, day, rng)
-    log_w = logging_log_weights(world, u, tfrac, keys, cands)
-    slates, prop, slot = draw_slates(log_w, slate_random, k, rng, workers)
-    vids = np.take_along_axis(cands, slates, axis=1)  # (R, k)
+    slate_random = (rng.random(R) < cfg.random_share) if cfg.random_mode == "slate" else np.zeros(R, dtype=bool)
+    cands = np.empty((R, n), dtype=np.int64)
+    source = np.empty((R, n), dtype=np.int8)
+    log_w = np.empty((R, n))
+    vids = np.empty((R, k), dtype=np.int64)
+    prop = np.empty((R, k))
+    slot = np.empty((R, k))
+    within = _rank_within(ses["session"])  # the request's index in its session
+    local = np.unique(ses["session"], return_inverse=True)[1]
+    shown = np.full((int(local.max(initial=-1)) + 1, (int(within.max(initial=0)) + 1) * k), -1, dtype=np.int64)
+    for r in range(int(within.max(initial=-1)) + 1):
+        rows = np.flatnonzero(within == r)
+        excl = shown[local[rows], : r * k]
+        cands[rows], source[rows] = retrieval.candidates(u[rows], tfrac[rows], day[rows], rng, exclude=excl)
+        log_w[rows] = logging_log_weights(world, u[rows], tfrac[rows], request_keys(u[rows], ts_abs[rows]), cands[rows])
+        cols, prop[rows], slot[rows] = draw_slates(log_w[rows], slate_random[rows], k, rng, workers)
+        vids[rows] = np.take_along_axis(cands[rows], cols, axis=1)
+        shown[local[rows], r * k:(r + 1) * k] = vids[rows]
     if cfg.random_mode == "slot":  # single slots from the catalogue outside the candidates
         rho = cfg.random_share
         is_random = rng.random((R, k)) < rho
@@ -175,15 +196,76 @@ def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random
         prop = np.where(is_random, p_pool, (1 - rho) * prop)
         slot = np.where(is_random, p_pool, (1 - rho) * slot)
     else:
-        is_random = np.broadcast_to(slate_random[:, None], (R, k))
-    s, d = oc.video_affinities(world, u, tfrac, vids)
-    examined, watch, left_early = _examine(world, s, world.duration_s[vids], rng)
-    liked = examined & (rng.random((R, k)) < oc.p_like(world, s))
-    opened = examined & (rng.random((R, k)) < oc.p_open(world, u, vids, d))
-    # a user who leaves a request early ends the session with probability leave_session_p: later
-    # requests of that session never happen
-    ends = left_early & (rng.random(R) < b.leave_session_p)
-    keep = _session_kept(ses["session"], ends)
+        is_random = np.ascontiguousarray(np.broadcast_to(slate_random[:, None], (R, k)))
+    return {"ts_abs": ts_abs, "tfrac": tfrac, "cands": cands, "source": source, "log_w": log_w, "vids": vids,
+            "prop": prop, "slot": slot, "is_random": is_random}
+
+
+def _previous_same_pair(users: np.ndarray, vids: np.ndarray) -> np.ndarray:
+    """For each impression (rows in time order per user), the flat index of the user's previous
+    impression of the same video, -1 if none."""
+    R, k = vids.shape
+    flat_pair = users[:, None].astype(np.int64) * (int(vids.max(initial=0)) + 1) + vids
+    idx = np.arange(R * k).reshape(R, k)
+    order = np.lexsort((idx.ravel(), flat_pair.ravel()))
+    fp = flat_pair.ravel()[order]
+    prev = np.full(R * k, -1, dtype=np.int64)
+    same = np.r_[False, fp[1:] == fp[:-1]]
+    prev[order[same]] = order[np.flatnonzero(same) - 1]
+    return prev
+
+
+def _outcomes(world: World, ses: dict[str, np.ndarray], feed: dict[str, np.ndarray], rng: np.random.Generator
+              ) -> dict[str, np.ndarray]:
+    """What users did, request by request in each user's time order: satiation reads the user's own
+    earlier watches of the same video, and a user who leaves a request early ends the session with
+    probability leave_session_p (the session's later requests never happen: `kept`)."""
+    b = world.config.behaviour
+    u, vids = ses["user"], feed["vids"]
+    R, k = vids.shape
+    s_all, d_all = oc.video_affinities(world, u, feed["tfrac"], vids)
+    dur = world.duration_s[vids]
+    prev = _previous_same_pair(u, vids).reshape(R, k)
+    last_watch = np.full(R * k, np.nan)  # per impression: time of the most recent watch of its pair so far
+    ts_day = feed["ts_abs"] / (US * DAY_S)
+    examined = np.zeros((R, k), dtype=bool)
+    watch = np.zeros((R, k))
+    liked = np.zeros((R, k), dtype=bool)
+    opened = np.zeros((R, k), dtype=bool)
+    kept = np.zeros(R, dtype=bool)
+    local = np.unique(ses["session"], return_inverse=True)[1] if R else np.zeros(0, dtype=np.int64)
+    ended = np.zeros(int(local.max(initial=-1)) + 1, dtype=bool)
+    turn = _rank_within(u)  # the request's index among its user's requests
+    for i in range(int(turn.max(initial=-1)) + 1):
+        rows = np.flatnonzero(turn == i)
+        rows = rows[~ended[local[rows]]]
+        if not len(rows):
+            continue
+        kept[rows] = True
+        p = prev[rows]
+        before = np.where(p >= 0, last_watch[np.maximum(p, 0)], np.nan)
+        s = s_all[rows] - oc.satiation(world, ts_day[rows][:, None] - before)
+        ex, w, left = _examine(world, s, dur[rows], rng)
+        examined[rows], watch[rows] = ex, w
+        liked[rows] = ex & (rng.random(ex.shape) < oc.p_like(world, s))
+        opened[rows] = ex & (rng.random(ex.shape) < oc.p_open(world, u[rows], vids[rows], d_all[rows]))
+        flat = (rows[:, None] * k + np.arange(k)[None, :])
+        last_watch[flat] = np.where(ex, ts_day[rows][:, None], before)
+        ends = left & (rng.random(len(rows)) < b.leave_session_p)
+        ended[local[rows[ends]]] = True
+    return {"examined": examined, "watch": watch, "liked": liked, "opened": opened, "kept": kept}
+
+
+def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random.Generator,
+           first_request: int, first_session: int, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
+    cfg = world.config
+    ses = _sessions(world, users, rng)
+    R, k, n = len(ses["user"]), cfg.slate_size, cfg.candidates
+    u = ses["user"]
+    feed = _draw_feed(world, retrieval, ses, rng, workers)
+    vids = feed["vids"]
+    out = _outcomes(world, ses, feed, rng)
+    keep, opened = out["kept"], out["opened"]
     o_r, o_j = np.nonzero(opened)
     cs = _comment_sections(world, u[o_r], vids[o_r, o_j], rng)
     cwatch = np.zeros((R, k))
@@ -200,17 +282,17 @@ def _chunk(world: World, retrieval: Retrieval, users: np.ndarray, rng: np.random
         return a[kept].ravel()
 
     return {
-        "requests": {"request_id": req_ids, "user_id": u[kept], "ts": ts_abs[kept],
+        "requests": {"request_id": req_ids, "user_id": u[kept], "ts": feed["ts_abs"][kept],
                      "session_id": first_session + ses["session"][kept]},
         "impressions": {
             "request_id": np.repeat(req_ids, k), "video_id": rows(vids),
-            "position": np.tile(np.arange(k, dtype=np.int32), len(kept)), "propensity": rows(prop),
-            "is_random": rows(np.ascontiguousarray(is_random)), "watch_time_s": rows(watch),
-            "liked": rows(liked), "opened_comments": rows(opened), "comment_watch_time_s": rows(cwatch),
-            "slot_propensity": rows(slot),
+            "position": np.tile(np.arange(k, dtype=np.int32), len(kept)), "propensity": rows(feed["prop"]),
+            "is_random": rows(feed["is_random"]), "watch_time_s": rows(out["watch"]),
+            "liked": rows(out["liked"]), "opened_comments": rows(opened), "comment_watch_time_s": rows(cwatch),
+            "slot_propensity": rows(feed["slot"]),
         },
-        "candidates": {"request_id": np.repeat(req_ids, n), "video_id": rows(cands), "source": rows(source),
-                       "logging_score": rows(log_w)},
+        "candidates": {"request_id": np.repeat(req_ids, n), "video_id": rows(feed["cands"]),
+                       "source": rows(feed["source"]), "logging_score": rows(feed["log_w"])},
         "comment_impressions": {
             "request_id": new_id[c_req[c_keep]], "video_id": c_vid[c_keep],
             "comment_id": cs["comment"][c_keep], "position": cs["position"][c_keep].astype(np.int32),

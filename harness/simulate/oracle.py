@@ -58,6 +58,10 @@ class Oracle:
     request_ts_us: np.ndarray  # microseconds since the Unix epoch
     request_random: np.ndarray
     candidates: np.ndarray | None = None  # (R, n) video ids, rows aligned with request_ids
+    # the users' logged watches (satiation): pair key user * V + video and time in seconds since EPOCH,
+    # sorted by (pair, time); None = no satiation history (every video fresh)
+    watch_pair: np.ndarray | None = None
+    watch_s: np.ndarray | None = None
 
     @classmethod
     def from_dataset(cls, path: Path | str, *, load_candidates: bool = True) -> Oracle:
@@ -79,10 +83,16 @@ class Oracle:
                         len(rid) and not np.array_equal(rid[::n], np.asarray(req["request_id"]))):
                     raise ValueError(f"{path}: every request needs exactly {n} candidates for the oracle")
                 cands = np.asarray(c["video_id"], dtype=np.int64).reshape(-1, n)
+            h = store.query("SELECT r.user_id, i.video_id, epoch_us(r.ts) AS ts_us FROM impressions i "
+                            "JOIN requests r USING (request_id) WHERE i.watch_time_s > 0").to_pydict()
+        pair = np.asarray(h["user_id"], dtype=np.int64) * world.n_videos + np.asarray(h["video_id"], dtype=np.int64)
+        secs = (np.asarray(h["ts_us"], dtype=np.int64) - world.epoch.astype(np.int64)) / 1e6
+        order = np.lexsort((secs, pair))
         return cls(world=world, request_ids=np.asarray(req["request_id"], dtype=np.int64),
                    request_user=np.asarray(req["user_id"], dtype=np.int64),
                    request_ts_us=np.asarray(req["ts_us"], dtype=np.int64),
-                   request_random=np.asarray(req["is_random"], dtype=bool), candidates=cands)
+                   request_random=np.asarray(req["is_random"], dtype=bool), candidates=cands,
+                   watch_pair=pair[order], watch_s=secs[order])
 
     @property
     def request_keys(self) -> np.ndarray:
@@ -93,6 +103,34 @@ class Oracle:
         """Time as a fraction of the logged period (drift clock), from datetime64 or Unix us."""
         epoch = self.world.epoch.astype(np.int64)
         return (_as_us(ts) - epoch) / (US * DAY_S * self.world.config.days)
+
+    def days_since_watch(self, user_ids: np.ndarray, ts: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
+        """Days since each user last watched each video strictly before `ts` in the logs (NaN: never)."""
+        users = np.asarray(user_ids, dtype=np.int64)
+        vids = np.asarray(video_ids, dtype=np.int64)
+        secs = (_as_us(ts) - self.world.epoch.astype(np.int64)) / 1e6
+        uu = users if vids.ndim == 1 else users[:, None]
+        ss = secs if vids.ndim == 1 else secs[:, None]
+        out = np.full(vids.shape, np.nan)
+        if self.watch_pair is None or self.watch_s is None or not len(self.watch_pair):
+            return out
+        pair = np.broadcast_to(uu * self.world.n_videos + vids, vids.shape).ravel()
+        q = np.broadcast_to(ss, vids.shape).ravel()
+        lo = np.searchsorted(self.watch_pair, pair, side="left")
+        hi = np.searchsorted(self.watch_pair, pair, side="right")
+        # the last watch of the pair strictly before q: search q within the pair's block [lo, hi)
+        pos = lo + _block_searchsorted(self.watch_s, lo, hi, q)  # first index with time >= q
+        has = pos > lo
+        flat = out.ravel()
+        flat[has] = (q[has] - self.watch_s[pos[has] - 1]) / DAY_S
+        return flat.reshape(vids.shape)
+
+    def affinities(self, user_ids: np.ndarray, ts: np.ndarray, video_ids: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(s_uv, d_uv) at request time, s lowered by satiation from the user's logged watches."""
+        s, d = oc.video_affinities(self.world, np.asarray(user_ids, dtype=np.int64), self.tfrac(ts),
+                                   np.asarray(video_ids, dtype=np.int64))
+        return s - oc.satiation(self.world, self.days_since_watch(user_ids, ts, video_ids)), d
 
     def _day(self, rows: np.ndarray) -> np.ndarray:
         """Logged day (0 = EPOCH's) of each request row: which videos were published."""
@@ -126,8 +164,7 @@ class Oracle:
         w = self.world
         users = self._check_ids("user_ids", user_ids, w.n_users)
         vids = self._check_ids("video_ids", video_ids, w.n_videos)
-        tf = self.tfrac(ts)
-        s, d = oc.video_affinities(w, users, tf, vids)
+        s, d = self.affinities(users, ts, vids)
         po = oc.p_open(w, users, vids, d)
         uu = np.broadcast_to(users[:, None], vids.shape) if vids.ndim == 2 else users
         cw, ci = oc.comment_section_under_logging(w, uu.ravel(), vids.ravel())
@@ -201,7 +238,7 @@ class Oracle:
             raise ValueError(f"slates must have shape (len(request_ids), k), got {vids.shape}")
         _refuse_duplicates("slates", vids)
         per = self._per_video(rows, vids, comment_rankings)
-        s, _ = oc.video_affinities(self.world, self.request_user[rows], self.tfrac(self.request_ts_us[rows]), vids)
+        s, _ = self.affinities(self.request_user[rows], self.request_ts_us[rows], vids)
         reach = oc.reach_probs(self.world, s)
         return {m: (reach * per[m]).sum(axis=1) for m in METRICS}
 
@@ -209,7 +246,7 @@ class Oracle:
         """P(slot j of the slate is examined), (R, k): top-down under the cascade."""
         rows = self._rows(request_ids)
         vids = self._check_ids("slates", slates, self.world.n_videos)
-        s, _ = oc.video_affinities(self.world, self.request_user[rows], self.tfrac(self.request_ts_us[rows]), vids)
+        s, _ = self.affinities(self.request_user[rows], self.request_ts_us[rows], vids)
         return oc.reach_probs(self.world, s)
 
     def logging_policy_value(self, request_ids: np.ndarray, chunk: int = 4096, *, samples: int = 256,
@@ -264,12 +301,13 @@ class Oracle:
         w, cfg = self.world, self.world.config
         k, n = cfg.slate_size, cfg.candidates
         cands = self.candidates[rows]
-        users, tf = self.request_user[rows], self.tfrac(self.request_ts_us[rows])
+        users = self.request_user[rows]
         lw = self._logging_weights(rows)
         if cfg.random_mode == "slate":
             lw = np.where(self.request_random[rows][:, None], 0.0, lw)
         per = self._per_video(rows, cands, None)  # f for every candidate, (R, n)
-        s_c, _ = oc.video_affinities(w, users, tf, cands)
+        ts = self.request_ts_us[rows]
+        s_c, _ = self.affinities(users, ts, cands)
         total = {m: np.zeros(len(rows)) for m in METRICS}
         square = {m: np.zeros(len(rows)) for m in METRICS}
         for _ in range(samples):
@@ -283,7 +321,7 @@ class Oracle:
                     pub = w.published_by(self._day(rows[rr]))
                     pool = random_pool_draw(cands[rr], pub, rng.integers(0, (pub - n)[:, None], size=(len(rr), k)))
                     pv = self._per_video(rows[rr], pool, None)
-                    sp, _ = oc.video_affinities(w, users[rr], tf[rr], pool)
+                    sp, _ = self.affinities(users[rr], ts[rr], pool)
                     s_sl[rr] = np.where(rnd[rr], sp, s_sl[rr])
                     for m in METRICS:
                         f[m][rr] = np.where(rnd[rr], pv[m], f[m][rr])
@@ -298,6 +336,21 @@ class Oracle:
             var = np.maximum(square[m] / samples - mean**2, 0.0) * samples / max(samples - 1, 1)
             out[m], out[f"{m}_se"] = mean, np.sqrt(var / samples)
         return out
+
+
+def _block_searchsorted(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """For each query, the offset within values[lo:hi] (sorted) of the first element >= q: a vectorised
+    binary search over per-query blocks."""
+    left = np.zeros_like(lo)
+    right = hi - lo
+    while True:
+        active = left < right
+        if not active.any():
+            return left
+        mid = (left + right) // 2
+        go_right = active & (values[np.minimum(lo + mid, len(values) - 1)] < q)
+        left = np.where(go_right, mid + 1, left)
+        right = np.where(active & ~go_right, mid, right)
 
 
 def _refuse_duplicates(what: str, items: np.ndarray) -> None:

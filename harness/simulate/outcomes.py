@@ -8,6 +8,9 @@ Affinities at time fraction t (see world.py for z, phi):
     discussion affinity  d_uv(t) = gamma_topic z_u(t)[p_v] + gamma_disc phi_u[s_v]
     comment affinity     a_uc    = delta_disc phi_u[topic_c] + delta_quality q_c
 
+Satiation: a video the user watched before is less attractive again for a while: s_uv is lowered by
+satiation_strength exp(-(days since the user's last watch of v) / satiation_days) (0 if never watched).
+
 Examination of a slate v_0..v_{k-1} (`examination`):
     cascade (default): slot 0 is seen; after slot j the user goes on to slot j + 1 with probability
         c_j = sigmoid(continue_bias + continue_beta s_uv + continue_complete [R_j >= 1]), else leaves the
@@ -57,6 +60,15 @@ def video_affinities(world: World, users: np.ndarray, tfrac: np.ndarray, videos:
     if videos.ndim == 1:
         return s[:, 0], d[:, 0]
     return s, d
+
+
+def satiation(world: World, days_since_watch: np.ndarray) -> np.ndarray:
+    """How much re-showing a video lowers its affinity: satiation_strength exp(-days / satiation_days)
+    since the user last watched it (0 if never: NaN input)."""
+    b = world.config.behaviour
+    with np.errstate(invalid="ignore"):
+        sat = b.satiation_strength * np.exp(-np.asarray(days_since_watch) / b.satiation_days)
+    return np.where(np.isfinite(sat), sat, 0.0)
 
 
 def watch_mu(world: World, s: np.ndarray) -> np.ndarray:

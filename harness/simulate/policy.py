@@ -133,21 +133,23 @@ class Retrieval:
             out[sel] = self.by_topic[lo_idx + np.minimum(pos, hi_idx - lo_idx - 1)]
         return out
 
-    def candidates(self, users: np.ndarray, tfrac: np.ndarray, days: np.ndarray, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, users: np.ndarray, tfrac: np.ndarray, days: np.ndarray, rng: np.random.Generator,
+                   exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distinct candidate videos (R, n) and their retrieval source index into SOURCES (R, n), each
-        request drawing from what is published on its day."""
+        request drawing from what is published on its day. `exclude` (R, E), -1 padded: videos a row
+        must not retrieve (those already shown in its session: production feeds do not repeat them)."""
         cfg = self.world.config
         n, R = cfg.candidates, len(users)
         cands = np.empty((R, n), dtype=np.int64)
         source = np.empty((R, n), dtype=np.int8)
         for day in np.unique(days):
             rows = np.flatnonzero(days == day)
-            cands[rows], source[rows] = self._candidates_on(int(day), users[rows], tfrac[rows], rng)
+            cands[rows], source[rows] = self._candidates_on(int(day), users[rows], tfrac[rows], rng,
+                                                            None if exclude is None else exclude[rows])
         return cands, source
 
-    def _candidates_on(self, day: int, users: np.ndarray, tfrac: np.ndarray, rng: np.random.Generator
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates_on(self, day: int, users: np.ndarray, tfrac: np.ndarray, rng: np.random.Generator,
+                       exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.world.config
         b = cfg.behaviour
         V = int(self.published[min(max(day, 0), self.days - 1)])
@@ -156,7 +158,8 @@ class Retrieval:
         if V < n:
             raise ValueError(f"day {day}: only {V} videos are published, fewer than the {n} candidates a "
                              "request needs; lower new_video_share or --candidates")
-        M = min(int(np.ceil(n * OVERSAMPLE)), max(n, V))
+        extra = 0 if exclude is None else int((exclude >= 0).sum(axis=1).max(initial=0))
+        M = min(int(np.ceil(n * OVERSAMPLE)) + extra, max(n, V))  # room for the session's exclusions
         # source of each draw column, interleaved so every prefix has the target mix
         g = np.mod(np.arange(M) * 0.6180339887498949, 1.0)  # golden-ratio sequence: well mixed
         src = np.where(g < b.interest_share, 0, np.where(g < b.interest_share + b.popular_share, 1, 2))
@@ -181,13 +184,16 @@ class Retrieval:
         dup_sorted[:, 1:] = sd[:, 1:] == sd[:, :-1]
         dup = np.empty_like(dup_sorted)
         np.put_along_axis(dup, order, dup_sorted, axis=1)
+        if exclude is not None and exclude.size:  # already shown in the session: dropped like a duplicate
+            dup |= (draws[:, :, None] == exclude[:, None, :]).any(axis=2)
         keep = np.argsort(dup, axis=1, kind="stable")[:, :n]
         cands = np.take_along_axis(draws, keep, axis=1)
         source = np.take_along_axis(src, keep, axis=1).astype(np.int8)
         short = np.flatnonzero(np.take_along_axis(dup, keep, axis=1).any(axis=1))
-        for r in short:  # rare: fewer than n distinct draws; top up with uniform videos not yet there
+        for r in short:  # fewer than n distinct draws; top up with uniform videos not yet there
             have = list(dict.fromkeys(draws[r][~dup[r]].tolist()))
-            pool = np.setdiff1d(np.arange(V), have)
+            banned = have if exclude is None else [*have, *exclude[r][exclude[r] >= 0].tolist()]
+            pool = np.setdiff1d(np.arange(V), banned)
             extra = rng.choice(pool, size=n - len(have), replace=False)
             cands[r] = np.concatenate([have, extra])
             source[r] = np.concatenate([source[r][: len(have)], np.full(n - len(have), 2)])

@@ -155,3 +155,39 @@ def test_retrieval_weight_ramps_up_and_boosts_fresh_videos(world: World) -> None
     age = 0.5
     assert w[1] == pytest.approx((1 - np.exp(-age / b.popularity_ramp_days)) * (1 + b.fresh_boost * np.exp(-age / b.fresh_days)))
     assert w[-1] == pytest.approx(1.0, rel=1e-6)  # an old video: its plain popularity
+
+
+def test_sessions_never_repeat_a_video_and_satiation_is_exact(tmp_path) -> None:
+    cfg = WorldConfig(users=400, videos=400, candidates=40, days=5, seed=6)  # a small catalogue: many re-shows
+    path, _ = simulate(cfg, tmp_path / "w")
+    oracle = Oracle.from_dataset(path)
+    with LogStore.open(path) as store:
+        repeats = store.query(
+            "SELECT count(*) AS n FROM (SELECT r.session_id, i.video_id, count(*) AS c FROM impressions i "
+            "JOIN requests r USING (request_id) WHERE NOT i.is_random GROUP BY ALL HAVING count(*) > 1)"
+        ).to_pydict()["n"][0]
+        imp = store.query("SELECT i.request_id, i.position, i.video_id, i.watch_time_s, r.user_id, r.ts "
+                          "FROM impressions i JOIN requests r USING (request_id) ORDER BY request_id, position"
+                          ).to_pandas()
+    assert repeats == 0  # production feeds do not repeat a video within a session
+    # days since the last watch, against a direct scan of the logs
+    watched = imp[imp.watch_time_s > 0]
+    sample = imp.sample(300, random_state=0)
+    got = oracle.days_since_watch(sample.user_id.to_numpy(), sample.ts.to_numpy(), sample.video_id.to_numpy())
+    for (_, row), g in zip(sample.iterrows(), got, strict=True):
+        prev = watched[(watched.user_id == row.user_id) & (watched.video_id == row.video_id) & (watched.ts < row.ts)]
+        want = np.nan if prev.empty else (row.ts - prev.ts.max()).total_seconds() / 86400
+        assert (np.isnan(g) and np.isnan(want)) or g == pytest.approx(want, abs=1e-9)
+    # re-shown videos: the oracle (with satiation) agrees with what users did; without it, it would not
+    k = cfg.slate_size
+    reach = oracle.reach(imp.request_id.to_numpy()[::k], imp.video_id.to_numpy().reshape(-1, k)).ravel()
+    e = oracle.video_expectations(imp.user_id.to_numpy(), imp.ts.to_numpy(), imp.video_id.to_numpy())
+    since = oracle.days_since_watch(imp.user_id.to_numpy(), imp.ts.to_numpy(), imp.video_id.to_numpy())
+    again = np.isfinite(since) & (since < 2)
+    assert again.sum() > 200
+    res = imp.watch_time_s.to_numpy()[again] - (reach * e["watch_time_s"])[again]
+    assert abs(res.mean() / (res.std(ddof=1) / np.sqrt(again.sum()))) < 3
+    fresh = oc.expected_watch(oracle.world, *oc.video_affinities(
+        oracle.world, imp.user_id.to_numpy()[again], oracle.tfrac(imp.ts.to_numpy()[again]),
+        imp.video_id.to_numpy()[again])[:1], oracle.world.duration_s[imp.video_id.to_numpy()[again]])
+    assert e["watch_time_s"][again].mean() < 0.9 * fresh.mean()  # satiation lowers what a re-show earns
