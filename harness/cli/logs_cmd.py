@@ -138,6 +138,16 @@ def describe_cmd(path: Path = PathArg, as_json: bool = JsonOpt) -> None:
         ("watch s p50", d.watch_time_p50), ("watch s p90", d.watch_time_p90), ("watch s p99", d.watch_time_p99),
         ("propensity coverage", d.propensity_coverage), ("fingerprint", d.fingerprint[:16]),
     ]))
+    calibrated = Table(title="calibrated rates: measured vs published target", show_header=True)
+    for name in ("rate", "measured", "target", "source"):
+        calibrated.add_column(name, overflow="fold")
+    for name, target in d.targets.items():
+        calibrated.add_row(name, _fmt(getattr(d, name)), _fmt(target["value"]), target["source"])
+    con.print(calibrated)
+    con.print(_kv_table("feed", [("impressions per active user-day", d.impressions_per_user_day),
+                                 ("requests per session", d.requests_per_session),
+                                 ("comment share of time", d.comment_time_share),
+                                 ("plays longer than the video (loops)", d.plays_over_duration)]))
     if d.absent:
         con.print("[yellow]absent:[/yellow] " + "; ".join(d.absent), highlight=False, soft_wrap=True)
 

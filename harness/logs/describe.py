@@ -15,6 +15,13 @@ Definitions (all over the whole dataset):
   requests_per_user        = #requests / #distinct user_id in requests
   slate_size               = impressions per request (mean, min, max)
   candidates_per_request   = #candidates / #requests (None without candidate sets)
+  impressions_per_user_day = #impressions / #(user, calendar day) pairs with a request
+  requests_per_session     = #requests / #distinct session_id
+  comment_time_share       = sum comment_watch_time_s / (sum watch_time_s + sum comment_watch_time_s)
+  plays_over_duration      = #impressions with watch_time_s > duration_s / #impressions with watch_time_s > 0
+
+`TARGETS` holds, for the calibrated rates, the published figure and its source: `harness logs describe`
+prints them beside the measured values (see docs/synthetic-world.md for how the world meets them).
 """
 
 from __future__ import annotations
@@ -23,6 +30,24 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.logs.store import LogStore
+
+
+@dataclass(frozen=True)
+class Target:
+    """A published figure a rate is calibrated to, and where it comes from."""
+
+    value: float
+    source: str
+
+
+TARGETS: dict[str, Target] = {
+    "random_share": Target(0.0037, "KuaiRand: random exposure ~0.37% of impressions, single slots"),
+    "comment_open_rate": Target(0.13, "KuaiComt: 16.0M comment-section opens / 119.7M impressions"),
+    "comment_interaction_rate": Target(0.06, "KuaiComt: 1.0M comment likes+replies / 16.0M opens"),
+    "comment_time_share": Target(0.058, "Kuaishou: ~7 of ~120 minutes a day in comments"),
+    "impressions_per_user_day": Target(99.0, "KuaiComt: ~99 impressions per active user-day "
+                                             "(KuaiRand-1K: ~378)"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,11 @@ class LogDescription:
     propensity_coverage: float | None
     zero_duration_videos: int
     absent: list[str] = field(default_factory=list)
+    impressions_per_user_day: float | None = None
+    requests_per_session: float | None = None
+    comment_time_share: float | None = None
+    plays_over_duration: float | None = None
+    targets: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: asdict(t) for k, t in TARGETS.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +129,13 @@ def describe(store: LogStore) -> LogDescription:
     n_text, = _one(store, "SELECT count(text) FROM comments")
     n_activity, = _one(store, "SELECT count(activity_level) FROM users")
     zero_dur, = _one(store, "SELECT count(*) FROM videos WHERE duration_s = 0")
+    n_sessions, user_days = _one(store, "SELECT count(DISTINCT session_id), count(DISTINCT (user_id, CAST(ts AS DATE))) "
+                                        "FROM requests")
+    w_sum, cw_sum, n_over, n_played = _one(store, """
+        SELECT sum(i.watch_time_s), sum(i.comment_watch_time_s),
+               count(*) FILTER (WHERE v.duration_s > 0 AND i.watch_time_s > v.duration_s),
+               count(*) FILTER (WHERE v.duration_s > 0 AND i.watch_time_s > 0)
+        FROM impressions i JOIN videos v USING (video_id)""")
 
     absent: list[str] = []
     if counts["videos"] and n_titles == 0:
@@ -141,4 +178,8 @@ def describe(store: LogStore) -> LogDescription:
         slate_size_min=slate_min, slate_size_max=slate_max,
         candidates_per_request=_ratio(counts["candidates"], n_req) if counts["candidates"] else None,
         propensity_coverage=_ratio(n_prop, n_imp), zero_duration_videos=int(zero_dur), absent=absent,
+        impressions_per_user_day=_ratio(n_imp, user_days),
+        requests_per_session=_ratio(n_req, n_sessions),
+        comment_time_share=_ratio(cw_sum, (w_sum or 0) + (cw_sum or 0)) if w_sum is not None else None,
+        plays_over_duration=_ratio(n_over, n_played),
     )

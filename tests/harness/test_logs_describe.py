@@ -67,3 +67,21 @@ def test_describe_says_what_is_absent(tmp_path: Path) -> None:
         "propensities only on random traffic", "no user activity levels",
         "1 video(s) with unknown (zero) duration",
     ]
+
+
+def test_feed_figures_and_targets_against_pandas(full: Path) -> None:
+    """The v2 feed figures equal a direct pandas computation; every calibrated rate names its source."""
+    with LogStore.open(full) as store:
+        d = describe(store)
+        imp, req, vid = store.df("impressions"), store.df("requests"), store.df("videos")
+    m = imp.merge(vid, on="video_id")
+    played = m[(m.watch_time_s > 0) & (m.duration_s > 0)]
+    assert d.plays_over_duration == pytest.approx((played.watch_time_s > played.duration_s).mean())
+    assert d.comment_time_share == pytest.approx(
+        imp.comment_watch_time_s.sum() / (imp.watch_time_s.sum() + imp.comment_watch_time_s.sum()))
+    assert d.requests_per_session == pytest.approx(len(req) / req.session_id.nunique())
+    user_days = req.assign(day=req.ts.dt.date)[["user_id", "day"]].drop_duplicates()
+    assert d.impressions_per_user_day == pytest.approx(len(imp) / len(user_days))
+    assert set(d.targets) == {"random_share", "comment_open_rate", "comment_interaction_rate", "comment_time_share",
+                              "impressions_per_user_day"}
+    assert all(t["source"] and t["value"] > 0 for t in d.targets.values())
