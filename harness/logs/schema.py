@@ -76,8 +76,10 @@ USERS = Table(
     "users",
     (
         C("user_id", pa.int64(), False, "user key"),
-        C("activity_level", pa.string(), True, "segment: low / medium / high activity (pre-period)"),
-        C("comment_level", pa.string(), True, "segment: rare / occasional / frequent comment-section use"),
+        C("activity_level", pa.string(), True, "segment: low / medium / high activity in the pre-period "
+          "(null: no pre-period activity)"),
+        C("comment_level", pa.string(), True, "segment: rare / occasional / frequent comment-section use in the "
+          "pre-period (null: no pre-period activity)"),
         C("signup_day", pa.int32(), True, "day of signup relative to the experiment start (negative = before)"),
     ),
     ("user_id",),

@@ -363,17 +363,43 @@ def generate(config: WorldConfig, *, progress: bool = False, workers: int | None
     logs["candidates"]["source"] = pa.DictionaryArray.from_arrays(
         pa.array(logs["candidates"]["source"], type=pa.int8()), pa.array(SOURCES))
     tables = {name: _to_table(name, cols) for name, cols in logs.items()}
-    tables.update(_static_tables(world))
+    tables.update(_static_tables(world, logs))
     return world, tables, _summary(world, tables, logs)
 
 
-def _static_tables(world: World) -> dict[str, pa.Table]:
+def observed_segments(world: World, logs: dict[str, dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(activity_level, comment_level) per user from what the pre-period logs show, never from hidden
+    parameters: activity = tertiles of pre-period requests per day among users active then; comment use =
+    the share of pre-period impressions whose comment section the user opened (rare < 2%, frequent >=
+    15%, else occasional). Users without pre-period activity get None (a new or dormant user)."""
+    pre = world.config.pre_days
+    assert pre is not None
+    req = logs["requests"]
+    cutoff = world.experiment_start.astype(np.int64)
+    in_pre = req["ts"] < cutoff
+    n_req = np.bincount(req["user_id"][in_pre], minlength=world.n_users).astype(float)
+    imp = logs["impressions"]
+    req_user = np.full(int(req["request_id"].max(initial=-1)) + 1, -1, dtype=np.int64)
+    req_user[req["request_id"]] = np.where(in_pre, req["user_id"], -1)
+    iu = req_user[imp["request_id"]]
+    pre_imp = iu >= 0
+    shown = np.bincount(iu[pre_imp], minlength=world.n_users).astype(float)
+    opened = np.bincount(iu[pre_imp], weights=imp["opened_comments"][pre_imp], minlength=world.n_users)
+    active = n_req > 0
+    per_day = n_req / max(pre, 1)
+    activity = np.full(world.n_users, None, dtype=object)
+    if active.any():
+        q1, q2 = np.quantile(per_day[active], [1 / 3, 2 / 3])
+        activity[active] = np.where(per_day[active] < q1, "low", np.where(per_day[active] < q2, "medium", "high"))
+    rate = np.divide(opened, shown, out=np.zeros_like(opened), where=shown > 0)
+    comment = np.full(world.n_users, None, dtype=object)
+    comment[active] = np.where(rate[active] < 0.02, "rare", np.where(rate[active] < 0.15, "occasional", "frequent"))
+    return activity, comment
+
+
+def _static_tables(world: World, logs: dict[str, dict[str, np.ndarray]]) -> dict[str, pa.Table]:
     assert world.titles is not None and world.comment_texts is not None
-    act = world.activity
-    q1, q2 = np.quantile(act, [1 / 3, 2 / 3])
-    activity_level = np.where(act < q1, "low", np.where(act < q2, "medium", "high"))
-    om = world.comment_propensity
-    comment_level = np.where(om < 0.05, "rare", np.where(om < 0.3, "occasional", "frequent"))
+    activity_level, comment_level = observed_segments(world, logs)
     pre = world.config.pre_days
     assert pre is not None
     return {

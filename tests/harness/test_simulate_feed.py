@@ -191,3 +191,26 @@ def test_sessions_never_repeat_a_video_and_satiation_is_exact(tmp_path) -> None:
         oracle.world, imp.user_id.to_numpy()[again], oracle.tfrac(imp.ts.to_numpy()[again]),
         imp.video_id.to_numpy()[again])[:1], oracle.world.duration_s[imp.video_id.to_numpy()[again]])
     assert e["watch_time_s"][again].mean() < 0.9 * fresh.mean()  # satiation lowers what a re-show earns
+
+
+def test_segments_come_from_observable_pre_period_behaviour(tmp_path) -> None:
+    path, _ = simulate(SMALL, tmp_path / "w")
+    world = World.load(path)
+    with LogStore.open(path) as store:
+        users = store.df("users").set_index("user_id")
+        pre = store.query(
+            "SELECT r.user_id, count(DISTINCT r.request_id) AS n_req, avg(i.opened_comments::INT) AS open_rate "
+            "FROM requests r JOIN impressions i USING (request_id) "
+            f"WHERE r.ts < TIMESTAMP '{world.experiment_start}' GROUP BY 1").to_pandas().set_index("user_id")
+    per_day = pre.n_req / SMALL.pre_days
+    q1, q2 = np.quantile(per_day, [1 / 3, 2 / 3])
+    want_act = np.where(per_day < q1, "low", np.where(per_day < q2, "medium", "high"))
+    want_com = np.where(pre.open_rate < 0.02, "rare", np.where(pre.open_rate < 0.15, "occasional", "frequent"))
+    assert (users.loc[pre.index, "activity_level"].to_numpy() == want_act).all()
+    assert (users.loc[pre.index, "comment_level"].to_numpy() == want_com).all()
+    silent = users.index.difference(pre.index)
+    assert users.loc[silent, ["activity_level", "comment_level"]].isna().all().all()
+    # not a threshold of a hidden parameter: hidden comment propensities overlap across the levels
+    om = world.comment_propensity[pre.index.to_numpy()]
+    rare, frequent = om[want_com == "rare"], om[want_com == "frequent"]
+    assert rare.max() > frequent.min()
