@@ -27,11 +27,11 @@ def register(app: typer.Typer) -> None:
 
 
 def simulate_command(
-    users: int = typer.Option(2000, "--users", help="Number of users."),
-    videos: int = typer.Option(3000, "--videos", help="Number of videos in the catalogue."),
-    comments_per_video: float = typer.Option(10.0, "--comments-per-video",
+    users: int = typer.Option(_DEFAULT.users, "--users", help="Number of users."),
+    videos: int = typer.Option(_DEFAULT.videos, "--videos", help="Number of videos in the catalogue."),
+    comments_per_video: float = typer.Option(_DEFAULT.comments_per_video, "--comments-per-video",
                                              help="Mean number of comments under a video."),
-    days: int = typer.Option(14, "--days", help="Logged days (pre-period + experiment)."),
+    days: int = typer.Option(_DEFAULT.days, "--days", help="Logged days (pre-period + experiment)."),
     pre_days: int | None = typer.Option(None, "--pre-days",
                                         help="Days of pre-period before the experiment (default: days // 2)."),
     random_share: float = typer.Option(_DEFAULT.random_share, "--random-share",
@@ -43,8 +43,8 @@ def simulate_command(
     examination: str = typer.Option(_DEFAULT.behaviour.examination, "--examination",
                                      help=f"How users view a slate: {' or '.join(EXAMINATION)} (cascade: top-down, "
                                           "leaving when unsatisfied; position: world v1's independent slots)."),
-    slate_size: int = typer.Option(6, "--slate-size", help="Videos shown per request (k)."),
-    candidates: int = typer.Option(50, "--candidates", help="Retrieval candidates per request (n)."),
+    slate_size: int = typer.Option(_DEFAULT.slate_size, "--slate-size", help="Videos shown per request (k)."),
+    candidates: int = typer.Option(_DEFAULT.candidates, "--candidates", help="Retrieval candidates per request (n)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same bytes)."),
     out: Path = typer.Option(Path("data/world"), "--out", help="Output: a folder (parquet) or a NAME.duckdb file."),
     fmt: LogFormat | None = FormatOpt,

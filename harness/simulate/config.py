@@ -63,6 +63,7 @@ class Behaviour:
     title_words_max: int = 8
     title_filler_share: float = 0.3
     # comments
+    comment_count_sigma: float = 1.0  # m_v ~ Poisson(comments_per_video g_v LogNormal(-s^2/2, s^2)): heavy tail
     comment_secondary_share: float = 0.6  # share of comments about the video's secondary topic
     comment_words_min: int = 3
     comment_words_max: int = 10
@@ -102,17 +103,20 @@ class Behaviour:
     loop_max: float = 3.0  # L: plays of one video at most (loops); 1 = capped at the duration (world v1)
     like_bias: float = -4.0  # p_like = sigmoid(like_bias + like_beta s_uv)
     like_beta: float = 0.8
-    open_bias: float = 1.5  # p_open = omega_u * sigmoid(open_bias + open_beta d_uv) * cq_v
+    open_bias: float = 1.9  # p_open = omega_u * sigmoid(open_bias + open_beta d_uv) * cq_v
     open_beta: float = 1.0
     # comment section
     comment_list_size: int = 10  # comments shown when the section opens (the top of the ranking)
     comment_exam_decay: float = 0.8  # P(reach comment rank j) = comment_exam_decay^j
     comment_score_noise: float = 0.5  # logging comment score = log1p(likes) + 0.5 q_c + N(0, noise^2)
     comment_temperature: float = 1.0
-    dwell_mu: float = 0.9  # dwell ~ LogNormal(dwell_mu + dwell_beta a_uc, dwell_sigma^2) seconds
+    # personalised comment ranking: comments on the one of the video's two topics the user discusses more
+    # (phi_u) get this much more log weight
+    comment_personal_boost: float = 1.0
+    dwell_mu: float = 0.4  # dwell ~ LogNormal(dwell_mu + dwell_beta a_uc, dwell_sigma^2) seconds
     dwell_beta: float = 0.3
     dwell_sigma: float = 0.6
-    comment_like_bias: float = -5.7  # p = sigmoid(bias + beta a_uc)
+    comment_like_bias: float = -5.9  # p = sigmoid(bias + beta a_uc)
     comment_like_beta: float = 1.0
     reply_bias: float = -7.1
     reply_beta: float = 0.8
@@ -136,6 +140,9 @@ class Behaviour:
                 _positive(f.name, v)
         if self.examination not in EXAMINATION:
             raise ValueError(f"examination must be one of {list(EXAMINATION)}, got {self.examination!r}")
+        if self.comment_personal_boost < 0:
+            raise ValueError(f"comment_personal_boost must be >= 0 (0 = not personalised), got "
+                             f"{self.comment_personal_boost!r}")
         if self.satiation_strength < 0:
             raise ValueError(f"satiation_strength must be >= 0 (0 = no satiation), got {self.satiation_strength!r}")
         if self.fresh_boost < 0:
@@ -166,7 +173,7 @@ class WorldConfig:
 
     users: int = 2000
     videos: int = 3000
-    comments_per_video: float = 10.0
+    comments_per_video: float = 20.0
     days: int = 14
     pre_days: int | None = None  # default: days // 2
     random_share: float = 0.0037  # "slot": share of impressions; "slate": share of requests

@@ -98,13 +98,16 @@ def _comment_sections(world: World, users: np.ndarray, videos: np.ndarray, rng: 
     Mx = int(m.max())
     idx = off[videos][:, None] + np.arange(Mx)[None, :]
     valid = np.arange(Mx)[None, :] < m[:, None]
-    lw = np.where(valid, world.comment_log_weights()[np.minimum(idx, world.n_comments - 1)], -np.inf)
+    variant = world.comment_variant(users, videos)  # the user's personalised ranking of this section
+    safe = np.minimum(idx, world.n_comments - 1)
+    lw = np.where(valid, np.where(variant[:, None] == 1, world.comment_log_weights(1)[safe],
+                                  world.comment_log_weights(0)[safe]), -np.inf)
     Lk = min(Mx, b.comment_list_size)
     pick = pl.sample_slates(lw, Lk, rng)  # (O, Lk)
     shown = np.arange(Lk)[None, :] < np.minimum(m, Lk)[:, None]
     row, pos = np.nonzero(shown)
     cid = idx[row, pick[row, pos]]
-    prop = world.comment_marginals()[cid, pos]
+    prop = np.where(variant[row] == 1, world.comment_marginals(1)[cid, pos], world.comment_marginals(0)[cid, pos])
     exam = rng.random(len(row)) < b.comment_exam_decay ** pos
     a = oc.comment_affinity(world, users[row], cid)
     laws = oc.comment_laws(world, a, cid)

@@ -166,7 +166,8 @@ def comment_section_under_logging(world: World, users: np.ndarray, videos: np.nd
     """E[comment watch | opened] and E[likes + replies | opened] under the logging comment ranking.
 
     = sum over the video's comments c of E_c * (E[dwell_uc], p_like_uc + p_reply_uc), with the
-    exposure E_c = sum_j P(c at rank j) comment_exam_decay^j (world.comment_exposure). Pairs are
+    exposure E_c = sum_j P(c at rank j) comment_exam_decay^j under the user's personalised ranking
+    (world.comment_exposure[c, world.comment_variant(u, v)]). Pairs are
     expanded to (pair, comment) rows in chunks to bound memory.
     """
     users = np.asarray(users, dtype=np.int64).ravel()
@@ -188,7 +189,7 @@ def comment_section_under_logging(world: World, users: np.ndarray, videos: np.nd
         cid = first + within
         a = comment_affinity(world, users[pair], cid)
         laws = comment_laws(world, a, cid)
-        ex = world.comment_exposure[cid]
+        ex = world.comment_exposure[cid, world.comment_variant(users[pair], videos[pair])]
         watch[start:stop] = np.bincount(pair - start, weights=ex * laws["dwell"], minlength=stop - start)
         inter[start:stop] = np.bincount(pair - start, weights=ex * (laws["p_like"] + laws["p_reply"]),
                                         minlength=stop - start)

@@ -59,8 +59,8 @@ from harness.simulate.vocab import FILLERS, STANCE_WORDS, STANCES, TOPICS, topic
 
 CONFIG_FILE = "world/config.json"
 ARRAYS_FILE = "world/arrays.npz"
-FORMAT_VERSION = 2  # 2: cascade feed, loops, random slots, (user, ts) noise keys (world v2)
-MAX_COMMENTS_PER_VIDEO = 200
+FORMAT_VERSION = 2  # 2: world v2 (cascade feed, loops, random slots, uploads, satiation, personalised comments)
+MAX_COMMENTS_PER_VIDEO = 1000
 SUBSET_MAX_COMMENTS = 12  # exact subset recursion up to here (measured: cheaper than quadrature)
 
 USER_ARRAYS = ("interest_base", "interest_drift", "discussion", "comment_propensity", "activity",
@@ -186,7 +186,7 @@ class World:
     arrays: dict[str, np.ndarray]
     titles: pa.ChunkedArray | None = None
     comment_texts: pa.ChunkedArray | None = None
-    _comment_marginals: np.ndarray | None = field(default=None, repr=False)
+    _comment_marginals: dict[int, np.ndarray] | None = field(default=None, repr=False)
 
     # -- convenience views ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> np.ndarray:
@@ -277,7 +277,9 @@ class World:
         # comments (sorted by video)
         g = np.sqrt(a["popularity"])
         g = g / g.mean()
-        counts = np.minimum(r_comments.poisson(config.comments_per_video * g), MAX_COMMENTS_PER_VIDEO)
+        sig = b.comment_count_sigma
+        spread = np.exp(sig * r_comments.normal(size=V) - sig**2 / 2)  # mean 1: a heavy tail of busy sections
+        counts = np.minimum(r_comments.poisson(config.comments_per_video * g * spread), MAX_COMMENTS_PER_VIDEO)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         a["comment_offsets"] = offsets
         C = int(offsets[-1])
@@ -298,9 +300,10 @@ class World:
         a["comment_quality"] = np.where(counts > 0, (1 - np.exp(-counts / 4.0)) * _sigmoid(qmean + 0.5), 0.0)
 
         world = cls(config=config, arrays=a)
-        marg = world.comment_marginals(workers=workers)
-        decay = b.comment_exam_decay ** np.arange(marg.shape[1])
-        a["comment_exposure"] = np.einsum("cj,j->c", marg, decay)
+        decay = b.comment_exam_decay ** np.arange(b.comment_list_size)
+        a["comment_exposure"] = np.stack(
+            [np.einsum("cj,j->c", world.comment_marginals(variant, workers=workers), decay) for variant in (0, 1)],
+            axis=1)  # (C, 2): exposure under the ranking of each variant
         world._make_text()
         return world
 
@@ -330,23 +333,35 @@ class World:
         self.comment_texts = pa.chunked_array(texts, type=pa.string())
 
     # -- comment ranking truth -----------------------------------------------------------------
-    def comment_log_weights(self) -> np.ndarray:
-        """Log PL weights of the logging comment ranking, aligned with comment ids, (C,)."""
-        return self.comment_score / self.config.behaviour.comment_temperature
+    def comment_variant(self, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """Which personalised comment ranking a user sees under a video: 1 if the user discusses the
+        video's secondary topic more than its primary one (phi_u), else 0."""
+        ph = self.discussion
+        return (ph[users, self.secondary_topic[videos]] > ph[users, self.primary_topic[videos]]).astype(np.int64)
 
-    def comment_marginals(self, *, workers: int = 1) -> np.ndarray:
-        """P(comment c at rank j) under the logging comment ranking, (C, comment_list_size).
+    def comment_log_weights(self, variant: int = 0) -> np.ndarray:
+        """Log PL weights of the logging comment ranking, aligned with comment ids, (C,): the comment
+        score, plus comment_personal_boost for comments on the topic the variant favours (variant 0: the
+        video's primary topic, 1: its secondary topic)."""
+        b = self.config.behaviour
+        favoured = self.primary_topic if variant == 0 else self.secondary_topic
+        boost = b.comment_personal_boost * (self.comment_topic == favoured[self.comment_video])
+        return self.comment_score / b.comment_temperature + boost
+
+    def comment_marginals(self, variant: int = 0, *, workers: int = 1) -> np.ndarray:
+        """P(comment c at rank j) under the logging comment ranking of `variant`, (C, comment_list_size).
 
         Exact, per group of videos with the same comment count m: the subset recursion for
         m <= SUBSET_MAX_COMMENTS (plackett_luce.subset_marginals, no quadrature; most sections), the
         exponential-race quadrature (plackett_luce.marginals) above.
         """
-        if self._comment_marginals is not None:
-            return self._comment_marginals
+        cached = self._comment_marginals.get(variant) if self._comment_marginals else None
+        if cached is not None:
+            return cached
         L = self.config.behaviour.comment_list_size
         off = self.comment_offsets
         counts = np.diff(off)
-        logw = self.comment_log_weights()
+        logw = self.comment_log_weights(variant)
         out = np.zeros((self.n_comments, L))
         for m in np.unique(counts[counts > 0]).tolist():
             vids = np.flatnonzero(counts == m)
@@ -358,11 +373,13 @@ class World:
                 out[idx, :k] = pl.subset_marginals(w, k)
             else:
                 out[idx, :k] = pl.marginals(w, k, workers=workers)
-        self._comment_marginals = out
+        if self._comment_marginals is None:
+            self._comment_marginals = {}
+        self._comment_marginals[variant] = out
         return out
 
     def drop_caches(self) -> None:
-        """Forget the comment marginal matrix (recomputed on the next `comment_marginals` call)."""
+        """Forget the comment marginal matrices (recomputed on the next `comment_marginals` call)."""
         self._comment_marginals = None
 
     # -- persistence ---------------------------------------------------------------------------

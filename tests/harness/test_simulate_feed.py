@@ -214,3 +214,22 @@ def test_segments_come_from_observable_pre_period_behaviour(tmp_path) -> None:
     om = world.comment_propensity[pre.index.to_numpy()]
     rare, frequent = om[want_com == "rare"], om[want_com == "frequent"]
     assert rare.max() > frequent.min()
+
+
+def test_comment_ranking_is_personalised_with_exact_per_user_propensities(tmp_path) -> None:
+    path, _ = simulate(SMALL, tmp_path / "w")
+    world = World.load(path)
+    with LogStore.open(path) as store:
+        ci = store.query("SELECT c.comment_id, c.position, c.propensity, c.video_id, r.user_id "
+                         "FROM comment_impressions c JOIN requests r USING (request_id)").to_pandas()
+    variant = world.comment_variant(ci.user_id.to_numpy(), ci.video_id.to_numpy())
+    assert 0.2 < variant.mean() < 0.8  # both rankings are in use
+    want = np.where(variant == 1, world.comment_marginals(1)[ci.comment_id, ci.position],
+                    world.comment_marginals(0)[ci.comment_id, ci.position])
+    np.testing.assert_allclose(ci.propensity.to_numpy(), want, rtol=1e-12)
+    # the favoured topic's comments rank higher for the users who discuss it
+    on_secondary = world.comment_topic[ci.comment_id] == world.secondary_topic[ci.video_id]
+    top = ci.position.to_numpy() < 3
+    assert on_secondary[top & (variant == 1)].mean() > on_secondary[top & (variant == 0)].mean()
+    counts = np.diff(world.comment_offsets)
+    assert counts.max() > 5 * counts.mean()  # heavy-tailed comment sections

@@ -204,8 +204,11 @@ def test_comment_marginals_of_both_exact_paths_are_distributions() -> None:
     large = int(np.flatnonzero((counts > SUBSET_MAX_COMMENTS) & (counts <= pl.SUBSET_MAX_N))[0])
     w = w_all[off[large]:off[large + 1]]
     np.testing.assert_allclose(marg[off[large]:off[large + 1]], pl.subset_marginals(w[None, :], L)[0], atol=1e-9)
-    np.testing.assert_allclose(world.comment_exposure, marg @ (world.config.behaviour.comment_exam_decay
-                                                               ** np.arange(L)), rtol=1e-12)
+    decay = world.config.behaviour.comment_exam_decay ** np.arange(L)
+    np.testing.assert_allclose(world.comment_exposure[:, 0], marg @ decay, rtol=1e-12)
+    # the second personalised ranking (boosting the secondary topic's comments) has its own marginals
+    np.testing.assert_allclose(world.comment_exposure[:, 1], world.comment_marginals(1) @ decay, rtol=1e-12)
+    assert not np.allclose(world.comment_exposure[:, 0], world.comment_exposure[:, 1])
 
 
 def test_topic_retrieval_is_the_popularity_inverse_cdf() -> None:
