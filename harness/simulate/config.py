@@ -37,9 +37,9 @@ class Behaviour:
     interest_scale: float = 1.3  # a_u ~ N(0, interest_scale^2) per topic
     drift_scale: float = 0.8  # b_u ~ N(0, drift_scale^2): logit change over the whole period
     discussion_corr: float = 0.5  # corr(phi_u, standardised a_u): discussion facet vs video interests
-    activity_median: float = 0.75  # sessions per day: lambda_u ~ LogNormal(log median, activity_sigma^2)
+    activity_median: float = 2.0  # sessions per day: lambda_u ~ LogNormal(log median, activity_sigma^2)
     activity_sigma: float = 0.8
-    requests_per_session_p: float = 0.4  # requests per session ~ Geometric(p) (mean 1/p), capped
+    requests_per_session_p: float = 0.25  # requests per session ~ Geometric(p) (mean 1/p), capped
     max_requests_per_session: int = 20
     new_user_share: float = 0.2  # share of users who sign up during the logged days
     comment_propensity_a: float = 0.5  # omega_u ~ Beta(a, b)
@@ -167,11 +167,11 @@ class Behaviour:
 class WorldConfig:
     """Sizes, calendar, logging-policy knobs and seed of one synthetic world.
 
-    Defaults give the default small world (2,000 users, 3,000 videos, ~30,000 comments, 14 days of
-    which the first 7 are the pre-period: ~400k impressions).
+    Defaults give the default small world (1,000 users, 3,000 videos, ~60,000 comments, 14 days of
+    which the first 7 are the pre-period: ~510k impressions, ~52 per active user-day).
     """
 
-    users: int = 2000
+    users: int = 1000
     videos: int = 3000
     comments_per_video: float = 20.0
     days: int = 14
