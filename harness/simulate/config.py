@@ -188,6 +188,8 @@ class WorldConfig:
     def __post_init__(self) -> None:
         from harness.simulate.vocab import TOPICS
 
+        if isinstance(self.behaviour, dict):
+            object.__setattr__(self, "behaviour", Behaviour(**_tuple_fields(self.behaviour)))
         for name in ("users", "videos", "days", "slate_size", "candidates", "topics", "chunk_users"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -205,7 +207,7 @@ class WorldConfig:
         if self.random_mode == "slot" and self.random_share > 0 and self.videos <= self.candidates:
             raise ValueError("random_mode='slot' draws from videos outside the candidate set: need videos > "
                              "candidates")
-        old_videos = self.videos - int(round(self.behaviour_new_share() * self.videos))
+        old_videos = self.videos - int(round(self.behaviour.new_video_share * self.videos))
         if self.candidates > old_videos:
             raise ValueError(f"candidates ({self.candidates}) must be <= the videos published before day 0 "
                              f"({old_videos} of {self.videos}): raise --videos or lower --candidates")
@@ -219,13 +221,6 @@ class WorldConfig:
                              f"got {self.topics}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if isinstance(self.behaviour, dict):
-            object.__setattr__(self, "behaviour", Behaviour(**_tuple_fields(self.behaviour)))
-
-    def behaviour_new_share(self) -> float:
-        b = self.behaviour
-        return b["new_video_share"] if isinstance(b, dict) and "new_video_share" in b else (
-            Behaviour.new_video_share if isinstance(b, dict) else b.new_video_share)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

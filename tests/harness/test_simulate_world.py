@@ -140,13 +140,16 @@ def test_interests_drift_parametrically(small: Path) -> None:
 
 
 def test_default_world_is_calibrated_to_kuaishou_rates(tmp_path: Path) -> None:
-    """Open rate ~13% of impressions and ~6% interactions per open (KuaiComt), random share 5%."""
+    """Open rate ~13% of impressions and ~6% interactions per open (KuaiComt), random slots ~0.37% of
+    impressions (KuaiRand), comment share of time ~5.8% (Kuaishou)."""
     _, summary = simulate(WorldConfig(users=800, videos=1200, days=6, seed=1), tmp_path / "c")
     r = summary.rates
     assert r["comment_open_rate"] == pytest.approx(0.13, abs=0.015)
     assert r["comment_interactions_per_open"] == pytest.approx(0.06, abs=0.015)
     assert r["random_share"] == pytest.approx(0.0037, abs=0.001)  # KuaiRand: ~0.37% of impressions
     assert 5.0 < r["mean_watch_time_s"] < 25.0
+    share = r["comment_watch_time_s_per_open"] * r["comment_open_rate"]
+    assert share / (share + r["mean_watch_time_s"]) == pytest.approx(0.058, abs=0.012)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
