@@ -1,9 +1,10 @@
 """Benchmark `harness simulate`: impressions per second and peak memory, one JSON line.
 
 Each case runs in a fresh child process (so ru_maxrss is that case's peak), generates the world and
-its logs and writes them as Parquet to a temporary folder. Cases: 10k users x 7 days and 100k users x
-1 day (videos = 1.5 x users, other options default). Usage: `.venv/bin/python bench/simulate.py
-[--quick] [--workers N]` (--quick: 2k users x 7 days only; --workers: threads for the exact
+its logs and writes them as Parquet to a temporary folder. Cases: 3.4k users x 7 days and 35k users x
+1 day, about 1M impressions each with world v2's volume (videos = 1.5 x users, other options
+default). Usage: `.venv/bin/python bench/simulate.py [--quick] [--workers N]` (--quick: 700 users x 7
+days only; --workers: threads for the exact
 Plackett-Luce marginals, default up to 2; the output does not depend on it).
 
 Figures per case: wall seconds and CPU seconds (user + system of the child, all its threads; DuckDB
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="threads for the exact Plackett-Luce marginals (0 = default, up to 2); the output does "
                          "not depend on it")
     args = ap.parse_args(argv)
-    cases = [(2000, 7)] if args.quick else [(10_000, 7), (100_000, 1)]
+    # world v2 shows ~2.2x v1's impressions per user: these sizes give about 1M impressions each
+    cases = [(700, 7)] if args.quick else [(3_400, 7), (35_000, 1)]
     workers = args.workers
     load = os.getloadavg()[0]
     out = {"bench": "simulate", "what": "generate + write parquet, fresh process per case; "

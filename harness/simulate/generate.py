@@ -241,6 +241,11 @@ def _outcomes(world: World, ses: dict[str, np.ndarray], feed: dict[str, np.ndarr
     turn = _rank_within(u)  # the request's index among its user's requests
     for i in range(int(turn.max(initial=-1)) + 1):
         rows = np.flatnonzero(turn == i)
+        gone = rows[ended[local[rows]]]  # requests of a session already ended: they never happen
+        if len(gone):  # ... but the pair's watch history passes through them unchanged
+            p = prev[gone]
+            last_watch[(gone[:, None] * k + np.arange(k)[None, :])] = np.where(p >= 0, last_watch[np.maximum(p, 0)],
+                                                                              np.nan)
         rows = rows[~ended[local[rows]]]
         if not len(rows):
             continue
@@ -387,7 +392,8 @@ def observed_segments(world: World, logs: dict[str, dict[str, np.ndarray]]) -> t
     iu = req_user[imp["request_id"]]
     pre_imp = iu >= 0
     shown = np.bincount(iu[pre_imp], minlength=world.n_users).astype(float)
-    opened = np.bincount(iu[pre_imp], weights=imp["opened_comments"][pre_imp], minlength=world.n_users)
+    opened = np.bincount(iu[pre_imp], weights=imp["opened_comments"][pre_imp].astype(float),
+                         minlength=world.n_users).astype(float)  # float even when nothing is in the pre-period
     active = n_req > 0
     per_day = n_req / max(pre, 1)
     activity = np.full(world.n_users, None, dtype=object)

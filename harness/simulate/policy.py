@@ -185,7 +185,11 @@ class Retrieval:
         dup = np.empty_like(dup_sorted)
         np.put_along_axis(dup, order, dup_sorted, axis=1)
         if exclude is not None and exclude.size:  # already shown in the session: dropped like a duplicate
-            dup |= (draws[:, :, None] == exclude[:, None, :]).any(axis=2)
+            # membership by row-offset keys (memory O(R (M + E)), not the O(R M E) of a broadcast compare)
+            width = np.int64(max(V, int(exclude.max(initial=0)) + 1) + 1)
+            rows = np.arange(R, dtype=np.int64)[:, None] * width
+            banned = (rows + exclude)[exclude >= 0]
+            dup |= np.isin(rows + draws, banned)
         keep = np.argsort(dup, axis=1, kind="stable")[:, :n]
         cands = np.take_along_axis(draws, keep, axis=1)
         source = np.take_along_axis(src, keep, axis=1).astype(np.int8)

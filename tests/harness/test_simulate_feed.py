@@ -233,3 +233,11 @@ def test_comment_ranking_is_personalised_with_exact_per_user_propensities(tmp_pa
     assert on_secondary[top & (variant == 1)].mean() > on_secondary[top & (variant == 0)].mean()
     counts = np.diff(world.comment_offsets)
     assert counts.max() > 5 * counts.mean()  # heavy-tailed comment sections
+
+
+def test_a_world_without_a_pre_period_has_no_segments() -> None:
+    from harness.simulate.generate import generate
+
+    _, tables, _ = generate(WorldConfig(users=120, videos=300, days=1, seed=2))  # pre_days = 0
+    users = tables["users"].to_pandas()
+    assert users.activity_level.isna().all() and users.comment_level.isna().all()
