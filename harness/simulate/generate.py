@@ -44,6 +44,7 @@ from harness.simulate.world import World
 
 DAY_S = 86400.0
 US = 10**6
+COMMENT_BLOCK = 2_000_000  # padded cells per block of opened comment sections (memory bound)
 
 
 @dataclass
@@ -95,18 +96,35 @@ def _comment_sections(world: World, users: np.ndarray, videos: np.ndarray, rng: 
         return {k: np.zeros(0, dtype=t) for k, t in (("row", np.int64), ("comment", np.int64),
                 ("position", np.int64), ("propensity", float), ("dwell", float), ("liked", bool),
                 ("replied", bool))}
-    Mx = int(m.max())
-    idx = off[videos][:, None] + np.arange(Mx)[None, :]
-    valid = np.arange(Mx)[None, :] < m[:, None]
     variant = world.comment_variant(users, videos)  # the user's personalised ranking of this section
-    safe = np.minimum(idx, world.n_comments - 1)
-    lw = np.where(valid, np.where(variant[:, None] == 1, world.comment_log_weights(1)[safe],
-                                  world.comment_log_weights(0)[safe]), -np.inf)
-    Lk = min(Mx, b.comment_list_size)
-    pick = pl.sample_slates(lw, Lk, rng)  # (O, Lk)
-    shown = np.arange(Lk)[None, :] < np.minimum(m, Lk)[:, None]
-    row, pos = np.nonzero(shown)
-    cid = idx[row, pick[row, pos]]
+    lw_by_variant = (world.comment_log_weights(0), world.comment_log_weights(1))
+    # Sections are drawn in blocks of similar size (sorted by comment count), so a block's padded
+    # (rows x largest section) matrix stays small even with 1,000-comment sections in the mix.
+    order = np.argsort(m, kind="stable")
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    start = 0
+    while start < n_open:
+        stop = start + 1
+        while stop < n_open and (stop + 1 - start) * int(m[order[stop]]) <= COMMENT_BLOCK:
+            stop += 1
+        rows_b = order[start:stop]
+        mb = m[rows_b]
+        Mx = int(mb.max())
+        idx = off[videos[rows_b]][:, None] + np.arange(Mx)[None, :]
+        valid = np.arange(Mx)[None, :] < mb[:, None]
+        safe = np.minimum(idx, world.n_comments - 1)
+        lw = np.where(valid, np.where(variant[rows_b][:, None] == 1, lw_by_variant[1][safe], lw_by_variant[0][safe]),
+                      -np.inf)
+        Lk = min(Mx, b.comment_list_size)
+        pick = pl.sample_slates(lw, Lk, rng)  # (block, Lk)
+        r, pos_b = np.nonzero(np.arange(Lk)[None, :] < np.minimum(mb, Lk)[:, None])
+        parts.append((rows_b[r], pos_b, idx[r, pick[r, pos_b]]))
+        start = stop
+    row = np.concatenate([q[0] for q in parts])
+    pos = np.concatenate([q[1] for q in parts])
+    cid = np.concatenate([q[2] for q in parts])
+    sort = np.lexsort((pos, row))  # by opened section, then rank
+    row, pos, cid = row[sort], pos[sort], cid[sort]
     prop = np.where(variant[row] == 1, world.comment_marginals(1)[cid, pos], world.comment_marginals(0)[cid, pos])
     exam = rng.random(len(row)) < b.comment_exam_decay ** pos
     a = oc.comment_affinity(world, users[row], cid)
