@@ -96,6 +96,8 @@ class LSVCRRecommender:
         def count_le(times: Tensor, t: Tensor) -> Tensor:
             return torch.searchsorted(times.contiguous(), t[:, None].contiguous(), side="right")[:, 0]
 
+        if head == "comment" and not self.model.cfg.use_comments:
+            head = "video"  # without comment histories the comment head reads the video states (sr_model)
         if head == "video":
             a_v = kv - W
             a_c = count_le(ct, time_at(vt, kv)) - W

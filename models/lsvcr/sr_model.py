@@ -335,8 +335,18 @@ class LSVCRSR(nn.Module):
     def encode(self, video_ids: Tensor, video_time: Tensor, comment_video_ids: Tensor, comment_ids: Tensor,
                comment_time: Tensor, *, shown_comment: Tensor | None = None, video_pos: Tensor | None = None,
                comment_pos: Tensor | None = None) -> States:
-        """Both histories -> mixed per-event states. Shapes: video (B, L), comment (B, Lc) and (B, Lc, M)."""
+        """Both histories -> mixed per-event states. Shapes: video (B, L), comment (B, Lc) and (B, Lc, M).
+
+        A model without comment histories (`use_comments=False`, the no_comments ablation) never reads
+        them, here or anywhere: they are replaced by an empty history, so its scores cannot depend on them.
+        """
         W = self.cfg.max_len
+        if not self.cfg.use_comments:
+            B, M = comment_ids.shape[0], comment_ids.shape[-1]
+            comment_video_ids = comment_video_ids.new_zeros(B, 1)
+            comment_ids = comment_ids.new_zeros(B, 1, M)
+            comment_time = torch.full((B, 1), float("inf"), dtype=comment_time.dtype, device=comment_time.device)
+            comment_pos = None
         hv = self._encode(self.video_features(video_ids, shown_comment), self.pos_video, self.ln_video,
                           self.enc_video, video_pos)  # (B, L, d)
         hc = self._encode(self.comment_features(comment_video_ids, comment_ids), self.pos_comment,
@@ -361,6 +371,8 @@ class LSVCRSR(nn.Module):
         return self.pool(st.video, st.video_time, query_time)
 
     def user_comment(self, st: States, query_time: Tensor, query_video: Tensor) -> Tensor:
+        if not self.cfg.use_comments:  # no comment history: the comment head reads the video history
+            return self.attend(st.video, st.video_time, query_time, query_video)
         return self.attend(st.comment, st.comment_time, query_time, query_video)
 
     # ----- scoring -------------------------------------------------------------------------------
