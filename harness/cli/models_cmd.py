@@ -153,15 +153,31 @@ def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, l
         base = LSVCRConfig()
         cfg_l = replace(base, sr=replace(base.sr, comment_prior=comment_prior),
                         stage2=replace(base.stage2, patience=patience))
-        train_lsvcr(None, out, stage=stage, llm_path=llm, ablation=ablation, device=device, seed=seed,
-                    epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
-                    candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
-                    log=typer.echo)
+        written = train_lsvcr(None, out, stage=stage, llm_path=llm, ablation=ablation, device=device, seed=seed,
+                              epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
+                              candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
+                              log=typer.echo)
         if stage != "align" and _stopped_by(out) == "time_budget":
             typer.echo(f"note: the {time_budget:.0f} s budget ended training before early stopping did; for an "
                        "offline or launch comparison against base, train to convergence with --time-budget 0 "
                        "(BENCHMARKS.md: LSVCR under a 600 s budget ranks below base)", err=True)
+        if stage != "align" and _stage1_truncated(out):
+            typer.echo("WARNING: stage 1 (alignment) was cut by the time budget: this checkpoint is under-aligned "
+                       "(training_metrics.stage1_truncated); pass --time-budget 0 or a larger budget", err=True)
+        if stage == "align":
+            typer.echo(f"saved the stage-1 (alignment) result to {written}; train stage 2 with --stage finetune "
+                       f"--out {out}")
+            return
     typer.echo(f"saved {model.value} checkpoint to {out}")
+
+
+def _stage1_truncated(checkpoint: Path) -> bool:
+    from models.checkpoint import CheckpointError, read_config
+
+    try:
+        return bool(read_config(checkpoint).get("training_metrics", {}).get("stage1_truncated", False))
+    except CheckpointError:
+        return False
 
 
 def _stopped_by(checkpoint: Path) -> str | None:

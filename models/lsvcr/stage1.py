@@ -61,6 +61,16 @@ class Stage1Result:
     lm_state: dict[str, Tensor]  # the LM weights stage 1 trained
     history: list[dict[str, float]] = field(default_factory=list)  # per step losses
     seconds: float = 0.0
+    planned_steps: int = 0  # epochs x steps per epoch: what the configuration asked for
+
+    @property
+    def steps(self) -> int:
+        return len(self.history)
+
+    @property
+    def truncated(self) -> bool:
+        """Stage 1 ran fewer steps than planned (its time budget ended it): an under-aligned model."""
+        return self.steps < self.planned_steps
 
 
 def install_text(sr: LSVCRSR, tables: TextTables, catalogue: Catalogue) -> None:
@@ -162,6 +172,7 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         all_params = [p for g in groups for p in g["params"]]
         history: list[dict[str, float]] = []
+        planned = cfg.epochs * max(1, -(-cfg.n_samples // cfg.batch_size))  # refined by the first epoch's batches
         n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
         budget = StepBudget(cfg.max_seconds, start=t0)
         budget.record_eval(0.0)  # nothing to validate: the re-embedding that follows is not budgeted here
@@ -177,6 +188,8 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
             pref.train()
             lm.model.train(cfg.lm_tuning != "frozen")
             batches = _batches(samples, cfg.batch_size, rng)
+            if epoch == 0:
+                planned = cfg.epochs * len(batches)
             done = 0
             for b in tqdm(batches, desc=f"stage 1 epoch {epoch + 1}", disable=not progress, leave=False):
                 if not budget.step_fits():
@@ -198,4 +211,4 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         lm.model.eval()
         tables = pre_tables if cfg.lm_tuning == "frozen" else reembed()
         install_text(sr, tables, catalogue)
-    return Stage1Result(sr.cpu(), tables, tuned_state(lm), history, time.perf_counter() - t0)
+    return Stage1Result(sr.cpu(), tables, tuned_state(lm), history, time.perf_counter() - t0, planned)

@@ -27,6 +27,7 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 
 from models.catalogue import Catalogue
+from models.errors import ModelInputError
 from models.evaluation import load_or_sample_candidates
 from models.histories import Splits, event_log_from_tables, leave_one_out
 from models.lsvcr.config import ABLATIONS, LSVCRConfig, SRConfig
@@ -81,6 +82,18 @@ def _load_stage1(folder: Path, catalogue: Catalogue) -> tuple[dict, TextTables, 
     return load_file(str(folder / STAGE1_WEIGHTS)), tables, info
 
 
+def _check_stage1(info: dict, folder: Path, *, ablation: str | None, seed: int, llm_path: str | None) -> None:
+    """A stage-1 result may only seed stage 2 of the same ablation, seed and language model."""
+    given = {"ablation": ablation, "seed": seed}
+    if llm_path is not None:
+        given["llm_path"] = llm_path
+    differ = [f"{k} {info.get(k)!r} (stage 1) vs {v!r} (now)" for k, v in given.items()
+              if k in info and info.get(k) != v and not (k == "llm_path" and str(info.get(k)).endswith(str(v)))]
+    if differ:
+        raise ModelInputError(f"{folder} was aligned with a different setting: {'; '.join(differ)}; re-run "
+                              "--stage align with these options, or --stage all")
+
+
 def train_lsvcr(
     data: Mapping | None,
     out_dir: Path | str,
@@ -117,6 +130,9 @@ def train_lsvcr(
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    if stage == "align" and ablation in ("no_align", "no_text"):
+        raise ModelInputError(f"--stage align with --ablation {ablation}: this ablation has no alignment stage "
+                              "(stage 1); train it with --stage all (or finetune)")
     out_dir = Path(out_dir)
     base = config or LSVCRConfig()  # read, never changed: every setting below goes into a new config
     cfg = replace(base, seed=seed, ablation=ablation, llm_path=llm_path if llm_path is not None else base.llm_path,
@@ -161,6 +177,7 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
 
     needs_stage1 = ablation not in ("no_align", "no_text")
     init_state, tables = None, None
+    stage1_info: dict = {}
     s1 = stage1_dir(out_dir)
     if ablation == "no_text":
         lm_dim = 8
@@ -185,11 +202,17 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
             init_state, tables = res.sr.state_dict(), res.tables
             first = [h["total"] for h in res.history[: max(1, len(res.history) // 5)]]
             last = [h["total"] for h in res.history[-max(1, len(res.history) // 5):]]
-            _save_stage1(s1, init_state, tables, {
+            stage1_info = {
                 "catalogue_digest": catalogue.digest(), "config": cfg1.to_dict(), "seconds": res.seconds,
                 "loss_first": float(np.mean(first)), "loss_last": float(np.mean(last)), "history": res.history,
-                "llm_path": lm.path, "lm_tuning": cfg.stage1.lm_tuning})
+                "llm_path": lm.path, "lm_tuning": cfg.stage1.lm_tuning, "seed": seed, "ablation": ablation,
+                "steps": res.steps, "planned_steps": res.planned_steps, "truncated": res.truncated}
+            _save_stage1(s1, init_state, tables, stage1_info)
             log(f"stage 1 done in {res.seconds:.1f} s: loss {np.mean(first):.4f} -> {np.mean(last):.4f}; saved {s1}")
+            if res.truncated:
+                log(f"WARNING: stage 1 (alignment) ran {res.steps} of its {res.planned_steps} planned steps before its "
+                    f"time budget ran out: this model is under-aligned, and its checkpoint says so "
+                    "(training_metrics.stage1_truncated); raise --time-budget or pass --time-budget 0")
         else:
             tables = pre
         del lm, boundary  # the boundary states (~0.5 GB on the default world) are not needed in stage 2
@@ -197,6 +220,8 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
             return s1
     else:
         init_state, tables, info = _load_stage1(s1, catalogue)
+        _check_stage1(info, s1, ablation=ablation, seed=seed, llm_path=cfg.llm_path)
+        stage1_info = info
         lm_dim = int(tables.dim)
         timings["stage1_s"] = float(info.get("seconds", 0.0))
 
@@ -209,12 +234,17 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
                       progress=progress, name=name or out_dir.name, log=log)
     timings["stage2_s"] = res2.seconds
     timings["total_s"] = time.perf_counter() - t0
+    provenance = {k: stage1_info.get(k) for k in ("seed", "ablation", "llm_path", "lm_tuning", "steps",
+                                                  "planned_steps", "truncated", "seconds", "catalogue_digest")}
     metrics = {"best_epoch": res2.best_epoch, "stopped_by": res2.stopped_by,
                **{f"valid_{k}": v for k, v in res2.best_valid.items()},
-               **timings, "epochs": res2.history}
+               **timings, "epochs": res2.history,
+               "stage1_steps": stage1_info.get("steps"), "stage1_planned_steps": stage1_info.get("planned_steps"),
+               "stage1_truncated": bool(stage1_info.get("truncated", False))}
     res2.recommender.save(out_dir, data_fingerprint=splits.full.fingerprint(), seed=seed, metrics=metrics,
                           extra={"ablation": ablation, "llm_path": cfg.llm_path, "stage": stage,
-                                 "eval_candidates_key": cands.key})
+                                 "eval_candidates_key": cands.key,
+                                 "stage1": provenance if stage1_info else None})
     log(f"LSVCR{'' if ablation is None else ' (' + ablation + ')'} saved to {out_dir} "
         f"(best epoch {res2.best_epoch}, {timings['total_s']:.1f} s)")
     return out_dir

@@ -59,6 +59,10 @@ def test_user_errors(tmp_path, logs) -> None:
                             "--no-comment-prior"])
     assert r.exit_code == 3 and "apply to --model lsvcr only" in r.output
     assert not (tmp_path / "b").exists()
+    # an ablation without an alignment stage cannot run --stage align (it once exited 0 writing nothing)
+    r = runner.invoke(app, ["train", "--model", "lsvcr", "--stage", "align", "--ablation", "no_align", "--data",
+                            str(logs), "--out", str(tmp_path / "l")])
+    assert r.exit_code == 3 and "has no alignment stage" in r.output and "Traceback" not in r.output
 
 
 def test_lsvcr_cli_options_reach_the_checkpoint(tmp_path, logs) -> None:

@@ -222,11 +222,49 @@ def test_stage1_budget_stops_at_step_granularity(world):
     logs: list[str] = []
     res = run_stage1(splits.train, cat, lm, pre, cfg.sr, cfg.stage1, log=logs.append)
     assert len(res.history) == 1  # 3 epochs of 96 samples would be 6+ steps
+    assert res.truncated and res.steps == 1 and res.planned_steps >= 6  # the result knows it was cut
     assert any("stage 1 stops at its time budget" in s for s in logs)
     assert not torch.equal(res.tables.title_emb, pre.title_emb)  # the tuned blocks re-embedded the catalogue
     unbudgeted = run_stage1(splits.train, cat, load_llm(str(world["lm"])), pre, cfg.sr,
                             Stage1Config(**(cfg.stage1.to_dict() | {"max_seconds": None})), log=logs.append)
     assert len(unbudgeted.history) >= 3 * 2
+    assert not unbudgeted.truncated and unbudgeted.steps == unbudgeted.planned_steps
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_truncated_stage1_is_recorded_and_said_loudly(world, tmp_path):
+    """A time budget that cuts alignment short no longer passes silently: the checkpoint records the
+    steps run and planned, and the log warns."""
+    from dataclasses import replace
+
+    cfg = small_config(epochs=1)
+    cfg = replace(cfg, stage1=replace(cfg.stage1, max_seconds=1e-6))
+    logs: list[str] = []
+    out = train_lsvcr(None, tmp_path / "ck" / "cut", catalogue=world["catalogue"], splits=world["splits"],
+                      llm_path=str(world["lm"]), config=cfg, progress=False, log=logs.append)
+    tm = json.loads((out / "config.json").read_text())["training_metrics"]
+    assert tm["stage1_truncated"] and tm["stage1_steps"] == 1 and tm["stage1_planned_steps"] >= 6
+    assert any(line.startswith("WARNING: stage 1 (alignment) ran 1 of") for line in logs)
+    whole = json.loads((world["out"] / "config.json").read_text())
+    assert not whole["training_metrics"]["stage1_truncated"]
+    assert whole["stage1"]["steps"] == whole["stage1"]["planned_steps"]  # provenance of stage 1 in stage 2
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_stage_and_ablation_combinations_are_checked(world, tmp_path):
+    from models.errors import ModelInputError
+
+    for ablation in ("no_align", "no_text"):  # no alignment stage to run
+        with pytest.raises(ModelInputError, match="has no alignment stage"):
+            train_lsvcr(None, tmp_path / "x", stage="align", ablation=ablation, catalogue=world["catalogue"],
+                        splits=world["splits"], llm_path=str(world["lm"]), config=small_config(), progress=False)
+    # a stage-1 result of another seed (or ablation) cannot seed stage 2
+    with pytest.raises(ModelInputError, match="aligned with a different setting: seed 0"):
+        train_lsvcr(None, world["out"], stage="finetune", seed=1, catalogue=world["catalogue"],
+                    splits=world["splits"], llm_path=str(world["lm"]), config=small_config(), progress=False)
+    with pytest.raises(ModelInputError, match="ablation None"):
+        train_lsvcr(None, world["out"], stage="finetune", ablation="no_comments", catalogue=world["catalogue"],
+                    splits=world["splits"], llm_path=str(world["lm"]), config=small_config(), progress=False)
 
 
 @pytest.mark.usefixtures("one_thread")
