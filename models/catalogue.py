@@ -111,6 +111,15 @@ class Catalogue:
             h.update(b"|")
         return h.hexdigest()
 
+    def text_digest(self) -> str:
+        """sha256 over every title and comment text: worlds that share all ids (other seeds of the synthetic
+        world) but not their text are different catalogues to a model."""
+        h = hashlib.sha256()
+        for t in list(self.titles) + ["\x00"] + list(self.comment_texts):
+            h.update(b"\x01" if t is None else str(t).encode())
+            h.update(b"\x00")
+        return h.hexdigest()
+
     def describe_difference(self, other: Catalogue) -> str:
         """Human-readable account of how `other` differs from this catalogue ('' when identical)."""
         parts = []

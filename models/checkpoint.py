@@ -112,6 +112,7 @@ def save_checkpoint(
             "kind": kind,
             "hyperparameters": hyperparameters,
             "catalogue_digest": catalogue.digest(),
+            "text_digest": catalogue.text_digest(),
             "n_videos": catalogue.n_videos,
             "n_comments": catalogue.n_comments,
             "data_fingerprint": data_fingerprint,
@@ -191,6 +192,13 @@ def load_checkpoint(
         raise CheckpointError(
             f"{folder} was trained on a different catalogue than the data's: {cat.describe_difference(catalogue)}. "
             "Train a model on this data (`harness train`) or evaluate on the data it was trained on."
+        )
+    stored_text = config.get("text_digest")  # absent in checkpoints written before text was checked
+    if catalogue is not None and stored_text is not None and catalogue.text_digest() != stored_text:
+        raise CheckpointError(
+            f"{folder} was trained on a catalogue with the same ids but different titles or comment texts (another "
+            "world, e.g. another seed of the synthetic world): its ids mean other videos here. Train a model on "
+            "this data (`harness train`) or evaluate on the data it was trained on."
         )
     return Checkpoint(folder, config, state, cat)
 

@@ -251,11 +251,7 @@ def embed_catalogue_from_boundary(lm: LanguageModel, catalogue: Catalogue, bound
 
 
 def text_digest(catalogue: Catalogue) -> str:
-    h = hashlib.sha256()
-    for t in list(catalogue.titles) + ["\x00"] + list(catalogue.comment_texts):
-        h.update(b"\x01" if t is None else t.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+    return catalogue.text_digest()
 
 
 def lm_digest(path: str | Path) -> str:

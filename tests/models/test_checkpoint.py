@@ -107,3 +107,18 @@ def test_unknown_names_and_kinds(tmp_path, world) -> None:
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="unknown model kind 'mystery'"):
         load_recommender("weird", tmp_path)
+
+
+def test_same_ids_different_text_refused(tmp_path, world) -> None:
+    """Worlds that share every id but not their titles (other seeds of the synthetic world) were once
+    accepted: ids would mean other videos. The checkpoint now records the catalogue's text digest."""
+    prep, rec = world
+    folder = rec.save(tmp_path / "base", data_fingerprint="f", seed=0)
+    cat = prep.catalogue
+    assert load_checkpoint(folder, catalogue=cat)  # the same catalogue loads
+    retitled = Catalogue(cat.video_ids, [None] + [f"another title {i}" for i in range(cat.n_videos)], cat.comment_ids,
+                         cat.comment_video, list(cat.comment_texts), cat.popular_comment,
+                         comment_likes=cat.comment_likes)
+    assert retitled.digest() == cat.digest() and retitled.text_digest() != cat.text_digest()
+    with pytest.raises(CheckpointError, match="same ids but different titles"):
+        load_checkpoint(folder, catalogue=retitled)
