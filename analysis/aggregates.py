@@ -85,6 +85,15 @@ class Moments:
         return cls(tuple(columns), n, mean, com, nan, nan.copy(), nan.copy())
 
     @classmethod
+    def from_batch(cls, columns: Sequence[str], x: np.ndarray) -> Moments:
+        """Moments of E experiments at once from x (E, n, k): the vectorised path simulations use."""
+        e, n, k = x.shape
+        mean = x.mean(axis=1)
+        d = x - mean[:, None, :]
+        nan = np.full((e, k), np.nan)
+        return cls(tuple(columns), np.full(e, float(n)), mean, np.einsum("enk,enl->ekl", d, d), nan, nan, nan.copy())
+
+    @classmethod
     def from_sums(cls, columns: Sequence[str], n: float, sums: np.ndarray, cross: np.ndarray,
                   cubes: np.ndarray | None = None, shift: np.ndarray | None = None,
                   minimum: np.ndarray | None = None, maximum: np.ndarray | None = None) -> Moments:

@@ -102,13 +102,8 @@ def truth(design: str, effect: float) -> float:
 
 
 def batch_moments(columns: tuple[str, ...], x: np.ndarray) -> Moments:
-    """Moments of e experiments at once from x (e, n, k) (as tests/analysis/conftest.py)."""
-    e, n, k = x.shape
-    mean = x.mean(axis=1)
-    d = x - mean[:, None, :]
-    com = np.einsum("enk,enl->ekl", d, d)
-    nan = np.full((e, k), np.nan)
-    return Moments(tuple(columns), np.full(e, float(n)), mean, com, nan, nan, nan)
+    """Moments of e experiments at once from x (e, n, k)."""
+    return Moments.from_batch(columns, x)
 
 
 def _cover(low: np.ndarray, high: np.ndarray, t: float) -> np.ndarray:

@@ -7,12 +7,7 @@ from analysis.aggregates import Moments
 
 def batch_moments(columns, x: np.ndarray) -> Moments:
     """Moments of E experiments at once from x (E, n, k): the vectorised path the simulations use."""
-    e, n, k = x.shape
-    mean = x.mean(axis=1)
-    d = x - mean[:, None, :]
-    com = np.einsum("enk,enl->ekl", d, d)
-    nan = np.full((e, k), np.nan)
-    return Moments(tuple(columns), np.full(e, float(n)), mean, com, nan, nan, nan)
+    return Moments.from_batch(columns, x)
 
 
 @pytest.fixture
