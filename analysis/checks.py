@@ -35,6 +35,7 @@ from scipy import stats
 
 from analysis.aggregates import Moments
 from analysis.errors import AnalysisError
+from analysis.lifts import compare
 from analysis.results import CheckResult
 
 
@@ -146,8 +147,6 @@ def winsorize_caps(con, src: str, columns: Sequence[str], q: float, where: str) 
 
 def balance_check(covariate: str, treatment: str, mc: Moments, mt: Moments, alpha: float) -> CheckResult:
     """Welch test of equal pre-period means of `covariate` in control and `treatment` (see module docstring)."""
-    from analysis.lifts import compare
-
     i, j = mc.columns.index(covariate), mt.columns.index(covariate)
     nc, nt = float(mc.n), float(mt.n)
     lift = compare(mt.mean[j], mc.mean[i], mt.var(covariate) / nt, mc.var(covariate) / nc, n_t=nt, n_c=nc)

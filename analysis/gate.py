@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -343,9 +344,21 @@ def _guardrail(rule: GuardrailRule, lift: LiftResult, mode: str) -> RuleOutcome:
     return RuleOutcome("guardrail", rule.metric, False, "inconclusive", f"non-inferiority not shown: {text}", **nums)
 
 
-def _arm_decision(rules: list[RuleOutcome]) -> str:
-    outcomes = {r.outcome for r in rules}
+def _decide(outcomes: set[str]) -> str:
     return NO_SHIP if "fail" in outcomes else INCONCLUSIVE if "inconclusive" in outcomes else SHIP
+
+
+def _arm_decision(rules: list[RuleOutcome]) -> str:
+    return _decide({r.outcome for r in rules})
+
+
+def decisions_by_arm(rules: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Each treatment's decision from stored rule rows (`treatment`, `outcome`), as `evaluate_gate` decides."""
+    outcomes: dict[str, set[str]] = {}
+    for r in rules:
+        if r.get("treatment") and r.get("outcome"):
+            outcomes.setdefault(str(r["treatment"]), set()).add(str(r["outcome"]))
+    return {arm: _decide(o) for arm, o in outcomes.items()}
 
 
 def _check_analysis(result: ExperimentResult, gate: GateConfig) -> None:

@@ -45,8 +45,9 @@ def analyze_by_day(
     con.execute("SET enable_progress_bar = false")
     try:
         src = open_source(con, table, encoding)
-        if day_col not in column_types(con, src):
-            raise AnalysisError(f"day column {day_col!r} is not in the table; columns are {list(column_types(con, src))}")
+        types = column_types(con, src)
+        if day_col not in types:
+            raise AnalysisError(f"day column {day_col!r} is not in the table; columns are {list(types)}")
         d = _quote(day_col)
         days = [r[0] for r in con.execute(f"SELECT DISTINCT {d} FROM {src} WHERE {d} IS NOT NULL ORDER BY 1").fetchall()]
         nulls = con.execute(f"SELECT count(*) FROM {src} WHERE {d} IS NULL").fetchall()[0][0]
@@ -58,7 +59,7 @@ def analyze_by_day(
             raise AnalysisError(f"day column {day_col!r} has {len(days)} distinct values (> {MAX_LOOKS}); give a "
                                 "date column (cast timestamps to dates first)")
         looks = []
-        kind = column_types(con, src)[day_col]
+        kind = types[day_col]
         for i, day in enumerate(days):
             sub = f"(SELECT * FROM {src} WHERE {d} <= CAST({_literal(str(day))} AS {kind}))"
             try:

@@ -329,11 +329,6 @@ def runs_show_cmd(
     if extra["daily"]:
         con.print(daily_table(extra["daily"]))
     if gate:
-        arms: dict[str, str] = {}
-        for r in gate:  # an arm's decision follows from its rules' outcomes, as in the gate
-            outcome = r.get("outcome")
-            if r.get("treatment") and outcome:
-                now = arms.get(r["treatment"], "SHIP")
-                arms[r["treatment"]] = ("NO_SHIP" if "fail" in (outcome,) or now == "NO_SHIP" else
-                                        "INCONCLUSIVE" if outcome == "inconclusive" or now == "INCONCLUSIVE" else now)
-        con.print(gate_table(gate[0]["decision"], gate, arms))
+        from analysis.gate import decisions_by_arm
+
+        con.print(gate_table(gate[0]["decision"], gate, decisions_by_arm(gate)))

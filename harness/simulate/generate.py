@@ -155,19 +155,6 @@ def _examine(world: World, s: np.ndarray, dur: np.ndarray, rng: np.random.Genera
     return examined, np.where(examined, watch, 0.0), left_early
 
 
-def _session_kept(session: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Rows (sorted by user, ts; a session's rows contiguous) that come no later than their session's
-    first ending request."""
-    if not len(session):
-        return np.zeros(0, dtype=bool)
-    first = np.r_[True, session[1:] != session[:-1]]
-    cs = np.cumsum(ends)
-    start = np.maximum.accumulate(np.where(first, np.arange(len(session)), 0))
-    before_session = cs[start] - ends[start]
-    ended_before = cs - ends - before_session
-    return ended_before == 0
-
-
 def _rank_within(groups: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within runs of equal values (rows sorted so that each group is contiguous)."""
     if not len(groups):
@@ -257,8 +244,10 @@ def _outcomes(world: World, ses: dict[str, np.ndarray], feed: dict[str, np.ndarr
     local = np.unique(ses["session"], return_inverse=True)[1] if R else np.zeros(0, dtype=np.int64)
     ended = np.zeros(int(local.max(initial=-1)) + 1, dtype=bool)
     turn = _rank_within(u)  # the request's index among its user's requests
-    for i in range(int(turn.max(initial=-1)) + 1):
-        rows = np.flatnonzero(turn == i)
+    by_turn = np.argsort(turn, kind="stable")  # rows grouped by turn, in row order within each
+    bounds = np.searchsorted(turn[by_turn], np.arange(int(turn.max(initial=-1)) + 2))
+    for i in range(len(bounds) - 1):
+        rows = by_turn[bounds[i]:bounds[i + 1]]
         gone = rows[ended[local[rows]]]  # requests of a session already ended: they never happen
         if len(gone):  # ... but the pair's watch history passes through them unchanged
             p = prev[gone]

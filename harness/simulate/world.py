@@ -47,6 +47,7 @@ import json
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +216,13 @@ class World:
     def epoch(self) -> np.datetime64:
         return np.datetime64(EPOCH, "us")
 
+    @cached_property
+    def _publish_sorted(self) -> np.ndarray:
+        return np.sort(self.publish_day)
+
     def published_by(self, day: np.ndarray) -> np.ndarray:
         """How many videos are published by (the start of) each day: they are ids 0..count-1."""
-        return np.searchsorted(np.sort(self.publish_day), np.asarray(day), side="right")
+        return np.searchsorted(self._publish_sorted, np.asarray(day), side="right")
 
     def retrieval_weight(self, day: int) -> np.ndarray:
         """Popularity as retrieval sees it on `day`: ramped up with age, boosted while fresh, 0 unpublished."""

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import AnalysisConfig, RatioMetric, analyze
-from analysis.gate import INCONCLUSIVE, evaluate_gate, parse_gate
+from analysis.gate import INCONCLUSIVE, decisions_by_arm, evaluate_gate, parse_gate
 
 from .conftest import batch_moments
 
@@ -93,6 +93,7 @@ def test_gate_judges_every_treatment_and_names_it():
     res = analyze(_three_arms(), arm_col="arm", control="control", metrics=["watch_time_s", "video_interactions"])
     d = evaluate_gate(res, parse_gate(GATE_2))
     assert d.arms == {"bad": "NO_SHIP", "good": "SHIP"}
+    assert decisions_by_arm(d.to_dicts()) == d.arms  # what `runs show` rebuilds from the stored rule rows
     assert d.decision == "NO_SHIP" and d.exit_code == 1  # exit 0 only when every judged arm may ship
     assert {r.treatment for r in d.rules} == {"bad", "good"}
     assert all(r.treatment for r in d.rules)

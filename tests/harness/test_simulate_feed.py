@@ -11,7 +11,7 @@ from scipy import stats
 from harness.logs.store import LogStore
 from harness.simulate import outcomes as oc
 from harness.simulate.config import Behaviour, WorldConfig
-from harness.simulate.generate import _examine, _session_kept, simulate
+from harness.simulate.generate import _examine, simulate
 from harness.simulate.oracle import METRICS, Oracle
 from harness.simulate.policy import random_pool_draw
 from harness.simulate.world import World
@@ -69,10 +69,6 @@ def test_users_who_leave_early_end_sessions(tmp_path) -> None:
             counts.append(store.query("SELECT count(*) / count(DISTINCT session_id) AS n FROM requests"
                                       ).to_pydict()["n"][0])
     assert counts[1] < 0.85 * counts[0]  # sessions are shorter when leaving a request ends them
-    # the cut keeps a session's requests up to and including the first that ends it
-    session = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-    ends = np.array([False, True, False, False, False, True, True, False])
-    np.testing.assert_array_equal(_session_kept(session, ends), [1, 1, 0, 1, 1, 1, 0, 0])
 
 
 def test_loops_let_watch_time_exceed_the_duration(tmp_path) -> None:
