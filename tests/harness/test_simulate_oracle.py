@@ -71,6 +71,16 @@ def test_oracle_agrees_with_logs_per_impression_and_per_slot(data: tuple[Oracle,
                                  f"{expect[metric][m].mean():.5g} (z = {z:.2f})"
 
 
+def test_oracle_agrees_with_logs_per_user(data: tuple[Oracle, pd.DataFrame]) -> None:
+    """Per-user totals (the replay's unit): observed minus expected, summed per user, is mean zero."""
+    oracle, imp = data
+    expect = _expected_per_impression(oracle, imp)
+    for metric, col in OBSERVED.items():
+        res = pd.Series(imp[col].to_numpy(dtype=float) - expect[metric]).groupby(imp["user_id"].to_numpy()).sum()
+        z = res.mean() / (res.std(ddof=1) / np.sqrt(len(res)))
+        assert abs(z) < 3.0, f"{metric}: per-user z = {z:.2f} over {len(res)} users"
+
+
 def test_logging_policy_value_agrees_with_observed_request_totals(data: tuple[Oracle, pd.DataFrame]) -> None:
     oracle, imp = data
     rids = np.unique(imp["request_id"].to_numpy())[:3000]
