@@ -16,9 +16,11 @@ Conventions
   gives with ``cov_type="cluster"``, ``use_correction=True``). Requests of one user are not independent; cluster
   by user whenever a user has several requests.
 * Weight diagnostics, over all rows (all slots) of the (clipped) weights actually used:
-  ``ess = (sum w)^2 / sum w^2`` (Kish's effective sample size, in rows); ``max_weight_share = max w / sum w``
-  (the largest single weight's share of the total weight mass: near ``1/ess`` is healthy, near 1 means one row
-  decides the estimate); ``clipped_share = sum(w_raw - min(w_raw, clip)) / sum w_raw``. ``nan`` for ``dm``.
+  ``ess = (sum w)^2 / sum w^2`` (Kish's effective sample size, in rows; 0 when every weight is 0);
+  ``max_weight_share = max w / sum w`` (the largest single weight's share of the total weight mass: ``1/rows``
+  when all weights are equal, near 1 when one row decides the estimate; nan when every weight is 0);
+  ``clipped_share = sum(w_raw - min(w_raw, clip)) / sum w_raw``. ``ess`` and ``max_weight_share`` are nan for
+  ``dm`` (no weights).
 * Clipping: ``clip`` caps each weight at ``clip`` (the prefix weight for the cascade estimators). Clipping
   trades bias (downwards when rewards are non-negative) for variance; the removed mass is ``clipped_share``.
 
