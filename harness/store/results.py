@@ -1,4 +1,5 @@
-"""`ResultsStore`: the DuckDB results database of runs, unit metrics, lifts, checks, gates and rankings.
+"""`ResultsStore`: the DuckDB results database of runs, unit metrics, lifts, checks, gates, rankings and
+the replay's off-policy estimates and lifts.
 
 Guarantees (tested in tests/harness/test_store*.py):
 - Every write is one transaction on a fresh connection (`connection.write_transaction`): a run that
@@ -46,6 +47,8 @@ from harness.store.schema import (
     LIFTS,
     POWER,
     RANKING_METRICS,
+    REPLAY_ESTIMATES,
+    REPLAY_LIFTS,
     RESULT_TABLES,
     RUN_KINDS,
     RUNS,
@@ -180,8 +183,9 @@ class ResultsStore:
         if version == SCHEMA_VERSION:
             return
         # A new database (version None) gets every table; an older one the tables and columns added
-        # since (version 2: daily_lifts, lifts.bayes_* and cuped_theta), all in the caller's transaction. Added columns
-        # are nullable: rows written before them have no value.
+        # since (version 2: daily_lifts, lifts.bayes_* and cuped_theta; version 3: replay_estimates and
+        # replay_lifts), all in the caller's transaction. Added columns are nullable: rows written before
+        # them have no value. A version-1 file goes to 3 in one step.
         for table in ALL_TABLES:
             con.execute(table.ddl())
         if version == 1:  # an undefined lift (zero denominator) has no absolute difference
@@ -314,9 +318,10 @@ class ResultsStore:
                   seed: int, data_fingerprint: str, checkpoint_digests: dict[str, str] | None = None,
                   run_id: str | None = None, replace: bool = False, notes: str | None = None,
                   **results: Any) -> str:
-        """Register a run and write its results (the keyword arguments of `write_results`) in ONE
-        transaction: a failure leaves neither a run nor rows behind. For results computed in memory
-        (an analysis); long jobs use create_run, append_unit_metrics and write_results instead."""
+        """Register a run and write its results (the keyword arguments of `write_results`, e.g. lifts=...,
+        replay_estimates=..., replay_lifts=...) in ONE transaction: a failure leaves neither a run nor rows
+        behind. For results computed in memory (an analysis, a replay's estimates); long jobs use
+        create_run, append_unit_metrics and write_results instead."""
         record = self._run_record(kind=kind, control=control, treatment=treatment, config=config, seed=seed,
                                   data_fingerprint=data_fingerprint, checkpoint_digests=checkpoint_digests,
                                   run_id=run_id, notes=notes)
@@ -369,17 +374,21 @@ class ResultsStore:
         summary: dict[str, Any] | None = None,
         status: str = "complete",
         daily_lifts: Any = None,
+        replay_estimates: Any = None,
+        replay_lifts: Any = None,
     ) -> None:
         """Write a run's results and its status in ONE transaction.
 
         Each argument that is not None replaces that table's rows for the run (None leaves them as they
         are, e.g. unit metrics appended batch by batch). All inputs are validated before the
-        transaction starts; any failure inside it rolls everything back.
+        transaction starts; any failure inside it rolls everything back. `replay_estimates` and
+        `replay_lifts` take a DataFrame or a list of dicts with the columns of the tables of the same
+        names (required: arm / control and treatment, metric, estimator, is_default; see schema.py).
         """
         parsed = self._parse_results(unit_metrics=unit_metrics, lifts=lifts, checks=checks,
                                      heterogeneity=heterogeneity, power=power, gate=gate, gate_digest=gate_digest,
                                      ranking_metrics=ranking_metrics, daily_lifts=daily_lifts, summary=summary,
-                                     status=status)
+                                     status=status, replay_estimates=replay_estimates, replay_lifts=replay_lifts)
         with self._write() as con:
             self._require_run(con, run_id)
             self._write_parsed(con, run_id, parsed)
@@ -387,7 +396,8 @@ class ResultsStore:
     def _parse_results(self, *, unit_metrics: pd.DataFrame | None = None, lifts: Any = None, checks: Any = None,
                        heterogeneity: Any = None, power: Any = None, gate: Any = None,
                        gate_digest: str | None = None, ranking_metrics: Any = None, daily_lifts: Any = None,
-                       summary: dict[str, Any] | None = None, status: str = "complete") -> dict[str, Any]:
+                       summary: dict[str, Any] | None = None, status: str = "complete",
+                       replay_estimates: Any = None, replay_lifts: Any = None) -> dict[str, Any]:
         """Validate `write_results`' inputs before any transaction starts."""
         if summary is not None and not isinstance(summary, dict):
             raise InvalidResultsError(f"summary must be a dict, got {type(summary).__name__}")
@@ -403,6 +413,8 @@ class ResultsStore:
                 (POWER, R.power_rows, power),
                 (RANKING_METRICS, R.ranking_rows, ranking_metrics),
                 (DAILY_LIFTS, R.daily_rows, daily_lifts),
+                (REPLAY_ESTIMATES, R.replay_estimate_rows, replay_estimates),
+                (REPLAY_LIFTS, R.replay_lift_rows, replay_lifts),
             )
             if given is not None
         ]
@@ -535,10 +547,18 @@ class ResultsStore:
         row["summary"] = json.loads(row["summary"]) if row["summary"] else {}
         return row
 
-    def _table(self, table: Table, run_id: str) -> pd.DataFrame:
-        return self._query(
-            f"SELECT * EXCLUDE (run_id) FROM {table.name} WHERE run_id = ?", [run_id], table.column_names[1:], run_id
-        )
+    def _table(self, table: Table, run_id: str, order_by: tuple[str, ...] = ()) -> pd.DataFrame:
+        """The run's rows of `table` (without run_id); none from a file older than the table (`Table.since`),
+        which gets the table on its next write."""
+        columns = table.column_names[1:]
+        order = f" ORDER BY {', '.join(order_by)}" if order_by else ""
+        with self._read() as con:
+            self._require_run(con, run_id)
+            assert con is not None  # _require_run raised otherwise
+            version = self._stored_version(con)
+            if version is not None and version < table.since:
+                return pd.DataFrame(columns=columns)
+            return con.execute(f"SELECT * EXCLUDE (run_id) FROM {table.name} WHERE run_id = ?{order}", [run_id]).df()
 
     def lifts(self, run_id: str) -> pd.DataFrame:
         """The run's lift rows in the order they were written (LiftResult fields; `extra` is JSON text)."""
@@ -556,12 +576,19 @@ class ResultsStore:
 
     def daily_lifts(self, run_id: str) -> pd.DataFrame:
         """Cumulative lifts per day (DailyLift fields), by metric, treatment and look; empty without --by-day."""
-        version = self.schema_version()
-        if version is not None and version < 2:  # written before daily_lifts existed: none stored
-            self.run(run_id)
-            return pd.DataFrame(columns=DAILY_LIFTS.column_names[1:])
         frame = self._table(DAILY_LIFTS, run_id)
         return frame.sort_values(["metric", "treatment", "look"], kind="stable").reset_index(drop=True)
+
+    def replay_estimates(self, run_id: str) -> pd.DataFrame:
+        """The replay's off-policy value of each arm (policy) per metric and estimator, ordered by arm,
+        metric and estimator; `is_default` marks the estimator the run's lifts and gate use. Empty for a
+        run without them (any non-replay run, or a file written before schema version 3)."""
+        return self._table(REPLAY_ESTIMATES, run_id, ("arm", "metric", "estimator"))
+
+    def replay_lifts(self, run_id: str) -> pd.DataFrame:
+        """The replay's paired lift of each treatment over the control per metric and estimator, ordered by
+        treatment, metric and estimator, with the oracle's true lift and coverage where known."""
+        return self._table(REPLAY_LIFTS, run_id, ("treatment", "metric", "estimator"))
 
     def gate_decisions(self, run_id: str) -> pd.DataFrame:
         """One row per gate rule (all carry the decision); empty when the run has no gate decision."""

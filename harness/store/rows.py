@@ -28,6 +28,8 @@ from harness.store.schema import (
     LIFTS,
     POWER,
     RANKING_METRICS,
+    REPLAY_ESTIMATES,
+    REPLAY_LIFTS,
     Column,
     Table,
     is_required,
@@ -205,6 +207,93 @@ def power_rows(rows: Any) -> list[dict[str, Any]]:
 
 def daily_rows(rows: Any) -> list[dict[str, Any]]:
     return table_rows(DAILY_LIFTS, rows)
+
+
+def _require_fields(table: Table, obj: Any) -> list[dict[str, Any]]:
+    """The records of `obj`, after checking that every required (NOT NULL) field is there.
+
+    A DataFrame lacking required columns, or a row lacking required fields, is refused with all the
+    missing names at once (not only the first), so one fix makes the input pass.
+    """
+    required = [c.name for c in table.columns if is_required(c) and c.name != "run_id"]
+    if isinstance(obj, pd.DataFrame):
+        absent = [c for c in required if c not in obj.columns]
+        if absent:
+            raise InvalidResultsError(
+                f"{table.name}: missing required column(s) {absent}; the table needs {required} "
+                f"(columns present: {list(obj.columns)})"
+            )
+    records = to_records(obj, table.name)
+    for i, rec in enumerate(records):
+        absent = [c for c in required if is_missing(plain(rec.get(c)))
+                  or (isinstance(rec.get(c), str) and not rec[c].strip())]
+        if absent:
+            raise InvalidResultsError(
+                f"{table.name} row {i}: required field(s) {absent} missing or empty; every row needs {required}"
+            )
+    return records
+
+
+def _unique(table: Table, rows: list[dict[str, Any]], key: tuple[str, ...], what: str) -> None:
+    """Refuse two rows with the same `key` (the primary key without run_id), naming both rows."""
+    seen: dict[tuple[Any, ...], int] = {}
+    for i, row in enumerate(rows):
+        k = tuple(row[c] for c in key)
+        if k in seen:
+            raise InvalidResultsError(
+                f"{table.name}: rows {seen[k]} and {i} both have {dict(zip(key, k, strict=True))}; "
+                f"pass one row per {what}"
+            )
+        seen[k] = i
+
+
+def _one_default(table: Table, rows: list[dict[str, Any]], group: tuple[str, ...]) -> None:
+    """At most one estimator per `group` may be the default (the one the run's lifts and gate use)."""
+    defaults: dict[tuple[Any, ...], str] = {}
+    for row in rows:
+        if not row["is_default"]:
+            continue
+        k = tuple(row[c] for c in group)
+        if k in defaults:
+            raise InvalidResultsError(
+                f"{table.name}: estimators {defaults[k]!r} and {row['estimator']!r} are both is_default for "
+                f"{dict(zip(group, k, strict=True))}; mark at most one estimator per {' and '.join(group)} as the default"
+            )
+        defaults[k] = row["estimator"]
+
+
+def replay_estimate_rows(rows: Any) -> list[dict[str, Any]]:
+    """Rows of `replay_estimates` (one per arm, metric and estimator; fields without a column go to `extra`)."""
+    out = table_rows(REPLAY_ESTIMATES, _require_fields(REPLAY_ESTIMATES, rows))
+    _unique(REPLAY_ESTIMATES, out, ("arm", "metric", "estimator"), "arm, metric and estimator")
+    _one_default(REPLAY_ESTIMATES, out, ("arm", "metric"))
+    return out
+
+
+def _inside(value: Any, low: Any, high: Any) -> bool | None:
+    """value in [low, high]; None when any is missing or not a number (the type check reports the latter)."""
+    numbers = [plain(v) for v in (value, low, high)]
+    if any(is_missing(v) or isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+        return None
+    return bool(numbers[1] <= numbers[0] <= numbers[2])
+
+
+def _covers(rec: dict[str, Any]) -> dict[str, Any]:
+    """Derive covers_abs / covers_rel from the true lift and the interval when they are not given."""
+    for scale in ("abs", "rel"):
+        if is_missing(plain(rec.get(f"covers_{scale}"))):
+            rec[f"covers_{scale}"] = _inside(rec.get(f"true_{scale}_diff"), rec.get(f"{scale}_ci_low"),
+                                             rec.get(f"{scale}_ci_high"))
+    return rec
+
+
+def replay_lift_rows(rows: Any) -> list[dict[str, Any]]:
+    """Rows of `replay_lifts` (one per treatment, metric and estimator); covers_abs / covers_rel are
+    derived from true_*_diff and the interval when absent (null without an oracle)."""
+    out = table_rows(REPLAY_LIFTS, _require_fields(REPLAY_LIFTS, rows), derive=_covers)
+    _unique(REPLAY_LIFTS, out, ("treatment", "metric", "estimator"), "treatment, metric and estimator")
+    _one_default(REPLAY_LIFTS, out, ("treatment", "metric"))
+    return out
 
 
 GATE_RULE_FIELDS = ("rule", "metric", "passed", "outcome", "reason")

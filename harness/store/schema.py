@@ -13,13 +13,17 @@ Layout choices (see docs/results-store.md):
 - `lifts`, `checks`, `heterogeneity` and `power` mirror the analysis layer's result dataclasses
   (analysis/results.py) field for field, so the CLI, `--json`, the database and the dashboard read the
   same names; fields the analysis layer adds later are kept, losslessly, in the JSON column `extra`.
+- `replay_estimates` and `replay_lifts` (v3) hold `harness replay`'s off-policy results per estimator:
+  one row per (arm, metric, estimator) and per (treatment, metric, estimator), with the oracle's true
+  values beside them when the logs come from the synthetic world. `is_default` marks the estimator
+  whose numbers the run's `lifts` and gate use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2  # 2: daily_lifts; lifts.bayes_*
+SCHEMA_VERSION = 3  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts
 
 RUN_KINDS = ("analyze", "replay", "evaluate")
 RUN_STATUSES = ("running", "complete", "failed")
@@ -39,6 +43,8 @@ class Table:
     columns: tuple[Column, ...]
     meaning: str
     primary_key: tuple[str, ...] = ()
+    since: int = 1  # schema version that added the table: readers of an older, unmigrated file get no rows
+
 
     @property
     def column_names(self) -> list[str]:
@@ -269,6 +275,65 @@ DAILY_LIFTS = Table(
         C("seq_p_value", "DOUBLE", "always-valid p-value, running minimum over looks"),
     ),
     "cumulative lift per day with the always-valid band (the dashboard's 'over time' chart)",
+    since=2,
+)
+
+# `harness replay`'s off-policy estimates (v3): the value of each policy (arm) under each estimator.
+REPLAY_ESTIMATES = Table(
+    "replay_estimates",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run ('replay' kind)"),
+        C("arm", "VARCHAR NOT NULL", "the policy whose value is estimated, e.g. 'base', 'lsvcr', 'logging'"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("estimator", "VARCHAR NOT NULL", "off-policy estimator, e.g. 'rips', 'cascade_dr', 'iips', 'pbm', 'dm', 'snips'"),
+        C("is_default", "BOOLEAN NOT NULL", "the estimator the run's lifts and gate use for this metric"),
+        C("value", "DOUBLE", "estimated per-user mean of the metric under the policy"),
+        C("se", "DOUBLE", "standard error of the estimate"),
+        C("n_units", "BIGINT", "users (randomisation units) in the logs"),
+        C("n_requests", "BIGINT", "logged requests (feed pages) the estimate uses"),
+        C("ess", "DOUBLE", "effective sample size of the importance weights (null for dm)"),
+        C("max_weight_share", "DOUBLE", "largest single weight's share of the weight total"),
+        C("clipped_share", "DOUBLE", "share of weights that were clipped"),
+        C("true_value", "DOUBLE", "the oracle's value of the policy (synthetic-world logs only; null otherwise)"),
+        C("true_se", "DOUBLE", "Monte-Carlo standard error of true_value (0 when exact; null without an oracle)"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "one row per (run, arm, metric, estimator): the off-policy estimate of one policy's value",
+    primary_key=("run_id", "arm", "metric", "estimator"),
+    since=3,
+)
+
+# `harness replay`'s paired lifts (v3): a treatment policy over the control under each estimator.
+REPLAY_LIFTS = Table(
+    "replay_lifts",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run ('replay' kind)"),
+        C("control", "VARCHAR NOT NULL", "control policy (arm)"),
+        C("treatment", "VARCHAR NOT NULL", "treatment policy (arm)"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("estimator", "VARCHAR NOT NULL", "off-policy estimator, as in replay_estimates"),
+        C("is_default", "BOOLEAN NOT NULL", "the estimator the run's lifts and gate use for this metric"),
+        C("control_value", "DOUBLE", "estimated metric value of the control"),
+        C("treatment_value", "DOUBLE", "estimated metric value of the treatment"),
+        C("abs_diff", "DOUBLE", "absolute lift: treatment_value - control_value"),
+        C("abs_ci_low", "DOUBLE", "lower confidence bound of the absolute lift (paired over users)"),
+        C("abs_ci_high", "DOUBLE", "upper confidence bound of the absolute lift"),
+        C("rel_diff", "DOUBLE", "relative lift: treatment_value / control_value - 1 (null when undefined)"),
+        C("rel_ci_low", "DOUBLE", "lower confidence bound of the relative lift"),
+        C("rel_ci_high", "DOUBLE", "upper confidence bound of the relative lift"),
+        C("p_value", "DOUBLE", "two-sided p-value for no difference"),
+        C("n_units", "BIGINT", "users the paired comparison uses"),
+        C("true_control", "DOUBLE", "the oracle's value of the control (synthetic-world logs only)"),
+        C("true_treatment", "DOUBLE", "the oracle's value of the treatment"),
+        C("true_abs_diff", "DOUBLE", "true absolute lift: true_treatment - true_control"),
+        C("true_rel_diff", "DOUBLE", "true relative lift: true_treatment / true_control - 1"),
+        C("covers_abs", "BOOLEAN", "true_abs_diff inside [abs_ci_low, abs_ci_high] (null without an oracle)"),
+        C("covers_rel", "BOOLEAN", "true_rel_diff inside [rel_ci_low, rel_ci_high] (null without an oracle)"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "one row per (run, treatment, metric, estimator): the paired off-policy lift over the control",
+    primary_key=("run_id", "treatment", "metric", "estimator"),
+    since=3,
 )
 
 SCHEMA_VERSION_TABLE = Table(
@@ -291,9 +356,10 @@ RESULT_TABLES: tuple[Table, ...] = (
     GATE_DECISIONS_TABLE,
     RANKING_METRICS,
     DAILY_LIFTS,
+    REPLAY_ESTIMATES,
+    REPLAY_LIFTS,
 )
 ALL_TABLES: tuple[Table, ...] = (RUNS, *RESULT_TABLES, SCHEMA_VERSION_TABLE)
-
 
 
 def sql_kind(column: Column) -> str:

@@ -257,10 +257,10 @@ def test_recording_marks_failed_and_reraises(store):
 
 def test_schema_version_recorded_and_newer_refused(store, tmp_path):
     store.create_run(**RUN)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     with duckdb.connect(str(store.path)) as con:
         con.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(SchemaVersionError, match="version 99.*knows versions up to 2"):
+    with pytest.raises(SchemaVersionError, match="version 99.*knows versions up to 3"):
         store.runs()
     with pytest.raises(SchemaVersionError):
         store.create_run(**RUN)
@@ -281,7 +281,7 @@ def test_version_1_database_is_migrated_on_write(store):
     assert store.daily_lifts(run_id).empty and store.schema_version() == 1
     store.write_results(run_id, daily_lifts=[{"metric": "y", "treatment": "t", "day": "2026-01-01", "look": 1,
                                               "abs_diff": 0.5, "seq_p_value": 0.2}])
-    assert store.schema_version() == 2
+    assert store.schema_version() == SCHEMA_VERSION
     assert store.daily_lifts(run_id)[["metric", "look", "abs_diff"]].values.tolist() == [["y", 1, 0.5]]
     assert len(store.runs()) == 1
     store.write_results(run_id, lifts=[{"metric": "m", "abs_diff": 1.0, "bayes_chance_to_win": 0.9}])
