@@ -137,6 +137,20 @@ def save_checkpoint(
     return folder
 
 
+def record_training_data(folder: Path | str, info: dict[str, Any]) -> None:
+    """Add `training_data` (which logs, which time range) to a saved checkpoint's config.json.
+
+    Why after saving: the trainers see tables, not where they came from; the caller that cut the logs
+    knows the logs' fingerprint and the cut, which the replay checks against its window. The weights and
+    their digest are untouched; config.json is replaced atomically."""
+    folder = Path(folder)
+    config = read_config(folder)
+    config["training_data"] = info
+    tmp = folder / f".{CONFIG_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, folder / CONFIG_FILE)
+
+
 def read_config(folder: Path | str) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():

@@ -69,14 +69,28 @@ def register(app: typer.Typer) -> None:
         evaluate)
 
 
-def _read_logs(path: Path) -> tuple[dict[str, Any], str]:
-    from harness.logs.store import LogStore
+def _read_logs(path: Path, until: str | None = None) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The model tables (requests before `until` when given), the logs' fingerprint and what was kept
+    (the `training_data` record a checkpoint carries: the replay refuses checkpoints that saw its window)."""
+    from harness.logs.store import MODEL_TABLES, LogStore
+    from harness.logs.window import WindowError, cut_tables, event_range, parse_cut
 
     if not path.exists():
         raise UserError(f"--data {path} does not exist; create logs with `harness simulate --out {path}`")
     try:
         with LogStore.open(path) as store:
-            return store.tables(), store.fingerprint()
+            cut = None
+            if until is not None:
+                try:
+                    cut = parse_cut(until, store)
+                except WindowError as exc:
+                    raise UserError(f"--until: {exc}") from None
+            kept = event_range(store, before=cut)
+            if until is not None and kept.requests == 0:
+                raise UserError(f"--until {until}: no request of {path} lies before {cut}; pick a later cut")
+            info = {"logs_fingerprint": store.fingerprint(), "until": None if cut is None else str(cut),
+                    **kept.to_dict()}
+            return cut_tables(store, MODEL_TABLES, before=cut), info["logs_fingerprint"], info
     except LOG_ERRORS as exc:
         raise log_error(exc) from None
 
@@ -104,6 +118,11 @@ def train(
                                        help="LSVCR only: add the learned like-count prior to comment scores "
                                             "(--no-comment-prior = the paper's text-only comment tower)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    until: str | None = typer.Option(None, "--until",
+                                     help="Train on requests before this time only: an ISO timestamp or "
+                                          "'experiment-start' (the synthetic world's; what `harness replay` "
+                                          "needs, since it refuses checkpoints that saw its window) "
+                                          "[default: all requests]."),
 ) -> None:
     with cli_errors():
         if model is not ModelKind.lsvcr:
@@ -114,9 +133,10 @@ def train(
         from models.checkpoint import CheckpointError
         from models.errors import ModelInputError
 
-        tables, _ = _read_logs(data)
+        tables, _, provenance = _read_logs(data, until)
+        target = out or Path("checkpoints") / model.value
         try:
-            _train(model, tables, out or Path("checkpoints") / model.value, stage=stage.value, llm=llm,
+            _train(model, tables, target, stage=stage.value, llm=llm,
                    device=device.value, epochs=epochs, seed=seed, patience=patience,
                    ablation=ablation and ablation.value, time_budget=time_budget, comment_prior=comment_prior,
                    progress=progress)
@@ -124,6 +144,10 @@ def train(
             raise log_error(exc) from None
         except (CheckpointError, ModelInputError) as exc:
             raise UserError(str(exc)) from None
+        if stage is not Stage.align:
+            from models.checkpoint import record_training_data
+
+            record_training_data(target, provenance)
 
 
 def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, llm: str | None, device: str,
@@ -211,7 +235,7 @@ def evaluate(
         from models.checkpoint import CheckpointError
         from models.errors import ModelInputError
 
-        tables, log_fp = _read_logs(data)
+        tables, log_fp, _ = _read_logs(data)
         try:
             results, digests = _evaluate(names, tables, checkpoints, split.value, device.value, seed)
         except LOG_ERRORS as exc:

@@ -1,0 +1,110 @@
+"""Time windows over logs: the training period before a cut and the replayed period after it.
+
+The replay's promise is that no model saw what it is scored on. One cut time `T` splits the logs:
+training reads requests with `ts < T` (and their impressions, candidates and comment impressions), the
+replay reads requests with `ts >= T`. Catalogue tables (`videos`, `comments`, `users`) are not cut: a
+video uploaded after `T` is still in the catalogue, as a production catalogue holds items before
+anyone engaged with them.
+
+The synthetic world records its experiment start (`world/config.json`), the default cut; any other
+logs need an explicit timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from harness.logs.store import LogStore
+
+WORLD_CONFIG_FILE = "world/config.json"  # written by harness.simulate.world (kept in step by a test)
+REQUEST_TABLES = ("requests", "impressions", "candidates", "comment_impressions")
+WINDOW_KEYWORD = "experiment-start"
+
+
+class WindowError(ValueError):
+    """A cut time that cannot be used with these logs (the message says what to pass instead)."""
+
+
+def experiment_start(store: LogStore) -> np.datetime64 | None:
+    """The synthetic world's experiment start, None for logs that do not record one."""
+    if WORLD_CONFIG_FILE not in store.extra_file_names:
+        return None
+    meta = json.loads(store.extra_file(WORLD_CONFIG_FILE))
+    start = meta.get("experiment_start")
+    return None if start is None else np.datetime64(start, "us")
+
+
+def parse_cut(text: str, store: LogStore) -> np.datetime64:
+    """`experiment-start` (the world's) or an ISO timestamp such as `2023-10-03` or `2023-10-03T12:00`."""
+    if text == WINDOW_KEYWORD:
+        start = experiment_start(store)
+        if start is None:
+            raise WindowError(f"{store.path} records no experiment start (only `harness simulate` logs do); pass "
+                              "an ISO timestamp instead, e.g. --until 2023-10-03")
+        return start
+    try:
+        return np.datetime64(datetime.fromisoformat(text), "us")
+    except ValueError:
+        raise WindowError(f"{text!r} is not a time: pass an ISO timestamp such as 2023-10-03 or 2023-10-03T12:00, "
+                          f"or {WINDOW_KEYWORD!r} for the synthetic world's experiment start") from None
+
+
+@dataclass(frozen=True)
+class EventRange:
+    """What a cut keeps: its bounds and the requests inside."""
+
+    first: np.datetime64 | None
+    last: np.datetime64 | None
+    requests: int
+
+    def to_dict(self) -> dict[str, str | int | None]:
+        return {"first_request": None if self.first is None else str(self.first),
+                "last_request": None if self.last is None else str(self.last), "requests": self.requests}
+
+
+def _where(before: np.datetime64 | None, start: np.datetime64 | None) -> tuple[str, list]:
+    conds, params = [], []
+    if before is not None:
+        conds.append("ts < ?")
+        params.append(_py(before))
+    if start is not None:
+        conds.append("ts >= ?")
+        params.append(_py(start))
+    return (" AND ".join(conds) or "TRUE"), params
+
+
+def _py(t: np.datetime64) -> datetime:
+    return t.astype("datetime64[us]").item()
+
+
+def event_range(store: LogStore, *, before: np.datetime64 | None = None,
+                start: np.datetime64 | None = None) -> EventRange:
+    """First and last request time and the request count in [start, before)."""
+    where, params = _where(before, start)
+    row = store.query(f"SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM requests WHERE {where}",
+                      params).to_pylist()[0]
+    first, last, n = row["first"], row["last"], row["n"]
+    return EventRange(None if first is None else np.datetime64(first, "us"),
+                      None if last is None else np.datetime64(last, "us"), int(n))
+
+
+def cut_tables(store: LogStore, names: tuple[str, ...], *, before: np.datetime64 | None = None,
+               start: np.datetime64 | None = None) -> dict[str, pa.Table]:
+    """The tables `names` with request-level tables limited to requests in [start, before)."""
+    where, params = _where(before, start)
+    out = {}
+    for name in names:
+        table = store.table(name)
+        if name in REQUEST_TABLES and (before is not None or start is not None) and table.num_rows:
+            keep = store.query(f"SELECT request_id FROM requests WHERE {where}", params)
+            table = table.filter(pc.is_in(table.column("request_id"), value_set=keep.column("request_id")))
+        out[name] = table
+    return out

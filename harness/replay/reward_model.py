@@ -1,0 +1,166 @@
+"""The reward model of the direct and doubly robust estimators: a cascade fitted on the logs, cross-fitted.
+
+A vertical feed is a cascade: slot j is seen only if the user went on past every slot above it. The
+model has two parts per (request, video), both fitted on the logged slots that were played
+(`watch_time_s > 0`, the reach the logs reveal):
+* f_m(x, v) = E[reward m of the slot | the slot is played], for each metric m;
+* c(x, v) = P(the user goes on to the next slot | this slot is played) (fitted on slots above the last).
+The expected value of any slate v_0..v_{k-1} is then sum_j prod_{i<j} c(v_i) f_m(v_j) (`slate_value`).
+
+Features (never the models under test, so DM and DR do not favour either arm): the logging policy's
+score of the video for this request (`candidates.logging_score`, when logged), the video's duration,
+the video's and the user's rates before the replay window (mean watch time, like, comment-opening,
+comment time and comment-interaction rates, and counts). Gradient-boosted trees
+(scikit-learn's HistGradientBoosting*, which takes missing features as they come).
+
+Cross-fitting: users are split into `folds` groups by a hash of the user id; the model that predicts for
+a user's requests never saw that user's replayed requests, so the DR correction term is not fitted to
+its own noise. `fit_report` gives the held-out error per outcome (RMSE and R^2 against the constant
+model for f; log loss and Brier score for c).
+
+Limits: the comment metrics' f is learnt under the LOGGING comment ranking, so DM's comment metrics
+ignore how a target ranks comments (DR corrects this through the nested importance weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.replay.data import ReplayData
+
+METRICS = ("watch_time_s", "video_interactions", "comment_watch_time_s", "comment_interactions")
+CONTINUE = "continue"
+STAT_COLS = ("watch_time_s", "liked", "opened_comments", "comment_watch_time_s")
+
+
+@dataclass
+class Features:
+    """Feature lookups for (request row, video id) pairs."""
+
+    duration: pd.Series  # video_id -> seconds
+    video_stats: pd.DataFrame  # video_id -> pre-window rates
+    user_stats: pd.DataFrame  # user_id -> pre-window rates
+    names: list[str] = field(default_factory=list)
+
+    def matrix(self, data: ReplayData, rows: np.ndarray, videos: np.ndarray, logging_score: np.ndarray | None
+               ) -> np.ndarray:
+        """(N, F) features of pairs (rows[i], videos[i])."""
+        cols = [np.full(len(rows), np.nan) if logging_score is None else logging_score,
+                self.duration.reindex(videos).to_numpy(np.float64)]
+        vs = self.video_stats.reindex(videos).to_numpy(np.float64)
+        us = self.user_stats.reindex(data.user_id[rows]).to_numpy(np.float64)
+        return np.column_stack([*cols, vs, us])
+
+
+def build_features(store, data: ReplayData) -> Features:
+    """Per-video and per-user rates from the logs before the replay window (none of the window)."""
+    params = [data.window_start.astype("datetime64[us]").item()]
+    agg = ", ".join(f"avg(i.{c}::DOUBLE) AS {c}" for c in STAT_COLS)
+    v = store.query(f"SELECT i.video_id, count(*) AS n, {agg} FROM impressions i JOIN requests r USING (request_id) "
+                    "WHERE r.ts < ? GROUP BY 1", params).to_pandas().set_index("video_id")
+    u = store.query(f"SELECT r.user_id, count(*) AS n, {agg} FROM impressions i JOIN requests r USING (request_id) "
+                    "WHERE r.ts < ? GROUP BY 1", params).to_pandas().set_index("user_id")
+    ci = store.query("SELECT r.user_id, avg((c.liked::INT + c.replied::INT)::DOUBLE) AS comment_rate "
+                     "FROM comment_impressions c JOIN requests r USING (request_id) WHERE r.ts < ? GROUP BY 1",
+                     params).to_pandas().set_index("user_id")
+    u = u.join(ci, how="left")
+    dur = store.query("SELECT video_id, duration_s FROM videos").to_pandas().set_index("video_id")["duration_s"]
+    names = (["logging_score", "duration_s"] + [f"video_{c}" for c in v.columns] + [f"user_{c}" for c in u.columns])
+    return Features(dur, v, u, names)
+
+
+@dataclass
+class CascadeModel:
+    """Cross-fitted predictions for every candidate and every logged slot of the window."""
+
+    cand: dict[str, np.ndarray]  # outcome -> (R, n)
+    logged: dict[str, np.ndarray]  # outcome -> (R, k)
+    report: list[dict[str, float | str]]
+
+
+def cascade_value(f: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """sum_j prod_{i<j} c_i f_j along the last axis (the cascade's expected slate value)."""
+    reach = np.cumprod(np.concatenate([np.ones(c.shape[:-1] + (1,)), c[..., :-1]], axis=-1), axis=-1)
+    return (reach * f).sum(axis=-1)
+
+
+def user_folds(user_id: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold of each user: a stable hash of (seed, user id), independent of row order."""
+    x = (user_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(seed * 0x85EBCA6B + 1)
+    x ^= x >> np.uint64(31)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(29)
+    return (x % np.uint64(folds)).astype(np.int64)
+
+
+def fit_cascade(store, data: ReplayData, *, folds: int = 2, seed: int = 0, max_iter: int = 100) -> CascadeModel:
+    """Fit f_m and c with cross-fitting over users; predict for candidates and logged slots."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    feats = build_features(store, data)
+    R, k = data.video.shape
+    n = data.candidates.shape[1]
+    rows_k = np.repeat(np.arange(R), k)
+    logged_score = None
+    if data.logging_score is not None:
+        eq = data.video[:, :, None] == data.candidates[:, None, :]
+        logged_score = np.where(eq.any(2), np.take_along_axis(data.logging_score, eq.argmax(2), 1), np.nan).ravel()
+    X_logged = feats.matrix(data, rows_k, data.video.ravel(), logged_score)
+    X_cand = feats.matrix(data, np.repeat(np.arange(R), n), data.candidates.ravel(),
+                          None if data.logging_score is None else data.logging_score.ravel())
+    fold_req = user_folds(data.user_id, folds, seed)
+    fold_k = fold_req[rows_k]
+    played = data.examined.ravel()
+    nxt = np.zeros((R, k), bool)
+    nxt[:, :-1] = data.examined[:, 1:]
+    has_next = np.zeros((R, k), bool)
+    has_next[:, :-1] = True
+    targets = {m: data.rewards[m].ravel() for m in METRICS}
+    cand = {o: np.empty(R * n) for o in (*METRICS, CONTINUE)}
+    logged = {o: np.empty(R * k) for o in (*METRICS, CONTINUE)}
+    fold_c = np.repeat(fold_req, n)
+    report: list[dict[str, float | str]] = []
+    for o in (*METRICS, CONTINUE):
+        held: list[tuple[np.ndarray, np.ndarray]] = []
+        for f in range(folds):
+            train = (fold_k != f) & played
+            test = (fold_k == f) & played
+            if o == CONTINUE:
+                train &= has_next.ravel()
+                test &= has_next.ravel()
+                y = nxt.ravel()
+                model = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed)
+                model.fit(X_logged[train], y[train])
+                pred_l = model.predict_proba(X_logged[fold_k == f])[:, 1]
+                pred_c = model.predict_proba(X_cand[fold_c == f])[:, 1]
+            else:
+                y = targets[o]
+                model = HistGradientBoostingRegressor(max_iter=max_iter, random_state=seed)
+                model.fit(X_logged[train], y[train])
+                pred_l = np.maximum(model.predict(X_logged[fold_k == f]), 0.0)
+                pred_c = np.maximum(model.predict(X_cand[fold_c == f]), 0.0)
+            logged[o][fold_k == f] = pred_l
+            cand[o][fold_c == f] = pred_c
+            held.append((y[test].astype(np.float64), logged[o][test]))
+        report.append(_fit_row(o, held))
+    return CascadeModel({o: v.reshape(R, n) for o, v in cand.items()},
+                        {o: v.reshape(R, k) for o, v in logged.items()}, report)
+
+
+def _fit_row(outcome: str, held: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | str]:
+    y = np.concatenate([h[0] for h in held])
+    p = np.concatenate([h[1] for h in held])
+    if outcome == CONTINUE:
+        pc = np.clip(p, 1e-6, 1 - 1e-6)
+        base = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+        return {"outcome": outcome, "held_out_rows": int(len(y)),
+                "log_loss": float(-(y * np.log(pc) + (1 - y) * np.log(1 - pc)).mean()),
+                "log_loss_constant": float(-(y * np.log(base) + (1 - y) * np.log(1 - base)).mean()),
+                "brier": float(((p - y) ** 2).mean())}
+    rmse = float(np.sqrt(((p - y) ** 2).mean()))
+    var = float(y.var())
+    return {"outcome": outcome, "held_out_rows": int(len(y)), "rmse": rmse,
+            "r2": float(1 - rmse**2 / var) if var > 0 else float("nan")}
