@@ -1,0 +1,211 @@
+"""`harness replay`: logged sessions through two (or more) recommenders, off-policy lifts, gate, one stored run.
+
+The command parses options, makes the embedded default work (the default world and the shipped
+checkpoints when nothing else is given), and prints; `harness.replay.run.run_replay` does the work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from harness.cli.shared import DbOpt, JsonOpt, UserError, cli_errors, console, print_json
+from harness.cli.tables import _table, fit, gate_table, num
+
+DEFAULT_DATA = Path("data/world")
+SHIPPED = Path(__file__).resolve().parents[2] / "shipped"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay_cmd)
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None or v != v else f"{100 * float(v):+.2f}%"
+
+
+def _ci_pct(low: Any, high: Any) -> str:
+    if low is None or high is None or low != low or high != high:
+        return "-"
+    return f"[{100 * float(low):+.2f}, {100 * float(high):+.2f}]"
+
+
+def _progress(enabled: bool):
+    from tqdm import tqdm
+
+    def make(label: str, total: int):
+        if not enabled or total == 0:
+            return lambda n: None
+        bar = tqdm(total=total, desc=label, unit="", leave=False, dynamic_ncols=True, mininterval=0.5)
+
+        def tick(n: int) -> None:
+            bar.update(n)
+            if bar.n >= bar.total:
+                bar.close()
+
+        return tick
+
+    return make
+
+
+def _traffic(text: str | None, n_arms: int) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(float(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--traffic {text!r}: give one share per arm separated by '/', e.g. 50/50") from None
+    if len(parts) != n_arms or any(p <= 0 for p in parts):
+        raise UserError(f"--traffic {text!r}: needs {n_arms} positive shares (control first), e.g. "
+                        f"{'/'.join(['50'] * n_arms)}")
+    return parts
+
+
+def _default_data(data: Path | None, seed: int) -> Path:
+    if data is not None:
+        return data
+    if not DEFAULT_DATA.exists():
+        from harness.simulate.config import WorldConfig
+        from harness.simulate.generate import simulate
+
+        console(err=True).print(f"creating the default synthetic world in {DEFAULT_DATA} (seed 0) ...")
+        simulate(WorldConfig(seed=0), DEFAULT_DATA)
+    return DEFAULT_DATA
+
+
+def _checkpoints(checkpoints: Path | None, names: list[str]) -> Path:
+    if checkpoints is not None:
+        return checkpoints
+    local = Path("checkpoints")
+    if all((local / n / "config.json").exists() for n in names if n != "logging"):
+        return local
+    return SHIPPED
+
+
+def replay_cmd(
+    control: str = typer.Option("base", "--control", help="Control policy: a model name (base, lsvcr, ...), a "
+                                                           "checkpoint path, or 'logging' (the logged policy)."),
+    treatment: list[str] = typer.Option(["lsvcr"], "--treatment", help="Treatment policy; repeat for A/B/n."),
+    data: Path | None = typer.Option(None, "--data", help="Logs (Parquet folder or .duckdb) [default: data/world, "
+                                                          "the default synthetic world, created if missing]."),
+    checkpoints: Path | None = typer.Option(None, "--checkpoints", help="Folder of checkpoint folders [default: "
+                                            "checkpoints/ if it holds every model, else the shipped ones]."),
+    window_start: str | None = typer.Option(None, "--window-start", help="Replay requests from this time (ISO) "
+                                            "[default: the synthetic world's experiment start]."),
+    window_end: str | None = typer.Option(None, "--window-end", help="... and before this time [default: all]."),
+    temperature: float | None = typer.Option(None, "--temperature", min=1e-6,
+                                             help="Target = Plackett-Luce over exp(score / T) [default: "
+                                                  "deterministic top-k, the production case]."),
+    estimator: str = typer.Option("cascade_dr", "--estimator",
+                                  help="Estimator behind the lifts and the gate: cascade_dr, rips, iips, pbm, dm "
+                                       "(docs/replay.md)."),
+    design: str = typer.Option("paired", "--design", help="paired (every user under every policy) or split "
+                                                          "(users assigned by a salted hash, as online)."),
+    traffic: str | None = typer.Option(None, "--traffic", help="split: shares per arm, control first, e.g. 50/50."),
+    salt: str = typer.Option("replay", "--salt", help="split: the assignment salt."),
+    clip: float | None = typer.Option(None, "--clip", min=1e-9, help="Cap importance weights at this value "
+                                                                     "(the clipped mass is reported)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the reward model, Monte Carlo and the analysis."),
+    truth: bool = typer.Option(True, "--truth/--no-truth", help="Compute the true lifts (synthetic logs only)."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Run even if a model was trained on the "
+                                                                      "window (the run is marked)."),
+    gate: Path | None = typer.Option(None, "--gate", help="Launch-gate TOML; makes the exit code the decision "
+                                                          "[default: analysis/gate_default.toml, exit 0]."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Id to store the run under [default: generated]."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a stored run with the same id."),
+    db: Path | None = DbOpt,
+    as_json: bool = JsonOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+) -> None:
+    """Replay logged sessions through two policies: off-policy estimates of watch time, video interactions,
+    comment watch time and comment interactions, paired lifts with CIs, the true lift beside each
+    estimate on synthetic logs, and the launch gate; stored as one run.
+
+    Exit codes: 0 = done (or SHIP with --gate), 1 = NO_SHIP, 2 = INCONCLUSIVE, 3 = error (nothing stored).
+    """
+    with cli_errors():
+        from analysis.gate import load_gate
+        from harness.replay.data import ReplayDataError
+        from harness.replay.engine import ESTIMATORS
+        from harness.replay.run import ReplayConfig, ReplayError, run_replay
+        from harness.store import ResultsStore
+
+        if estimator not in ESTIMATORS:
+            raise UserError(f"--estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}")
+        if design not in ("paired", "split"):
+            raise UserError(f"--design {design!r}: choose paired or split")
+        if traffic is not None and design != "split":
+            raise UserError("--traffic applies to --design split only")
+        names = [control, *treatment]
+        path = _default_data(data, seed)
+        default_gate = Path(__file__).resolve().parents[2] / "analysis" / "gate_default.toml"
+        gate_cfg = load_gate(gate if gate is not None else default_gate)
+        cfg = ReplayConfig(data=path, control=control, treatments=tuple(treatment),
+                           checkpoints=_checkpoints(checkpoints, names), window_start=window_start,
+                           window_end=window_end, temperature=temperature, design=design,
+                           traffic=_traffic(traffic, len(names)), salt=salt, clip=clip, seed=seed, truth=truth,
+                           allow_overlap=allow_overlap, default_estimator=estimator)
+        err = console(err=True)
+        try:
+            out = run_replay(cfg, store=ResultsStore(db), gate=gate_cfg, gate_path=gate or default_gate,
+                             run_id=run_id, replace=replace, progress=_progress(progress and not as_json),
+                             log=lambda s: err.print(s, highlight=False) if not as_json else None)
+        except (ReplayError, ReplayDataError) as exc:
+            raise UserError(str(exc)) from None
+    if as_json:
+        print_json({"run_id": out.run_id, "db": str(out.db), "config": cfg.to_dict(),
+                    "lifts": out.lifts.to_dict("records"), "estimates": out.estimates.to_dict("records"),
+                    "gate": out.decision.to_json() if out.decision else None, "warnings": out.warnings,
+                    "reward_model": out.fit_report, "timings_s": out.timings})
+    else:
+        _print(out, cfg)
+    if gate is not None and out.decision is not None:
+        raise typer.Exit(out.decision.exit_code)
+
+
+def _print(out, cfg) -> None:
+    con = console()
+    for w in out.warnings:
+        con.print(f"[bold red]WARNING[/bold red] {w}", highlight=False)
+    lifts = out.lifts
+    has_truth = "true_rel_diff" in lifts.columns
+    d = lifts[lifts["is_default"]]
+    cols = [("metric", "left"), ("control", "right"), ("treatment", "right"), ("lift", "right"),
+            ("95% CI", "right"), ("p", "right")]
+    if has_truth:
+        cols += [("true lift", "right"), ("covers", "left")]
+    cols += [("verdict", "left")]
+    for t in cfg.treatments:
+        tab = _table(f"Replay {cfg.control} -> {t} ({cfg.default_estimator}; "
+                     f"{'deterministic top-k' if cfg.temperature is None else f'Plackett-Luce T={cfg.temperature}'}"
+                     f", {cfg.design} by user)", cols)
+        for r in d[d["treatment"] == t].itertuples():
+            verdict = ("up" if r.rel_ci_low is not None and r.rel_ci_low > 0 else
+                       "down" if r.rel_ci_high is not None and r.rel_ci_high < 0 else "flat")
+            row = [r.metric, num(r.control_value), num(r.treatment_value), _pct(r.rel_diff),
+                   _ci_pct(r.rel_ci_low, r.rel_ci_high), num(r.p_value, ".3g")]
+            if has_truth:
+                covered = (r.rel_ci_low <= r.true_rel_diff <= r.rel_ci_high) if r.true_rel_diff == r.true_rel_diff \
+                    else None
+                row += [_pct(r.true_rel_diff), "-" if covered is None else ("yes" if covered else "NO")]
+            tab.add_row(*row, verdict)
+        con.print(fit(tab))
+    est = out.estimates
+    tab = _table("Every estimator: relative lift [95% CI] vs the truth; weight ESS of the treatment",
+                 [("metric", "left"), ("estimator", "left"), ("lift", "right"), ("95% CI", "right"),
+                  ("true lift", "right"), ("covers", "left"), ("ESS", "right")])
+    for r in lifts.itertuples():
+        ess = est[(est["arm"] == r.treatment) & (est["metric"] == r.metric) & (est["estimator"] == r.estimator)]
+        e = ess["ess"].iloc[0] if len(ess) else None
+        covered = "-"
+        if has_truth and r.true_rel_diff == r.true_rel_diff and r.rel_ci_low == r.rel_ci_low:
+            covered = "yes" if r.rel_ci_low <= r.true_rel_diff <= r.rel_ci_high else "NO"
+        tab.add_row(r.metric, r.estimator + ("*" if r.is_default else ""), _pct(r.rel_diff),
+                    _ci_pct(r.rel_ci_low, r.rel_ci_high), _pct(getattr(r, "true_rel_diff", None)), covered,
+                    num(e, ".0f"))
+    con.print(fit(tab))
+    if out.decision is not None:
+        con.print(gate_table(out.decision.decision, [r.to_dict() for r in out.decision.rules], out.decision.arms))
+    con.print(f"stored as run {out.run_id} in {out.db} ({out.timings.get('total', 0):.0f} s)", highlight=False)

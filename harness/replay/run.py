@@ -1,0 +1,445 @@
+"""`harness replay` as an API: logs + checkpoints -> per-user estimates -> paired lifts -> gate -> one stored run.
+
+Steps (each behind a progress bar): read the window; load each model and check it never saw the window;
+score every request (and the comment sections) with each model; fit the cross-fitted reward model; estimate
+every policy's four outcomes per user with every estimator; compute the truth when the logs come from the
+synthetic world; hand the per-user table to the statistics layer (paired by user, or an online-style
+split by a salted hash of the user id); apply the gate; write everything in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.config import AnalysisConfig
+from analysis.experiment import analyze
+from analysis.gate import GateConfig, GateDecision, evaluate_gate
+from analysis.metrics import MeanMetric
+from analysis.results import ExperimentResult
+from harness.logs.window import WindowError, experiment_start, parse_cut
+from harness.replay import estimators as est
+from harness.replay import policies, scoring
+from harness.replay.data import ReplayData, load_window, open_logs
+from harness.replay.engine import (
+    DEFAULT_ESTIMATOR,
+    ESTIMATORS,
+    LOGGING,
+    ArmEstimates,
+    PolicyInputs,
+    comment_target,
+    estimate_arm,
+    logging_inputs,
+)
+from harness.replay.reward_model import METRICS, fit_cascade
+from harness.replay.truth import Truth, deterministic_truth, logging_truth, plackett_luce_truth
+from harness.store import ResultsStore
+from harness.store.experiment import experiment_summary
+
+SEGMENTS = ("activity_level", "comment_level", "new_user")
+PRIMARY_ORDER = ("comment_watch_time_s", "comment_interactions", "watch_time_s", "video_interactions")
+
+
+class ReplayError(ValueError):
+    """A replay that cannot run as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    data: Path
+    control: str
+    treatments: tuple[str, ...]
+    checkpoints: Path = Path("checkpoints")
+    window_start: str | None = None  # ISO time or 'experiment-start'; None = the world's experiment start
+    window_end: str | None = None
+    temperature: float | None = None  # None = deterministic top-k
+    design: str = "paired"  # paired | split
+    traffic: tuple[float, ...] | None = None  # split: shares per arm (control first)
+    salt: str = "replay"
+    clip: float | None = None
+    seed: int = 0
+    truth: bool = True
+    truth_samples: int = 64
+    dm_samples: int = 8
+    allow_overlap: bool = False
+    folds: int = 2
+    alpha: float = 0.05
+    default_estimator: str = DEFAULT_ESTIMATOR
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"], d["checkpoints"] = str(self.data), str(self.checkpoints)
+        return d
+
+
+@dataclass
+class ReplayOutcome:
+    run_id: str
+    db: Path
+    result: ExperimentResult
+    decision: GateDecision | None
+    lifts: pd.DataFrame  # replay_lifts rows
+    estimates: pd.DataFrame  # replay_estimates rows
+    warnings: list[str] = field(default_factory=list)
+    fit_report: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Progress = Callable[[str, int], Callable[[int], None]]  # (step label, total) -> tick(n)
+
+
+def _no_progress(label: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def user_arms(users: np.ndarray, arms: Sequence[str], traffic: Sequence[float], salt: str) -> np.ndarray:
+    """Arm of each user by a salted sha256 of its id, as an online split would assign it."""
+    shares = np.asarray(traffic, float)
+    edges = np.cumsum(shares / shares.sum())
+    u = np.array([int.from_bytes(hashlib.sha256(f"{salt}:{x}".encode()).digest()[:8], "big") / 2**64
+                  for x in users])
+    return np.asarray(arms, dtype=object)[np.minimum(np.searchsorted(edges, u, side="right"), len(arms) - 1)]
+
+
+def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | None = None,
+               gate_path: Path | None = None, run_id: str | None = None, replace: bool = False,
+               progress: Progress = _no_progress, log: Callable[[str], None] = lambda s: None) -> ReplayOutcome:
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    t0 = time.perf_counter()
+    arms = (cfg.control, *cfg.treatments)
+    if len(set(arms)) != len(arms) and cfg.design == "split":
+        raise ReplayError("a split design needs distinct arms; for an A/A test use the paired design or "
+                          "two names for the same checkpoint")
+    if cfg.default_estimator not in ESTIMATORS:
+        raise ReplayError(f"unknown estimator {cfg.default_estimator!r}; choose one of {list(ESTIMATORS)}")
+    store.check_writable()
+    logs = open_logs(cfg.data)
+    try:
+        start = _window_start(cfg, logs)
+        end = parse_cut(cfg.window_end, logs) if cfg.window_end else None
+        data = load_window(logs, start, end)
+        fingerprint = logs.fingerprint()
+        tables = logs.tables()
+        users_tab = logs.table("users").to_pandas() if "users" in logs.counts() else None
+        pre = _pre_period(logs, start)
+        timings["read"] = time.perf_counter() - t0
+        log(f"window: {data.n_requests:,} requests of {len(np.unique(data.user_id)):,} users from {start}")
+
+        from models.catalogue import Catalogue
+        from models.histories import event_log_from_tables
+
+        catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
+        event_log = event_log_from_tables(catalogue, tables)
+        models, digests = _load_models(arms, cfg, catalogue, start, fingerprint, warnings)
+        users, user_index = np.unique(data.user_id, return_inverse=True)
+        sections, section_of = _logged_sections(data)
+        index = scoring.CommentIndex.build(catalogue)
+        inputs: dict[str, PolicyInputs] = {}
+        rankings_for_truth: dict[str, Any] = {}
+        t1 = time.perf_counter()
+        for name in dict.fromkeys(arms):
+            if name == LOGGING:
+                inputs[name] = logging_inputs(data)
+                continue
+            rec = models[name]
+            tick = progress(f"scoring requests ({name})", len(users))
+            scores = scoring.score_videos(rec, event_log, catalogue, data, tick=tick)
+            pol = policies.slate_policy(scores, data.candidates, data.video, cfg.temperature)
+            L = _list_size(logs)
+            tick = progress(f"ranking opened comment sections ({name})", len(sections))
+            ranked = scoring.rank_comments(rec, event_log, catalogue, index, data, sections // data.k,
+                                           data.video.ravel()[sections], L, tick=tick)
+            inputs[name] = PolicyInputs(name, pol, comment_target(data, ranked, section_of), pol.log_weights)
+            rankings_for_truth[name] = (rec, scores, L)
+        timings["score"] = time.perf_counter() - t1
+
+        t1 = time.perf_counter()
+        log("fitting the reward model (cross-fitted over users)")
+        model = fit_cascade(logs, data, folds=cfg.folds, seed=cfg.seed)
+        timings["reward_model"] = time.perf_counter() - t1
+        examination, logging_slots = _pbm_inputs(data, warnings)
+
+        t1 = time.perf_counter()
+        arm_est: dict[str, ArmEstimates] = {}
+        for name in dict.fromkeys(arms):
+            arm_est[name] = estimate_arm(inputs[name], data, model, user_index, len(users),
+                                         examination=examination, logging_slots=logging_slots, clip=cfg.clip,
+                                         samples=cfg.dm_samples, seed=cfg.seed)
+        if cfg.default_estimator in arm_est[cfg.control].unavailable:
+            raise ReplayError(f"the default estimator {cfg.default_estimator!r} cannot run on these logs: "
+                              f"{arm_est[cfg.control].unavailable[cfg.default_estimator]}")
+        timings["estimate"] = time.perf_counter() - t1
+
+        truth: dict[str, Truth] = {}
+        if cfg.truth and _has_world(logs):
+            t1 = time.perf_counter()
+            truth = _truth(cfg, data, inputs, rankings_for_truth, event_log, catalogue, index, progress)
+            timings["truth"] = time.perf_counter() - t1
+        elif cfg.truth:
+            log("no synthetic world in these logs: the true lifts are unknown (real logs)")
+    finally:
+        logs.close()
+
+    frame = _unit_table(cfg, users, arm_est, pre, users_tab)
+    metrics = [MeanMetric(_col(m, e, cfg.default_estimator)) for m in _ordered(METRICS) for e in ESTIMATORS
+               if (m, e) in arm_est[cfg.control].estimates]
+    acfg = AnalysisConfig(alpha=cfg.alpha, paired=cfg.design == "paired",
+                          cuped="none" if cfg.design == "paired" else "single", seed=cfg.seed,
+                          min_units=2, expected_split=_split(cfg) if cfg.design == "split" else None)
+    t1 = time.perf_counter()
+    result = analyze(frame, arm_col="arm", control=cfg.control, treatment=list(cfg.treatments), metrics=metrics,
+                     unit_col="user_id", segments=[s for s in SEGMENTS if s in frame.columns], config=acfg)
+    decision = evaluate_gate(result, gate) if gate is not None else None
+    timings["analysis"] = time.perf_counter() - t1
+    est_rows, lift_rows = _report_rows(cfg, result, arm_est, truth, user_index, len(users), frame)
+    default_lifts = [r for r in result.lifts if "__" not in r.metric]
+    run_config = {"command": "replay", **cfg.to_dict(), "window": {"start": str(start), "end": str(end)},
+                  "requests": data.n_requests, "users": int(len(users)), "warnings": warnings,
+                  "reward_model": model.report, "gate": None if gate_path is None else str(gate_path),
+                  "estimators": list(ESTIMATORS), "default_estimator": cfg.default_estimator,
+                  "unavailable": {a: e.unavailable for a, e in arm_est.items() if e.unavailable},
+                  "correction_scope": "Holm within each metric's segment levels; the gate adjusts its primary "
+                                      "metrics over every treatment arm"}
+    segs = [s for s in SEGMENTS if s in frame.columns]
+    keep = [m.name for m in metrics] + [c for c in (f"{m}_pre" for m in METRICS) if c in frame.columns]
+    units = frame[["user_id", "arm", *keep, *segs]].rename(columns={"user_id": "unit_id"})
+    units["unit_id"] = units["unit_id"].astype(str)
+    rid = store.write_run(
+        kind="replay", control=cfg.control, treatment=",".join(cfg.treatments), config=run_config,
+        seed=cfg.seed, data_fingerprint=fingerprint, checkpoint_digests=digests, run_id=run_id, replace=replace,
+        unit_metrics=units, lifts=default_lifts, checks=result.checks,
+        heterogeneity=[h for h in result.heterogeneity if "__" not in h.metric],
+        power=[p for p in result.power if "__" not in p.metric], gate=decision,
+        gate_digest=None if gate_path is None else _sha(gate_path), summary=experiment_summary(result),
+        replay_estimates=est_rows, replay_lifts=lift_rows)
+    timings["total"] = time.perf_counter() - t0
+    return ReplayOutcome(rid, store.path, result, decision, lift_rows, est_rows, warnings, model.report, timings)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _col(metric: str, estimator: str, default: str) -> str:
+    """Per-user column of (metric, estimator): the default estimator's is the plain metric name (what the
+    gate and the `lifts` table read); the others are `<metric>__<estimator>`."""
+    return metric if estimator == default else f"{metric}__{estimator}"
+
+
+def _ordered(metrics: Sequence[str]) -> list[str]:
+    return [m for m in PRIMARY_ORDER if m in metrics]
+
+
+def _split(cfg: ReplayConfig) -> dict[str, float]:
+    arms = (cfg.control, *cfg.treatments)
+    shares = cfg.traffic or tuple(1.0 for _ in arms)
+    return {a: float(s) for a, s in zip(arms, shares, strict=True)}
+
+
+def _window_start(cfg: ReplayConfig, logs) -> np.datetime64:
+    try:
+        if cfg.window_start is not None:
+            return parse_cut(cfg.window_start, logs)
+    except WindowError as exc:
+        raise ReplayError(f"--window-start: {exc}") from None
+    start = experiment_start(logs)
+    if start is None:
+        raise ReplayError(f"{cfg.data} records no experiment start: pass --window-start (an ISO time); models must "
+                          "be trained on requests before it (`harness train --until <the same time>`)")
+    return start
+
+
+def _has_world(logs) -> bool:
+    return experiment_start(logs) is not None
+
+
+def _list_size(logs) -> int:
+    """How many comments a section shows: the world's setting, else the longest logged list."""
+    from harness.logs.window import WORLD_CONFIG_FILE
+
+    if WORLD_CONFIG_FILE in logs.extra_file_names:
+        meta = json.loads(logs.extra_file(WORLD_CONFIG_FILE))
+        size = meta.get("config", {}).get("behaviour", {}).get("comment_list_size")
+        if size:
+            return int(size)
+    row = logs.query("SELECT max(position) + 1 AS n FROM comment_impressions").to_pylist()[0]
+    return int(row["n"] or 1)
+
+
+def _load_models(arms, cfg: ReplayConfig, catalogue, start: np.datetime64, fingerprint: str,
+                 warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    from models.adapters import load_recommender, resolve_checkpoint
+    from models.checkpoint import CheckpointError, read_config
+
+    models, digests = {}, {}
+    for name in dict.fromkeys(arms):
+        if name == LOGGING:
+            continue
+        try:
+            folder = resolve_checkpoint(name, cfg.checkpoints)
+            meta = read_config(folder)
+            _check_training_window(name, folder, meta, start, fingerprint, cfg.allow_overlap, warnings)
+            rec = load_recommender(folder, catalogue=catalogue)
+        except CheckpointError as exc:
+            raise ReplayError(str(exc)) from None
+        models[name] = rec
+        digests[name] = getattr(rec, "digest", "")
+    return models, digests
+
+
+def _check_training_window(name: str, folder: Path, meta: dict, start: np.datetime64, fingerprint: str,
+                           allow_overlap: bool, warnings: list[str]) -> None:
+    """Refuse a checkpoint that may have seen the replayed window (unless allowed, then mark the run)."""
+    td = meta.get("training_data") or {}
+    problem = None
+    if not td:
+        problem = (f"{name} ({folder}) records no training window (trained without `--until`), so nothing shows it "
+                   "did not see the replayed requests")
+    elif td.get("logs_fingerprint") != fingerprint:
+        problem = f"{name} ({folder}) was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}...)"
+    elif td.get("until") is None or np.datetime64(td["until"]) > start:
+        problem = (f"{name} ({folder}) was trained on requests up to {td.get('last_request')}, inside the replayed "
+                   f"window that starts {start}")
+    if problem:
+        if not allow_overlap:
+            raise ReplayError(f"{problem}. Train it with `harness train --model ... --until experiment-start` (or "
+                              "--until <the window start>), or pass --allow-overlap to run anyway (the run is marked)")
+        warnings.append(f"OVERLAP: {problem}; estimates may favour this model")
+    stopped = (meta.get("training_metrics") or {}).get("stopped_by")
+    if stopped == "time_budget":
+        warnings.append(f"UNDER-TRAINED: {name} ({folder}) stopped at its time budget, not at convergence; its "
+                        "estimates understate what the model can do")
+
+
+def _logged_sections(data: ReplayData) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct opened sections as flat slot rows (row * k + slot), ascending, and each impression's section."""
+    key = data.c_row * data.k + data.c_slot
+    uniq, inv = np.unique(key, return_inverse=True)
+    return uniq, inv
+
+
+def _pbm_inputs(data: ReplayData, warnings: list[str]):
+    if data.logging_score is None or not data.is_random.any():
+        return None, None
+    try:
+        exam = est.examination_from_random(data.examined.ravel(), np.tile(np.arange(data.k), data.n_requests),
+                                           data.is_random.ravel(), data.k)
+    except ValueError as exc:
+        warnings.append(f"pbm unavailable: {exc}")
+        return None, None
+    return exam, policies.logging_by_slot(data.pscore, data.logging_score, data.candidates, data.video)
+
+
+def _pre_period(logs, start: np.datetime64) -> pd.DataFrame:
+    """Per-user totals of the four outcomes before the window (CUPED covariates, segments)."""
+    p = [start.astype("datetime64[us]").item()]
+    v = logs.query("SELECT r.user_id, sum(i.watch_time_s) AS watch_time_s, sum(i.liked::INT)::DOUBLE AS "
+                   "video_interactions, sum(i.comment_watch_time_s) AS comment_watch_time_s FROM impressions i "
+                   "JOIN requests r USING (request_id) WHERE r.ts < ? GROUP BY 1", p).to_pandas()
+    c = logs.query("SELECT r.user_id, sum(c.liked::INT + c.replied::INT)::DOUBLE AS comment_interactions FROM "
+                   "comment_impressions c JOIN requests r USING (request_id) WHERE r.ts < ? GROUP BY 1",
+                   p).to_pandas()
+    return v.merge(c, on="user_id", how="outer").set_index("user_id")
+
+
+def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEstimates], pre: pd.DataFrame,
+                users_tab: pd.DataFrame | None) -> pd.DataFrame:
+    arms = (cfg.control, *cfg.treatments)
+    base = pd.DataFrame({"user_id": users})
+    prev = pre.reindex(users).fillna(0.0)
+    for m in METRICS:
+        for e in ESTIMATORS:
+            base[_col(m, e, cfg.default_estimator) + "_pre"] = prev[m].to_numpy() if m in prev else 0.0
+    if users_tab is not None:
+        ut = users_tab.set_index("user_id").reindex(users)
+        for s in ("activity_level", "comment_level"):
+            if s in ut:
+                base[s] = ut[s].fillna("none").astype(str).to_numpy()
+        if "signup_day" in ut:
+            base["new_user"] = np.where(ut["signup_day"].fillna(-1).to_numpy() >= 0, "new", "existing")
+    parts = []
+    assign = user_arms(users, arms, cfg.traffic or [1.0] * len(arms), cfg.salt) if cfg.design == "split" else None
+    for a in dict.fromkeys(arms):
+        f = base.copy()
+        f["arm"] = a
+        for (m, e), v in arm_est[a].per_user.items():
+            f[_col(m, e, cfg.default_estimator)] = v
+        parts.append(f if assign is None else f[assign == a])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _truth(cfg, data, inputs, ranked_models, event_log, catalogue, index, progress) -> dict[str, Truth]:
+    from harness.simulate.oracle import Oracle
+
+    oracle = Oracle.from_dataset(cfg.data)
+    out: dict[str, Truth] = {}
+    R, k = data.video.shape
+    for name, pol in inputs.items():
+        if name == LOGGING:
+            out[name] = logging_truth(oracle, data.request_id, samples=cfg.truth_samples, seed=cfg.seed)
+            continue
+        rec, _, L = ranked_models[name]
+        if pol.slate.deterministic:
+            slate_cols = pol.slate.slate
+            videos = np.take_along_axis(data.candidates, slate_cols, 1)
+            rows = np.repeat(np.arange(R), k)
+            tick = progress(f"truth: ranking comments of {name}'s slates", R * k)
+            rk = scoring.rank_comments(rec, event_log, catalogue, index, data, rows, videos.ravel(), L, tick=tick)
+            out[name] = deterministic_truth(oracle, data.request_id, videos, rk.reshape(R, k, L))
+        else:
+            def rank_all(rec=rec, L=L, name=name, n=data.candidates.shape[1]) -> np.ndarray:
+                rows = np.repeat(np.arange(R), n)
+                tick = progress(f"truth: ranking comments of {name}'s candidates", R * n)
+                return scoring.rank_comments(rec, event_log, catalogue, index, data, rows,
+                                             data.candidates.ravel(), L, tick=tick).reshape(R, n, L)
+
+            assert pol.log_weights is not None
+            out[name] = plackett_luce_truth(oracle, data.request_id, data.candidates, pol.log_weights, k, rank_all,
+                                            samples=cfg.truth_samples, seed=cfg.seed)
+    return out
+
+
+def _report_rows(cfg, result: ExperimentResult, arm_est: dict[str, ArmEstimates], truth: dict[str, Truth],
+                 user_index: np.ndarray, n_users: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """replay_estimates and replay_lifts rows (truth per user averaged over the analysed users)."""
+    true_user = {a: {m: np.bincount(user_index, weights=t.value[m], minlength=n_users) for m in METRICS}
+                 for a, t in truth.items()}
+    true_se = {a: {m: float(np.sqrt((t.se[m] ** 2).sum())) / n_users for m in METRICS} for a, t in truth.items()}
+    est_rows = []
+    for a, ae in arm_est.items():
+        for (m, e), x in ae.estimates.items():
+            est_rows.append({"arm": a, "metric": m, "estimator": e, "is_default": e == cfg.default_estimator,
+                             "value": float(ae.per_user[(m, e)].mean()),
+                             "se": float(x.se) * x.n / n_users, "n_units": n_users, "n_requests": int(x.n),
+                             "ess": None if np.isnan(x.ess) else float(x.ess),
+                             "max_weight_share": None if np.isnan(x.max_weight_share) else float(x.max_weight_share),
+                             "clipped_share": float(x.clipped_share),
+                             "true_value": float(true_user[a][m].mean()) if a in true_user else None,
+                             "true_se": true_se[a][m] if a in true_se else None})
+    lift_rows = []
+    for r in result.lifts:
+        if not r.is_overall:
+            continue
+        m, _, e = r.metric.partition("__")
+        e = e or cfg.default_estimator
+        row = {"control": r.control, "treatment": r.treatment, "metric": m, "estimator": e,
+               "is_default": e == cfg.default_estimator, "control_value": r.control_mean,
+               "treatment_value": r.treatment_mean, "abs_diff": r.abs_diff, "abs_ci_low": r.abs_ci_low,
+               "abs_ci_high": r.abs_ci_high, "rel_diff": r.rel_diff, "rel_ci_low": r.rel_ci_low,
+               "rel_ci_high": r.rel_ci_high, "p_value": r.p_value, "n_units": r.n_treatment}
+        if r.control in true_user and r.treatment in true_user:
+            c, t = true_user[r.control][m].mean(), true_user[r.treatment][m].mean()
+            row.update(true_control=float(c), true_treatment=float(t), true_abs_diff=float(t - c),
+                       true_rel_diff=float(t / c - 1) if c else None)
+        lift_rows.append(row)
+    return pd.DataFrame(est_rows), pd.DataFrame(lift_rows)
