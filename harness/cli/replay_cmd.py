@@ -26,12 +26,6 @@ def _pct(v: Any) -> str:
     return "-" if v is None or v != v else f"{100 * float(v):+.2f}%"
 
 
-def _ci_pct(low: Any, high: Any) -> str:
-    if low is None or high is None or low != low or high != high:
-        return "-"
-    return f"[{100 * float(low):+.2f}, {100 * float(high):+.2f}]"
-
-
 def _progress(enabled: bool):
     from tqdm import tqdm
 
@@ -165,47 +159,58 @@ def replay_cmd(
         raise typer.Exit(out.decision.exit_code)
 
 
+def _lift_ci(r) -> str:
+    """'-25.6% [-42.6, -8.5]' (wraps between words in a narrow column)."""
+    if r.rel_diff is None or r.rel_diff != r.rel_diff:
+        return "-"
+    ci = _ci_pct(r.rel_ci_low, r.rel_ci_high)
+    return f"{100 * float(r.rel_diff):+.1f}% {ci}" if ci != "-" else f"{100 * float(r.rel_diff):+.1f}%"
+
+
+def _truth_cell(r) -> str:
+    t = getattr(r, "true_rel_diff", None)
+    if t is None or t != t:
+        return "-"
+    if r.rel_ci_low is None or r.rel_ci_low != r.rel_ci_low:
+        return f"{100 * t:+.1f}%"
+    return f"{100 * t:+.1f}% {'in' if r.rel_ci_low <= t <= r.rel_ci_high else 'OUT'}"
+
+
+def _ci_pct(low: Any, high: Any) -> str:
+    if low is None or high is None or low != low or high != high:
+        return "-"
+    return f"[{100 * float(low):+.1f}, {100 * float(high):+.1f}]"
+
+
 def _print(out, cfg) -> None:
     con = console()
     for w in out.warnings:
         con.print(f"[bold red]WARNING[/bold red] {w}", highlight=False)
     lifts = out.lifts
-    has_truth = "true_rel_diff" in lifts.columns
     d = lifts[lifts["is_default"]]
-    cols = [("metric", "left"), ("control", "right"), ("treatment", "right"), ("lift", "right"),
-            ("95% CI", "right"), ("p", "right")]
-    if has_truth:
-        cols += [("true lift", "right"), ("covers", "left")]
-    cols += [("verdict", "left")]
+    target = "top-k" if cfg.temperature is None else f"Plackett-Luce T={cfg.temperature}"
     for t in cfg.treatments:
-        tab = _table(f"Replay {cfg.control} -> {t} ({cfg.default_estimator}; "
-                     f"{'deterministic top-k' if cfg.temperature is None else f'Plackett-Luce T={cfg.temperature}'}"
-                     f", {cfg.design} by user)", cols)
+        tab = _table(f"Replay {cfg.control} -> {t}: {cfg.default_estimator}, {target}, {cfg.design} by user",
+                     [("metric", "left"), ("control", "right"), ("treat.", "right"),
+                      ("lift [95% CI]", "right"), ("p", "right"), ("true lift", "right"), ("verdict", "left")])
         for r in d[d["treatment"] == t].itertuples():
-            verdict = ("up" if r.rel_ci_low is not None and r.rel_ci_low > 0 else
-                       "down" if r.rel_ci_high is not None and r.rel_ci_high < 0 else "flat")
-            row = [r.metric, num(r.control_value), num(r.treatment_value), _pct(r.rel_diff),
-                   _ci_pct(r.rel_ci_low, r.rel_ci_high), num(r.p_value, ".3g")]
-            if has_truth:
-                covered = (r.rel_ci_low <= r.true_rel_diff <= r.rel_ci_high) if r.true_rel_diff == r.true_rel_diff \
-                    else None
-                row += [_pct(r.true_rel_diff), "-" if covered is None else ("yes" if covered else "NO")]
-            tab.add_row(*row, verdict)
-        con.print(fit(tab))
+            low_ok = r.rel_ci_low is not None and r.rel_ci_low == r.rel_ci_low
+            verdict = ("up" if low_ok and r.rel_ci_low > 0 else
+                       "down" if low_ok and r.rel_ci_high < 0 else "flat" if low_ok else "n/a")
+            tab.add_row(r.metric, num(r.control_value), num(r.treatment_value), _lift_ci(r), num(r.p_value, ".2g"),
+                        _truth_cell(r), verdict)
+        con.print(fit(tab, keep_whole=8))
     est = out.estimates
-    tab = _table("Every estimator: relative lift [95% CI] vs the truth; weight ESS of the treatment",
-                 [("metric", "left"), ("estimator", "left"), ("lift", "right"), ("95% CI", "right"),
-                  ("true lift", "right"), ("covers", "left"), ("ESS", "right")])
+    tab = _table("Every estimator: relative lift vs the truth (in/OUT: the truth inside the 95% CI), and the "
+                 "treatment's weight ESS", [("metric", "left"), ("estimator", "left"), ("lift [95% CI]", "right"),
+                                            ("true lift", "right"), ("ESS", "right")])
     for r in lifts.itertuples():
         ess = est[(est["arm"] == r.treatment) & (est["metric"] == r.metric) & (est["estimator"] == r.estimator)]
         e = ess["ess"].iloc[0] if len(ess) else None
-        covered = "-"
-        if has_truth and r.true_rel_diff == r.true_rel_diff and r.rel_ci_low == r.rel_ci_low:
-            covered = "yes" if r.rel_ci_low <= r.true_rel_diff <= r.rel_ci_high else "NO"
-        tab.add_row(r.metric, r.estimator + ("*" if r.is_default else ""), _pct(r.rel_diff),
-                    _ci_pct(r.rel_ci_low, r.rel_ci_high), _pct(getattr(r, "true_rel_diff", None)), covered,
+        tab.add_row(r.metric, r.estimator + ("*" if r.is_default else ""), _lift_ci(r), _truth_cell(r),
                     num(e, ".0f"))
-    con.print(fit(tab))
+    con.print(fit(tab, keep_whole=8))
+    con.print("* the estimator behind the lifts and the gate (docs/replay.md says why)", highlight=False)
     if out.decision is not None:
         con.print(gate_table(out.decision.decision, [r.to_dict() for r in out.decision.rules], out.decision.arms))
     con.print(f"stored as run {out.run_id} in {out.db} ({out.timings.get('total', 0):.0f} s)", highlight=False)

@@ -113,4 +113,6 @@ def comment_ranking(scores: np.ndarray, comments: np.ndarray, size: int) -> np.n
     s = np.where(comments >= 0, scores, -np.inf)
     order = np.argsort(-s, axis=1, kind="stable")[:, :size]
     ranked = np.take_along_axis(comments, order, axis=1)
-    return np.where(np.take_along_axis(np.isfinite(s), order, axis=1), ranked, -1)
+    out = np.full((comments.shape[0], size), -1, dtype=np.int64)
+    out[:, :order.shape[1]] = np.where(np.take_along_axis(np.isfinite(s), order, axis=1), ranked, -1)
+    return out

@@ -54,6 +54,10 @@ class SRConfig:
     # comment tower (text only); on by default because comment exposure, and so engagement, follows
     # like count (bench/oracle_ceiling.py: exposure alone is most of the comment task's signal).
     comment_prior: bool = True
+    # A serving export (models/lsvcr/export.py): the text tables already hold the item vectors A t(e)
+    # (hidden-d), so the text MLP and the adapter are identities. Scores equal the trained model's up to
+    # the float16 storage of those vectors; such a checkpoint serves, it is not trained further.
+    text_projected: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lm_dim", "text_dim", "hidden", "n_layers", "n_heads", "ffn"):
@@ -69,6 +73,8 @@ class SRConfig:
         _check(self.use_text or self.use_ids, "SRConfig: a model without text needs IDs (use_ids=True)")
         _check(self.use_text or self.n_comments >= 1,
                "SRConfig: without text, comments need an ID table (n_comments >= 1)")
+        _check(not self.text_projected or self.lm_dim == self.hidden,
+               f"SRConfig.text_projected needs lm_dim == hidden ({self.hidden}), got {self.lm_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

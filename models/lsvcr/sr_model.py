@@ -136,9 +136,14 @@ class LSVCRSR(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden
-        self.text_mlp = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.text_dim), nn.GELU(),
-                                      nn.Linear(cfg.text_dim, cfg.text_dim))
-        self.adapter = nn.Linear(cfg.text_dim, d, bias=False)
+        self.text_mlp: nn.Module
+        self.adapter: nn.Module
+        if cfg.text_projected:  # a serving export: the tables hold A t(e) already
+            self.text_mlp, self.adapter = nn.Identity(), nn.Identity()
+        else:
+            self.text_mlp = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.text_dim), nn.GELU(),
+                                          nn.Linear(cfg.text_dim, cfg.text_dim))
+            self.adapter = nn.Linear(cfg.text_dim, d, bias=False)
         self.fuse = nn.Linear(2 * d, d)
         self.video_id = nn.Embedding(cfg.n_videos + 1, d, padding_idx=0) if cfg.use_ids else None
         self.gate = nn.Parameter(torch.tensor(1.0)) if cfg.use_ids else None

@@ -241,9 +241,6 @@ def test_comment_ranking_by_hand_with_padding():
     np.testing.assert_array_equal(pol.comment_ranking(scores, comments, 1), [[12], [23], [-1], [31]])
 
 
-@pytest.mark.xfail(strict=True, reason="comment_ranking returns (S, min(size, m)) instead of the documented "
-                   "(S, size) padded with -1 when size exceeds the m comment columns: argsort(...)[:, :size] "
-                   "cannot be longer than m, so no -1 padding is added")
 def test_comment_ranking_pads_to_size_beyond_the_input_width():
     got = pol.comment_ranking(np.array([[1.0, 2.0]]), np.array([[5, 6]]), 4)
     np.testing.assert_array_equal(got, [[6, 5, -1, -1]])
