@@ -11,8 +11,7 @@ setup:
 	VENV=$(VENV) bash scripts/setup.sh
 
 demo: setup
-	$(BIN)/harness simulate --out data/world --seed 0 --overwrite
-	$(BIN)/harness logs describe data/world
+	$(BIN)/harness replay --control base --treatment lsvcr
 
 # pytest exits 5 when it collected no tests: that is a failure, never a green run.
 test: setup

@@ -1,3 +1,3 @@
-"""The LSVCR launch harness: logs, synthetic world, results store and CLI; the replay is planned (docs/architecture.md)."""
+"""The LSVCR launch harness: logs, synthetic world, the replay and its estimators, results store and CLI (docs/architecture.md)."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Retrain the checkpoints `harness replay` ships (shipped/base, shipped/lsvcr) on the default world's
+# pre-period, to convergence, and write LSVCR's serving export. About 25 minutes on 2 cores.
+# Run from the repository root after `make setup`; commit shipped/ afterwards.
+set -euo pipefail
+BIN=${VENV:-.venv}/bin
+WORK=$(mktemp -d)
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+[ -d data/world ] || "$BIN/harness" simulate --out data/world --seed 0
+"$BIN/harness" train --model base --data data/world --until experiment-start --out "$WORK/base" --seed 0 --no-progress
+"$BIN/harness" train --model lsvcr --data data/world --until experiment-start --out "$WORK/lsvcr" --seed 0 \
+    --time-budget 0 --no-progress
+"$BIN/python" -m models.lsvcr.export "$WORK/lsvcr" "$WORK/lsvcr-serving"
+rm -rf shipped/base shipped/lsvcr
+mkdir -p shipped
+cp -r "$WORK/base" shipped/base
+cp -r "$WORK/lsvcr-serving" shipped/lsvcr
+du -sh shipped/*
