@@ -47,6 +47,7 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "gate": ["gate", "no-such-run", "--config", str(tmp / "missing.toml"), "--db", db],
         "runs list": ["runs", "list", "--db", str(tmp)],  # a folder, not a database file
         "runs show": ["runs", "show", "no-such-run", "--db", db],
+        "replay": ["replay", "--data", missing, "--db", db],
     }
 
 
