@@ -23,8 +23,10 @@ from models.lsvcr.adapter import LSVCRRecommender
 from models.lsvcr.sr_model import LSVCRSR
 from models.lsvcr.text import TextTables
 
-# config.json keys carried over from the source checkpoint (the replay checks training_data)
-CARRIED = ("training_data",)
+# config.json keys carried over from the source checkpoint: the replay checks training_data; the rest is
+# the provenance train_lsvcr records (models/lsvcr/train.py). training_metrics, data_fingerprint, seed and
+# text_digest are carried below; the keys save_checkpoint computes describe the export itself.
+CARRIED = ("training_data", "ablation", "llm_path", "stage", "eval_candidates_key", "stage1")
 
 
 @torch.no_grad()
