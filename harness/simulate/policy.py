@@ -5,6 +5,9 @@ mix survives de-duplication): a share `interest_share` interest-matched (topic ~
 of that primary topic with probability proportional to popularity), `popular_share` popular (video with
 probability proportional to popularity over the catalogue), the rest uniform random. 1.6x oversampling;
 duplicates are dropped keeping the first occurrence; rare short rows are topped up with uniform videos.
+Videos already shown in the request's session are not retrieved, unless the published videos the session
+has not shown are fewer than n (a small catalogue): then every unshown one is taken and the rest re-shown,
+least recently shown first (docs/synthetic-world.md).
 
 Logging policy (a noisy production scorer): score_rv = s_uv(t) + score_noise * eps_rv, with
 eps_rv ~ N(0, 1) a deterministic hash of (seed, user, request time, video_id); the slate is a
@@ -196,9 +199,20 @@ class Retrieval:
         short = np.flatnonzero(np.take_along_axis(dup, keep, axis=1).any(axis=1))
         for r in short:  # fewer than n distinct draws; top up with uniform videos not yet there
             have = list(dict.fromkeys(draws[r][~dup[r]].tolist()))
-            banned = have if exclude is None else [*have, *exclude[r][exclude[r] >= 0].tolist()]
-            pool = np.setdiff1d(np.arange(V), banned)
-            extra = rng.choice(pool, size=n - len(have), replace=False)
+            shown = [] if exclude is None else exclude[r][exclude[r] >= 0].tolist()  # in show order
+            pool = np.setdiff1d(np.arange(V), [*have, *shown])
+            need = n - len(have)
+            if len(pool) >= need:
+                extra = rng.choice(pool, size=need, replace=False)
+            else:
+                # The session has shown so much of a small published catalogue that the unshown videos
+                # cannot fill the request (published - shown < n): every unshown one is taken, the rest
+                # re-shown from the session, least recently shown first (`exclude` is in show order).
+                # Never in worlds with published - n >= the most a session shows before its last
+                # request ((max_requests_per_session - 1) x slate_size): the default world (>= 2,100
+                # published, <= 114 shown) never gets here, so its logs are unchanged.
+                again = [v for v in dict.fromkeys(shown) if v < V][: need - len(pool)]
+                extra = np.concatenate([rng.permutation(pool), np.asarray(again, dtype=np.int64)])
             cands[r] = np.concatenate([have, extra])
             source[r] = np.concatenate([source[r][: len(have)], np.full(n - len(have), 2)])
         return cands, source
