@@ -112,6 +112,9 @@ def replay_cmd(
     db: Path | None = DbOpt,
     as_json: bool = JsonOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse scores, the reward model and the truth of an "
+                                                                "earlier run on the same logs and checkpoints "
+                                                                "(.harness-cache/replay)."),
 ) -> None:
     """Replay logged sessions through two policies: off-policy estimates of watch time, video interactions,
     comment watch time and comment interactions, paired lifts with CIs, the true lift beside each
@@ -121,6 +124,7 @@ def replay_cmd(
     """
     with cli_errors():
         from analysis.gate import load_gate
+        from harness.replay.cache import DEFAULT_DIR as DEFAULT_CACHE
         from harness.replay.data import ReplayDataError
         from harness.replay.engine import ESTIMATORS
         from harness.replay.run import ReplayConfig, ReplayError, run_replay
@@ -140,7 +144,8 @@ def replay_cmd(
                            checkpoints=_checkpoints(checkpoints, names), window_start=window_start,
                            window_end=window_end, temperature=temperature, design=design,
                            traffic=_traffic(traffic, len(names)), salt=salt, clip=clip, seed=seed, truth=truth,
-                           allow_overlap=allow_overlap, default_estimator=estimator)
+                           allow_overlap=allow_overlap, default_estimator=estimator,
+                           cache_dir=DEFAULT_CACHE if cache else None)
         err = console(err=True)
         try:
             out = run_replay(cfg, store=ResultsStore(db), gate=gate_cfg, gate_path=gate or default_gate,

@@ -28,6 +28,8 @@ from analysis.results import ExperimentResult
 from harness.logs.window import WindowError, experiment_start, parse_cut
 from harness.replay import estimators as est
 from harness.replay import policies, scoring
+from harness.replay.cache import DEFAULT_DIR as DEFAULT_CACHE
+from harness.replay.cache import Cache
 from harness.replay.data import ReplayData, load_window, open_logs
 from harness.replay.engine import (
     DEFAULT_ESTIMATOR,
@@ -39,7 +41,7 @@ from harness.replay.engine import (
     estimate_arm,
     logging_inputs,
 )
-from harness.replay.reward_model import METRICS, fit_cascade
+from harness.replay.reward_model import CONTINUE, METRICS, CascadeModel, fit_cascade
 from harness.replay.truth import Truth, deterministic_truth, logging_truth, plackett_luce_truth
 from harness.store import ResultsStore
 from harness.store.experiment import experiment_summary
@@ -73,10 +75,12 @@ class ReplayConfig:
     folds: int = 2
     alpha: float = 0.05
     default_estimator: str = DEFAULT_ESTIMATOR
+    cache_dir: Path | None = DEFAULT_CACHE  # None: recompute everything
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["data"], d["checkpoints"] = str(self.data), str(self.checkpoints)
+        d["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
         return d
 
 
@@ -141,6 +145,8 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         event_log = event_log_from_tables(catalogue, tables)
         models, digests = _load_models(arms, cfg, catalogue, start, fingerprint, warnings)
         users, user_index = np.unique(data.user_id, return_inverse=True)
+        cache = Cache(cfg.cache_dir)
+        where = {"logs": fingerprint, "start": str(start), "end": str(end)}
         sections, section_of = _logged_sections(data)
         index = scoring.CommentIndex.build(catalogue)
         inputs: dict[str, PolicyInputs] = {}
@@ -151,20 +157,27 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
                 inputs[name] = logging_inputs(data)
                 continue
             rec = models[name]
-            tick = progress(f"scoring requests ({name})", len(users))
-            scores = scoring.score_videos(rec, event_log, catalogue, data, tick=tick)
-            pol = policies.slate_policy(scores, data.candidates, data.video, cfg.temperature)
             L = _list_size(logs)
-            tick = progress(f"ranking opened comment sections ({name})", len(sections))
-            ranked = scoring.rank_comments(rec, event_log, catalogue, index, data, sections // data.k,
-                                           data.video.ravel()[sections], L, tick=tick)
+
+            def score(rec=rec, name=name, L=L) -> dict[str, np.ndarray]:
+                tick = progress(f"scoring requests ({name})", len(users))
+                scores = scoring.score_videos(rec, event_log, catalogue, data, tick=tick)
+                tick = progress(f"ranking opened comment sections ({name})", len(sections))
+                ranked = scoring.rank_comments(rec, event_log, catalogue, index, data, sections // data.k,
+                                               data.video.ravel()[sections], L, tick=tick)
+                return {"scores": scores, "ranked": ranked}
+
+            got = cache.arrays(cache.key("scores", model=digests[name], list_size=L, **where), score)
+            scores, ranked = got["scores"], got["ranked"]
+            pol = policies.slate_policy(scores, data.candidates, data.video, cfg.temperature)
             inputs[name] = PolicyInputs(name, pol, comment_target(data, ranked, section_of), pol.log_weights)
             rankings_for_truth[name] = (rec, scores, L)
         timings["score"] = time.perf_counter() - t1
 
         t1 = time.perf_counter()
         log("fitting the reward model (cross-fitted over users)")
-        model = fit_cascade(logs, data, folds=cfg.folds, seed=cfg.seed)
+        model = _reward_model(cache, cache.key("reward", folds=cfg.folds, seed=cfg.seed, **where),
+                              lambda: fit_cascade(logs, data, folds=cfg.folds, seed=cfg.seed))
         timings["reward_model"] = time.perf_counter() - t1
         examination, logging_slots = _pbm_inputs(data, warnings)
 
@@ -182,7 +195,8 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         truth: dict[str, Truth] = {}
         if cfg.truth and _has_world(logs):
             t1 = time.perf_counter()
-            truth = _truth(cfg, data, inputs, rankings_for_truth, event_log, catalogue, index, progress)
+            truth = _truth(cfg, data, inputs, rankings_for_truth, event_log, catalogue, index, progress, cache,
+                           where, digests)
             timings["truth"] = time.perf_counter() - t1
         elif cfg.truth:
             log("no synthetic world in these logs: the true lifts are unknown (real logs)")
@@ -306,7 +320,9 @@ def _check_training_window(name: str, folder: Path, meta: dict, start: np.dateti
         problem = (f"{name} ({folder}) records no training window (trained without `--until`), so nothing shows it "
                    "did not see the replayed requests")
     elif td.get("logs_fingerprint") != fingerprint:
-        problem = f"{name} ({folder}) was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}...)"
+        problem = (f"{name} ({folder}) was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., "
+                   f"these are {fingerprint[:12]}...); if these logs are a default world written by an older "
+                   "version, regenerate them with `harness simulate --out data/world --seed 0 --overwrite`")
     elif td.get("until") is None or np.datetime64(td["until"]) > start:
         problem = (f"{name} ({folder}) was trained on requests up to {td.get('last_request')}, inside the replayed "
                    f"window that starts {start}")
@@ -378,35 +394,72 @@ def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEsti
     return pd.concat(parts, ignore_index=True)
 
 
-def _truth(cfg, data, inputs, ranked_models, event_log, catalogue, index, progress) -> dict[str, Truth]:
+def _reward_model(cache: Cache, key: str, fit: Callable[[], CascadeModel]) -> CascadeModel:
+    """The cross-fitted reward model, from the cache when the same logs and settings were fitted before."""
+    fitted: list[CascadeModel] = []
+
+    def compute() -> dict[str, np.ndarray]:
+        m = fit()
+        fitted.append(m)
+        return {**{f"cand_{o}": v for o, v in m.cand.items()}, **{f"logged_{o}": v for o, v in m.logged.items()},
+                "report": np.array(json.dumps(m.report))}
+
+    if fitted:
+        return fitted[0]
+    z = cache.arrays(key, compute)
+    outcomes = (*METRICS, CONTINUE)
+    return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes},
+                        json.loads(str(z["report"])))
+
+
+def _truth(cfg, data, inputs, ranked_models, event_log, catalogue, index, progress, cache: Cache,
+           where: dict[str, str], digests: dict[str, str]) -> dict[str, Truth]:
     from harness.simulate.oracle import Oracle
 
-    oracle = Oracle.from_dataset(cfg.data)
-    out: dict[str, Truth] = {}
-    R, k = data.video.shape
-    for name, pol in inputs.items():
-        if name == LOGGING:
-            out[name] = logging_truth(oracle, data.request_id, samples=cfg.truth_samples, seed=cfg.seed)
-            continue
-        rec, _, L = ranked_models[name]
-        if pol.slate.deterministic:
-            slate_cols = pol.slate.slate
-            videos = np.take_along_axis(data.candidates, slate_cols, 1)
-            rows = np.repeat(np.arange(R), k)
-            tick = progress(f"truth: ranking comments of {name}'s slates", R * k)
-            rk = scoring.rank_comments(rec, event_log, catalogue, index, data, rows, videos.ravel(), L, tick=tick)
-            out[name] = deterministic_truth(oracle, data.request_id, videos, rk.reshape(R, k, L))
-        else:
-            def rank_all(rec=rec, L=L, name=name, n=data.candidates.shape[1]) -> np.ndarray:
-                rows = np.repeat(np.arange(R), n)
-                tick = progress(f"truth: ranking comments of {name}'s candidates", R * n)
-                return scoring.rank_comments(rec, event_log, catalogue, index, data, rows,
-                                             data.candidates.ravel(), L, tick=tick).reshape(R, n, L)
+    oracle_box: list[Oracle] = []
 
-            assert pol.log_weights is not None
-            out[name] = plackett_luce_truth(oracle, data.request_id, data.candidates, pol.log_weights, k, rank_all,
-                                            samples=cfg.truth_samples, seed=cfg.seed)
+    def oracle() -> Oracle:  # loaded only when something is not cached
+        if not oracle_box:
+            oracle_box.append(Oracle.from_dataset(cfg.data))
+        return oracle_box[0]
+
+    out: dict[str, Truth] = {}
+    for name, pol in inputs.items():
+        key = cache.key("truth", model=digests.get(name, LOGGING), temperature=cfg.temperature,
+                        samples=cfg.truth_samples, seed=cfg.seed, **where)
+        z = cache.arrays(key, lambda name=name, pol=pol: _truth_arrays(
+            _one_truth(cfg, data, name, pol, ranked_models, event_log, catalogue, index, progress, oracle())))
+        out[name] = Truth({m: z[f"value_{m}"] for m in METRICS}, {m: z[f"se_{m}"] for m in METRICS},
+                          str(z["method"]))
     return out
+
+
+def _truth_arrays(t: Truth) -> dict[str, np.ndarray]:
+    return {**{f"value_{m}": t.value[m] for m in METRICS}, **{f"se_{m}": t.se[m] for m in METRICS},
+            "method": np.array(t.method)}
+
+
+def _one_truth(cfg, data, name, pol, ranked_models, event_log, catalogue, index, progress, oracle) -> Truth:
+    R, k = data.video.shape
+    if name == LOGGING:
+        return logging_truth(oracle, data.request_id, samples=cfg.truth_samples, seed=cfg.seed)
+    rec, _, L = ranked_models[name]
+    if pol.slate.deterministic:
+        videos = np.take_along_axis(data.candidates, pol.slate.slate, 1)
+        rows = np.repeat(np.arange(R), k)
+        tick = progress(f"truth: ranking comments of {name}'s slates", R * k)
+        rk = scoring.rank_comments(rec, event_log, catalogue, index, data, rows, videos.ravel(), L, tick=tick)
+        return deterministic_truth(oracle, data.request_id, videos, rk.reshape(R, k, L))
+    n = data.candidates.shape[1]
+
+    def rank_all() -> np.ndarray:
+        tick = progress(f"truth: ranking comments of {name}'s candidates", R * n)
+        return scoring.rank_comments(rec, event_log, catalogue, index, data, np.repeat(np.arange(R), n),
+                                     data.candidates.ravel(), L, tick=tick).reshape(R, n, L)
+
+    assert pol.log_weights is not None
+    return plackett_luce_truth(oracle, data.request_id, data.candidates, pol.log_weights, k, rank_all,
+                               samples=cfg.truth_samples, seed=cfg.seed)
 
 
 def _report_rows(cfg, result: ExperimentResult, arm_est: dict[str, ArmEstimates], truth: dict[str, Truth],

@@ -40,7 +40,7 @@ def world(tmp_path_factory):
 def _replay(world, tmp_path, *args):
     data, ck = world
     return runner.invoke(app, ["replay", "--data", str(data), "--checkpoints", str(ck), "--db",
-                               str(tmp_path / "r.duckdb"), "--no-progress", *args])
+                               str(tmp_path / "r.duckdb"), "--no-progress", "--no-cache", *args])
 
 
 def _json(r) -> dict:
@@ -170,3 +170,17 @@ def test_bad_inputs(world, tmp_path, args, message) -> None:
     r = _replay(world, tmp_path, *args)
     assert r.exit_code == 3, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_cache_gives_the_same_run(world, tmp_path, monkeypatch) -> None:
+    """A second run reuses the cached scores, reward model and truth, and stores the same numbers."""
+    data, ck = world
+    monkeypatch.chdir(tmp_path)
+    args = ["replay", "--data", str(data), "--checkpoints", str(ck), "--db", str(tmp_path / "r.duckdb"),
+            "--no-progress", "--control", "pop", "--treatment", "base", "--json"]
+    first = _json(runner.invoke(app, args))
+    assert len(list((tmp_path / ".harness-cache" / "replay").glob("*.npz"))) >= 4
+    second = _json(runner.invoke(app, args))
+    assert first["lifts"] == second["lifts"] and first["estimates"] == second["estimates"]
+    assert first["reward_model"] == second["reward_model"]
+    assert second["timings_s"]["score"] < first["timings_s"]["score"]
