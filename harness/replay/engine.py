@@ -80,19 +80,22 @@ def comment_target(data: ReplayData, rankings: np.ndarray, section_of: np.ndarra
     return (shown == data.c_comment).astype(np.float64)
 
 
-def continuation_values(pol: PolicyInputs, data: ReplayData, f: np.ndarray, c: np.ndarray, *, samples: int,
-                        rng: np.random.Generator) -> np.ndarray:
-    """V[:, j] = the reward model's expected value of slots j..k-1 when slot j is reached after the LOGGED
-    prefix v_0..v_{j-1} and the target fills the rest; (R, k+1), V[:, k] = 0. Deterministic targets fill
-    with their own slate (only rows whose prefix is the target's carry weight); Plackett-Luce targets by
-    Monte Carlo over `samples` completions drawn without the prefix items."""
+def continuation_values(pol: PolicyInputs, data: ReplayData, f: dict[str, np.ndarray], c: np.ndarray, *,
+                        samples: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per metric, V[:, j] = the reward model's expected value of slots j..k-1 when slot j is reached after
+    the LOGGED prefix v_0..v_{j-1} and the target fills the rest; (R, k+1), V[:, k] = 0. Deterministic
+    targets fill with their own slate (only rows whose prefix is the target's carry weight); Plackett-Luce
+    targets by Monte Carlo over `samples` completions drawn without the prefix items (the same draws for
+    every metric)."""
     R, k = data.video.shape
-    V = np.zeros((R, k + 1))
+    V = {m: np.zeros((R, k + 1)) for m in f}
     if pol.log_weights is None:
         s = pol.slate.slate
-        fs, cs = np.take_along_axis(f, s, 1), np.take_along_axis(c, s, 1)
-        for j in range(k):
-            V[:, j] = cascade_value(fs[:, j:], cs[:, j:])
+        cs = np.take_along_axis(c, s, 1)
+        for m, fm in f.items():
+            fs = np.take_along_axis(fm, s, 1)
+            for j in range(k):
+                V[m][:, j] = cascade_value(fs[:, j:], cs[:, j:])
         return V
     cols = logged_columns(data.candidates, data.video)
     lw = pol.log_weights.copy()
@@ -101,15 +104,15 @@ def continuation_values(pol: PolicyInputs, data: ReplayData, f: np.ndarray, c: n
             prev = cols[:, j - 1]
             has = prev >= 0
             lw[np.flatnonzero(has), prev[has]] = -np.inf
-        m = k - j
-        total = np.zeros(R)
+        n_fill = k - j
         for _ in range(samples):
             keys = lw + rng.gumbel(size=lw.shape)
-            part = np.argpartition(-keys, m - 1, axis=1)[:, :m]
+            part = np.argpartition(-keys, n_fill - 1, axis=1)[:, :n_fill]
             order = np.argsort(-np.take_along_axis(keys, part, 1), axis=1, kind="stable")
             sl = np.take_along_axis(part, order, 1)
-            total += cascade_value(np.take_along_axis(f, sl, 1), np.take_along_axis(c, sl, 1))
-        V[:, j] = total / samples
+            cs = np.take_along_axis(c, sl, 1)
+            for m, fm in f.items():
+                V[m][:, j] += cascade_value(np.take_along_axis(fm, sl, 1), cs) / samples
     return V
 
 
@@ -131,15 +134,16 @@ def estimate_arm(pol: PolicyInputs, data: ReplayData, model: CascadeModel, user_
                                   "candidates (candidates.logging_score)")
     if pol.name == LOGGING and pol.log_weights is None:
         out.unavailable["dm"] = out.unavailable["cascade_dr"] = "the logs lack candidates.logging_score"
+    V_all: dict[str, np.ndarray] = {}
+    if "dm" not in out.unavailable or "cascade_dr" not in out.unavailable:
+        V_all = continuation_values(pol, data, {m: model.cand[m] for m in METRICS}, c_cand, samples=samples, rng=rng)
     for m in METRICS:
         reward = data.rewards[m]
         if m in COMMENT_METRICS:
             nested = est.nested_reward(data.c_rewards[m], data.c_pscore, pol.comment_target, section_row, R * k,
                                        clip=clip)
             reward = nested.reward.reshape(R, k)
-        V = None
-        if "dm" not in out.unavailable or "cascade_dr" not in out.unavailable:
-            V = continuation_values(pol, data, model.cand[m], c_cand, samples=samples, rng=rng)
+        V = V_all.get(m)
         for name in ESTIMATORS:
             if name in out.unavailable:
                 continue
