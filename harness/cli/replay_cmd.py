@@ -69,13 +69,9 @@ def _default_data(data: Path | None, seed: int) -> Path:
     return DEFAULT_DATA
 
 
-def _checkpoints(checkpoints: Path | None, names: list[str]) -> Path:
-    if checkpoints is not None:
-        return checkpoints
-    local = Path("checkpoints")
-    if all((local / n / "config.json").exists() for n in names if n != "logging"):
-        return local
-    return SHIPPED
+def _checkpoints(checkpoints: Path | None) -> Path:
+    """--checkpoints, else the shipped ones (trained on the default world's pre-period)."""
+    return checkpoints if checkpoints is not None else SHIPPED
 
 
 def replay_cmd(
@@ -84,8 +80,8 @@ def replay_cmd(
     treatment: list[str] = typer.Option(["lsvcr"], "--treatment", help="Treatment policy; repeat for A/B/n."),
     data: Path | None = typer.Option(None, "--data", help="Logs (Parquet folder or .duckdb) [default: data/world, "
                                                           "the default synthetic world, created if missing]."),
-    checkpoints: Path | None = typer.Option(None, "--checkpoints", help="Folder of checkpoint folders [default: "
-                                            "checkpoints/ if it holds every model, else the shipped ones]."),
+    checkpoints: Path | None = typer.Option(None, "--checkpoints", help="Folder of checkpoint folders [default: the "
+                                            "shipped ones, trained on the default world's pre-period]."),
     window_start: str | None = typer.Option(None, "--window-start", help="Replay requests from this time (ISO) "
                                             "[default: the synthetic world's experiment start]."),
     window_end: str | None = typer.Option(None, "--window-end", help="... and before this time [default: all]."),
@@ -141,7 +137,7 @@ def replay_cmd(
         default_gate = Path(__file__).resolve().parents[2] / "analysis" / "gate_default.toml"
         gate_cfg = load_gate(gate if gate is not None else default_gate)
         cfg = ReplayConfig(data=path, control=control, treatments=tuple(treatment),
-                           checkpoints=_checkpoints(checkpoints, names), window_start=window_start,
+                           checkpoints=_checkpoints(checkpoints), window_start=window_start,
                            window_end=window_end, temperature=temperature, design=design,
                            traffic=_traffic(traffic, len(names)), salt=salt, clip=clip, seed=seed, truth=truth,
                            allow_overlap=allow_overlap, default_estimator=estimator,
