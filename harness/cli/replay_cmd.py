@@ -153,6 +153,7 @@ def replay_cmd(
         print_json({"run_id": out.run_id, "db": str(out.db), "config": cfg.to_dict(),
                     "lifts": out.lifts.to_dict("records"), "estimates": out.estimates.to_dict("records"),
                     "gate": out.decision.to_json() if out.decision else None, "warnings": out.warnings,
+                    "notes": out.notes,
                     "reward_model": out.fit_report, "timings_s": out.timings})
     else:
         _print(out, cfg)
@@ -212,6 +213,8 @@ def _print(out, cfg) -> None:
                     num(e, ".0f"))
     con.print(fit(tab, keep_whole=8))
     con.print("* the estimator behind the lifts and the gate (docs/replay.md says why)", highlight=False)
+    for note in out.notes:
+        con.print(f"[yellow]note[/yellow] {note}", highlight=False)
     if out.decision is not None:
         con.print(gate_table(out.decision.decision, [r.to_dict() for r in out.decision.rules], out.decision.arms))
     con.print(f"stored as run {out.run_id} in {out.db} ({out.timings.get('total', 0):.0f} s)", highlight=False)

@@ -93,6 +93,7 @@ class ReplayOutcome:
     lifts: pd.DataFrame  # replay_lifts rows
     estimates: pd.DataFrame  # replay_estimates rows
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what limits the numbers (low overlap, ...), not errors
     fit_report: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -215,6 +216,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
     decision = evaluate_gate(result, gate) if gate is not None else None
     timings["analysis"] = time.perf_counter() - t1
     est_rows, lift_rows = _report_rows(cfg, result, arm_est, truth, user_index, len(users), frame)
+    notes = _overlap_notes(cfg, arm_est)
     default_lifts = [r for r in result.lifts if "__" not in r.metric]
     run_config = {"command": "replay", **cfg.to_dict(), "window": {"start": str(start), "end": str(end)},
                   "requests": data.n_requests, "users": int(len(users)), "warnings": warnings,
@@ -236,7 +238,27 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         gate_digest=None if gate_path is None else _sha(gate_path), summary=experiment_summary(result),
         replay_estimates=est_rows, replay_lifts=lift_rows)
     timings["total"] = time.perf_counter() - t0
-    return ReplayOutcome(rid, store.path, result, decision, lift_rows, est_rows, warnings, model.report, timings)
+    return ReplayOutcome(rid, store.path, result, decision, lift_rows, est_rows, warnings, notes, model.report,
+                         timings)
+
+
+LOW_ESS_SHARE = 0.01  # below this share of the slot rows, the weights rest on few requests
+
+
+def _overlap_notes(cfg: ReplayConfig, arm_est: dict[str, ArmEstimates]) -> list[str]:
+    """Say when the default estimator's weights rest on few rows (wide intervals, gate INCONCLUSIVE)."""
+    notes = []
+    for a, ae in arm_est.items():
+        e = ae.estimates.get(("watch_time_s", cfg.default_estimator))
+        if e is None or not np.isfinite(e.ess) or a == LOGGING:
+            continue
+        rows = e.contributions.size
+        if e.ess < LOW_ESS_SHARE * rows:
+            notes.append(f"low overlap for {a}: the {cfg.default_estimator} weights' effective sample size is "
+                         f"{e.ess:,.0f} of {rows:,} slot rows (the logging policy rarely showed {a}'s slates in "
+                         "its order), so intervals are wide; a stochastic target (--temperature) overlaps more, "
+                         "and the biased estimators (pbm, dm) are narrower but miss the truth under a cascade")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------- helpers
