@@ -184,3 +184,15 @@ def test_cache_gives_the_same_run(world, tmp_path, monkeypatch) -> None:
     assert first["lifts"] == second["lifts"] and first["estimates"] == second["estimates"]
     assert first["reward_model"] == second["reward_model"]
     assert second["timings_s"]["score"] < first["timings_s"]["score"]
+
+
+def test_gate_refuses_to_ship_on_low_overlap(world, tmp_path) -> None:
+    """Deterministic top-k slates on this world: the cascade weights rest on a handful of requests, so the
+    replay's own gate rule makes the arm INCONCLUSIVE at best (a wrong SHIP is the worst bug)."""
+    out = _json(_replay(world, tmp_path, "--control", "pop", "--treatment", "base", "--no-truth", "--json"))
+    ess = [e["ess"] for e in out["estimates"] if e["estimator"] == "cascade_dr" and e["metric"] == "watch_time_s"]
+    assert min(ess) < 1000
+    rows = [r for r in out["gate"]["rules"] if "replay weight ESS" in r["reason"]]
+    assert len(rows) == 1 and rows[0]["outcome"] == "inconclusive" and rows[0]["treatment"] == "base"
+    assert out["gate"]["arms"]["base"] in ("INCONCLUSIVE", "NO_SHIP")
+    assert any("low overlap" in n for n in out["notes"])
