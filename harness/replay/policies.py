@@ -82,8 +82,15 @@ def slate_policy(scores: np.ndarray, candidates: np.ndarray, logged: np.ndarray,
     by_slot = np.where(is_cand[:, :, None], np.take_along_axis(marg, safe[:, :, None], axis=1), 0.0)
     target_prob = np.take_along_axis(by_slot, np.arange(k)[None, :, None], axis=2)[:, :, 0]
     w_logged = np.where(is_cand, np.take_along_axis(w, safe, axis=1), 0.0)
-    before = np.cumsum(w_logged, axis=1) - w_logged
-    slot_target = w_logged / np.maximum(w.sum(axis=1, keepdims=True) - before, np.finfo(float).tiny)
+    # the mass left for slot j, summed over the candidates not in the logged prefix (not the total minus the
+    # prefix: that cancels catastrophically when the prefix holds nearly all the mass)
+    slot_target = np.zeros((R, k))
+    remaining = w.copy()
+    rows = np.arange(R)
+    for j in range(k):
+        left = remaining.sum(axis=1)
+        slot_target[:, j] = np.where(left > 0, w_logged[:, j] / np.where(left > 0, left, 1.0), 0.0)
+        remaining[rows[is_cand[:, j]], cols[is_cand[:, j], j]] = 0.0
     return SlatePolicy(slate, logw, target_prob, slot_target, by_slot)
 
 

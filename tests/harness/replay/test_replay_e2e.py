@@ -196,3 +196,20 @@ def test_gate_refuses_to_ship_on_low_overlap(world, tmp_path) -> None:
     assert len(rows) == 1 and rows[0]["outcome"] == "inconclusive" and rows[0]["treatment"] == "base"
     assert out["gate"]["arms"]["base"] in ("INCONCLUSIVE", "NO_SHIP")
     assert any("low overlap" in n for n in out["notes"])
+
+
+def test_plackett_luce_target(world, tmp_path) -> None:
+    """--temperature: stochastic targets overlap the logging policy far more than top-k; the truth is a
+    Monte-Carlo mean of exact slate values (true_se > 0), and the unbiased cascade estimators land near it."""
+    out = _json(_replay(world, tmp_path, "--control", "pop", "--treatment", "base", "--temperature", "1.0",
+                        "--json"))
+    det = _json(_replay(world, tmp_path, "--control", "pop", "--treatment", "base", "--no-truth", "--json"))
+
+    def ess(doc):  # base's (pop's scores are like counts: at T = 1 its target stays nearly deterministic)
+        return min(e["ess"] for e in doc["estimates"] if e["estimator"] == "rips" and e["arm"] == "base")
+
+    assert ess(out) > 5 * ess(det)
+    for e in out["estimates"]:
+        assert e["true_se"] > 0 and e["true_value"] > 0
+    # (closeness to the truth is not asserted: even at T = 1 the deep slots' prefix weights rest on a few
+    # requests of this small world; docs/replay.md gives the measured per-slot ESS on the default world)
