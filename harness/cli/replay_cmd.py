@@ -65,7 +65,7 @@ def _default_data(data: Path | None, seed: int) -> Path:
         from harness.simulate.generate import simulate
 
         console(err=True).print(f"creating the default synthetic world in {DEFAULT_DATA} (seed 0) ...")
-        simulate(WorldConfig(seed=0), DEFAULT_DATA)
+        simulate(WorldConfig(seed=0), DEFAULT_DATA, progress=True)
     return DEFAULT_DATA
 
 
