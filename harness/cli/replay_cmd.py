@@ -22,10 +22,6 @@ def register(app: typer.Typer) -> None:
     app.command("replay")(replay_cmd)
 
 
-def _pct(v: Any) -> str:
-    return "-" if v is None or v != v else f"{100 * float(v):+.2f}%"
-
-
 def _progress(enabled: bool):
     from tqdm import tqdm
 

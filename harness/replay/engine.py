@@ -44,7 +44,6 @@ class PolicyInputs:
     name: str
     slate: SlatePolicy
     comment_target: np.ndarray  # (comment impressions,) P_target(comment at its logged rank)
-    log_weights: np.ndarray | None = None  # PL log-weights over candidates (logging's, or a PL target's)
 
 
 @dataclass
@@ -67,7 +66,7 @@ def logging_inputs(data: ReplayData) -> PolicyInputs:
     if data.logging_score is not None:
         by = logging_by_slot(data.pscore, data.logging_score, data.candidates, data.video)
     sl = SlatePolicy(np.zeros((R, k), np.int64), lw, data.pscore.copy(), data.slot_pscore.copy(), by)
-    return PolicyInputs(LOGGING, sl, data.c_pscore.copy(), lw)
+    return PolicyInputs(LOGGING, sl, data.c_pscore.copy())
 
 
 def comment_target(data: ReplayData, rankings: np.ndarray, section_of: np.ndarray) -> np.ndarray:
@@ -89,7 +88,7 @@ def continuation_values(pol: PolicyInputs, data: ReplayData, f: dict[str, np.nda
     every metric)."""
     R, k = data.video.shape
     V = {m: np.zeros((R, k + 1)) for m in f}
-    if pol.log_weights is None:
+    if pol.slate.log_weights is None:
         s = pol.slate.slate
         cs = np.take_along_axis(c, s, 1)
         for m, fm in f.items():
@@ -98,7 +97,7 @@ def continuation_values(pol: PolicyInputs, data: ReplayData, f: dict[str, np.nda
                 V[m][:, j] = cascade_value(fs[:, j:], cs[:, j:])
         return V
     cols = logged_columns(data.candidates, data.video)
-    lw = pol.log_weights.copy()
+    lw = pol.slate.log_weights.copy()
     for j in range(k):
         if j:
             prev = cols[:, j - 1]
@@ -132,7 +131,7 @@ def estimate_arm(pol: PolicyInputs, data: ReplayData, model: CascadeModel, user_
     if examination is None or logging_slots is None:
         out.unavailable["pbm"] = ("needs random-exposure slots at every position and the logging scores of the "
                                   "candidates (candidates.logging_score)")
-    if pol.name == LOGGING and pol.log_weights is None:
+    if pol.name == LOGGING and pol.slate.log_weights is None:
         out.unavailable["dm"] = out.unavailable["cascade_dr"] = "the logs lack candidates.logging_score"
     V_all: dict[str, np.ndarray] = {}
     if "dm" not in out.unavailable or "cascade_dr" not in out.unavailable:

@@ -24,7 +24,7 @@ ignore how a target ranks comments (DR corrects this through the nested importan
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,6 @@ class Features:
     duration: pd.Series  # video_id -> seconds
     video_stats: pd.DataFrame  # video_id -> pre-window rates
     user_stats: pd.DataFrame  # user_id -> pre-window rates
-    names: list[str] = field(default_factory=list)
 
     def matrix(self, data: ReplayData, rows: np.ndarray, videos: np.ndarray, logging_score: np.ndarray | None
                ) -> np.ndarray:
@@ -68,8 +67,7 @@ def build_features(store, data: ReplayData) -> Features:
                      params).to_pandas().set_index("user_id")
     u = u.join(ci, how="left")
     dur = store.query("SELECT video_id, duration_s FROM videos").to_pandas().set_index("video_id")["duration_s"]
-    names = (["logging_score", "duration_s"] + [f"video_{c}" for c in v.columns] + [f"user_{c}" for c in u.columns])
-    return Features(dur, v, u, names)
+    return Features(dur, v, u)
 
 
 @dataclass

@@ -134,7 +134,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         data = load_window(logs, start, end)
         fingerprint = logs.fingerprint()
         tables = logs.tables()
-        users_tab = logs.table("users").to_pandas() if "users" in logs.counts() else None
+        users_tab = logs.table("users").to_pandas()
         pre = _pre_period(logs, start)
         timings["read"] = time.perf_counter() - t0
         log(f"window: {data.n_requests:,} requests of {len(np.unique(data.user_id)):,} users from {start}")
@@ -151,7 +151,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         sections, section_of = _logged_sections(data)
         index = scoring.CommentIndex.build(catalogue)
         inputs: dict[str, PolicyInputs] = {}
-        rankings_for_truth: dict[str, Any] = {}
+        models_for_truth: dict[str, tuple[Any, int]] = {}  # name -> (recommender, comment list size)
         t1 = time.perf_counter()
         for name in dict.fromkeys(arms):
             if name == LOGGING:
@@ -171,8 +171,8 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
             got = cache.arrays(cache.key("scores", model=digests[name], list_size=L, **where), score)
             scores, ranked = got["scores"], got["ranked"]
             pol = policies.slate_policy(scores, data.candidates, data.video, cfg.temperature)
-            inputs[name] = PolicyInputs(name, pol, comment_target(data, ranked, section_of), pol.log_weights)
-            rankings_for_truth[name] = (rec, scores, L)
+            inputs[name] = PolicyInputs(name, pol, comment_target(data, ranked, section_of))
+            models_for_truth[name] = (rec, L)
         timings["score"] = time.perf_counter() - t1
 
         t1 = time.perf_counter()
@@ -196,7 +196,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         truth: dict[str, Truth] = {}
         if cfg.truth and _has_world(logs):
             t1 = time.perf_counter()
-            truth = _truth(cfg, data, inputs, rankings_for_truth, event_log, catalogue, index, progress, cache,
+            truth = _truth(cfg, data, inputs, models_for_truth, event_log, catalogue, index, progress, cache,
                            where, digests)
             timings["truth"] = time.perf_counter() - t1
         elif cfg.truth:
@@ -217,7 +217,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
     if decision is not None and gate is not None:
         decision = _overlap_guard(decision, gate, cfg, arm_est)
     timings["analysis"] = time.perf_counter() - t1
-    est_rows, lift_rows = _report_rows(cfg, result, arm_est, truth, user_index, len(users), frame)
+    est_rows, lift_rows = _report_rows(cfg, result, arm_est, truth, user_index, len(users))
     notes = _overlap_notes(cfg, arm_est)
     default_lifts = [r for r in result.lifts if "__" not in r.metric]
     run_config = {"command": "replay", **cfg.to_dict(), "window": {"start": str(start), "end": str(end)},
@@ -429,14 +429,14 @@ def _pre_period(logs, start: np.datetime64) -> pd.DataFrame:
 
 
 def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEstimates], pre: pd.DataFrame,
-                users_tab: pd.DataFrame | None) -> pd.DataFrame:
+                users_tab: pd.DataFrame) -> pd.DataFrame:
     arms = (cfg.control, *cfg.treatments)
     base = pd.DataFrame({"user_id": users})
     prev = pre.reindex(users).fillna(0.0)
     for m in METRICS:
         for e in ESTIMATORS:
             base[_col(m, e, cfg.default_estimator) + "_pre"] = prev[m].to_numpy() if m in prev else 0.0
-    if users_tab is not None:
+    if len(users_tab):  # segments, when the logs describe their users
         ut = users_tab.set_index("user_id").reindex(users)
         for s in ("activity_level", "comment_level"):
             if s in ut:
@@ -456,16 +456,11 @@ def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEsti
 
 def _reward_model(cache: Cache, key: str, fit: Callable[[], CascadeModel]) -> CascadeModel:
     """The cross-fitted reward model, from the cache when the same logs and settings were fitted before."""
-    fitted: list[CascadeModel] = []
-
     def compute() -> dict[str, np.ndarray]:
         m = fit()
-        fitted.append(m)
         return {**{f"cand_{o}": v for o, v in m.cand.items()}, **{f"logged_{o}": v for o, v in m.logged.items()},
                 "report": np.array(json.dumps(m.report))}
 
-    if fitted:
-        return fitted[0]
     z = cache.arrays(key, compute)
     outcomes = (*METRICS, CONTINUE)
     return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes},
@@ -503,7 +498,7 @@ def _one_truth(cfg, data, name, pol, ranked_models, event_log, catalogue, index,
     R, k = data.video.shape
     if name == LOGGING:
         return logging_truth(oracle, data.request_id, samples=cfg.truth_samples, seed=cfg.seed)
-    rec, _, L = ranked_models[name]
+    rec, L = ranked_models[name]
     if pol.slate.deterministic:
         videos = np.take_along_axis(data.candidates, pol.slate.slate, 1)
         rows = np.repeat(np.arange(R), k)
@@ -517,13 +512,13 @@ def _one_truth(cfg, data, name, pol, ranked_models, event_log, catalogue, index,
         return scoring.rank_comments(rec, event_log, catalogue, index, data, np.repeat(np.arange(R), n),
                                      data.candidates.ravel(), L, tick=tick).reshape(R, n, L)
 
-    assert pol.log_weights is not None
-    return plackett_luce_truth(oracle, data.request_id, data.candidates, pol.log_weights, k, rank_all,
+    assert pol.slate.log_weights is not None
+    return plackett_luce_truth(oracle, data.request_id, data.candidates, pol.slate.log_weights, k, rank_all,
                                samples=cfg.truth_samples, seed=cfg.seed)
 
 
 def _report_rows(cfg, result: ExperimentResult, arm_est: dict[str, ArmEstimates], truth: dict[str, Truth],
-                 user_index: np.ndarray, n_users: int, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 user_index: np.ndarray, n_users: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """replay_estimates and replay_lifts rows (truth per user averaged over the analysed users)."""
     true_user = {a: {m: np.bincount(user_index, weights=t.value[m], minlength=n_users) for m in METRICS}
                  for a, t in truth.items()}

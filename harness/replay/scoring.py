@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from harness.replay.data import ReplayData
+from harness.replay.policies import comment_ranking
 from models.batch import CommentQuery, VideoQuery
 from models.catalogue import Catalogue
 from models.histories import EventLog
@@ -88,18 +89,17 @@ def rank_comments(rec, log: EventLog, catalogue: Catalogue, index: CommentIndex,
     groups = [np.arange(cut[i], cut[i + 1]) for i in range(len(cut) - 1)]
     users = user_of_row[cut[:-1]]
     log_rows = log.user_rows(users)
+    g_q = np.array([len(x) for x in groups])
+    g_c = np.array([max(1, int(sizes[x].max())) for x in groups])
     g = 0
     while g < len(groups):  # batches of users whose padded (B, Q, C) stays under MAX_QUERY_CELLS
-        h = g + 1
+        h, Q, C = g + 1, int(g_q[g]), int(g_c[g])
         while h < len(groups):
-            q = max(len(x) for x in groups[g:h + 1])
-            c = max(int(sizes[groups[j]].max(initial=1)) for j in range(g, h + 1))
+            q, c = max(Q, int(g_q[h])), max(C, int(g_c[h]))
             if (h + 1 - g) * q * c > MAX_QUERY_CELLS:
                 break
-            h += 1
+            h, Q, C = h + 1, q, c
         batch = groups[g:h]
-        Q = max(len(x) for x in batch)
-        C = max(1, max(int(sizes[x].max(initial=1)) for x in batch))
         time = np.full((len(batch), Q), -np.inf)
         qv = np.zeros((len(batch), Q), np.int64)
         cc = np.zeros((len(batch), Q, C), np.int64)
@@ -113,12 +113,9 @@ def rank_comments(rec, log: EventLog, catalogue: Catalogue, index: CommentIndex,
         sc = rec.score_comments(hist, CommentQuery(torch.from_numpy(time), torch.from_numpy(qv),
                                                    torch.from_numpy(cc))).detach().cpu().double().numpy()
         for b, sec in enumerate(batch):
-            ids = np.where(cc[b, :len(sec)] > 0, catalogue.comment_ids[np.maximum(cc[b, :len(sec)] - 1, 0)], -1)
-            s_b = np.where(cc[b, :len(sec)] > 0, sc[b, :len(sec)], -np.inf)
-            order = np.argsort(-s_b, axis=1, kind="stable")[:, :list_size]
-            ranked = np.take_along_axis(ids, order, axis=1)
-            ok = np.isfinite(np.take_along_axis(s_b, order, axis=1))
-            out[sec, :ranked.shape[1]] = np.where(ok, ranked, -1)
+            c = cc[b, :len(sec)]
+            ids = np.where(c > 0, catalogue.comment_ids[np.maximum(c - 1, 0)], -1)
+            out[sec] = comment_ranking(sc[b, :len(sec)], ids, list_size)
         if tick:
             tick(sum(len(x) for x in batch))
         g = h
