@@ -47,8 +47,10 @@ from harness.store.schema import (
     LIFTS,
     POWER,
     RANKING_METRICS,
+    REPLAY_BATCHES,
     REPLAY_ESTIMATES,
     REPLAY_LIFTS,
+    REPLAY_TEST_PLAN,
     RESULT_TABLES,
     RUN_KINDS,
     RUNS,
@@ -359,6 +361,21 @@ class ResultsStore:
             self._replace_units(con, run_id, metrics, attrs, only_these_units=True)
         return int(len(unit_metrics))
 
+    def append_replay_batch(self, run_id: str, batch: int, unit_metrics: pd.DataFrame, stats: Any) -> None:
+        """Store one finished replay batch: its units (overwriting any stored before) and its estimate
+        statistics (`replay_batches` rows, `batch` filled in), in ONE transaction, so a batch is either
+        wholly stored or absent after a crash. Pair with `replay_batch_ids` to resume."""
+        units = R.split_unit_frame(unit_metrics) if len(unit_metrics) else None
+        rows = R.replay_batch_rows([{**r, "batch": int(batch)} for r in R.to_records(stats, "replay_batches")])
+        with self._write() as con:
+            run = self._require_run(con, run_id)
+            if run["status"] == "complete":
+                raise RunExistsError(f"run {run_id!r} is complete; batches can no longer be appended")
+            if units is not None:
+                self._replace_units(con, run_id, *units, only_these_units=True)
+            con.execute("DELETE FROM replay_batches WHERE run_id = ? AND batch = ?", [run_id, int(batch)])
+            _insert(con, REPLAY_BATCHES.name, run_id, pd.DataFrame(rows, columns=REPLAY_BATCHES.column_names[1:]))
+
     def write_results(
         self,
         run_id: str,
@@ -376,6 +393,7 @@ class ResultsStore:
         daily_lifts: Any = None,
         replay_estimates: Any = None,
         replay_lifts: Any = None,
+        test_plan: Any = None,
     ) -> None:
         """Write a run's results and its status in ONE transaction.
 
@@ -388,7 +406,8 @@ class ResultsStore:
         parsed = self._parse_results(unit_metrics=unit_metrics, lifts=lifts, checks=checks,
                                      heterogeneity=heterogeneity, power=power, gate=gate, gate_digest=gate_digest,
                                      ranking_metrics=ranking_metrics, daily_lifts=daily_lifts, summary=summary,
-                                     status=status, replay_estimates=replay_estimates, replay_lifts=replay_lifts)
+                                     status=status, replay_estimates=replay_estimates, replay_lifts=replay_lifts,
+                                     test_plan=test_plan)
         with self._write() as con:
             self._require_run(con, run_id)
             self._write_parsed(con, run_id, parsed)
@@ -397,7 +416,8 @@ class ResultsStore:
                        heterogeneity: Any = None, power: Any = None, gate: Any = None,
                        gate_digest: str | None = None, ranking_metrics: Any = None, daily_lifts: Any = None,
                        summary: dict[str, Any] | None = None, status: str = "complete",
-                       replay_estimates: Any = None, replay_lifts: Any = None) -> dict[str, Any]:
+                       replay_estimates: Any = None, replay_lifts: Any = None,
+                       test_plan: Any = None) -> dict[str, Any]:
         """Validate `write_results`' inputs before any transaction starts."""
         if summary is not None and not isinstance(summary, dict):
             raise InvalidResultsError(f"summary must be a dict, got {type(summary).__name__}")
@@ -415,6 +435,7 @@ class ResultsStore:
                 (DAILY_LIFTS, R.daily_rows, daily_lifts),
                 (REPLAY_ESTIMATES, R.replay_estimate_rows, replay_estimates),
                 (REPLAY_LIFTS, R.replay_lift_rows, replay_lifts),
+                (REPLAY_TEST_PLAN, R.test_plan_rows, test_plan),
             )
             if given is not None
         ]
@@ -589,6 +610,19 @@ class ResultsStore:
         """The replay's paired lift of each treatment over the control per metric and estimator, ordered by
         treatment, metric and estimator, with the oracle's true lift and coverage where known."""
         return self._table(REPLAY_LIFTS, run_id, ("treatment", "metric", "estimator"))
+
+    def replay_batches(self, run_id: str) -> pd.DataFrame:
+        """A replay's per-batch estimate statistics, ordered by batch, arm, metric and estimator."""
+        return self._table(REPLAY_BATCHES, run_id, ("batch", "arm", "metric", "estimator"))
+
+    def replay_batch_ids(self, run_id: str) -> set[int]:
+        """Batches of a replay already stored (to skip when resuming)."""
+        return {int(b) for b in self.replay_batches(run_id)["batch"].unique()}
+
+    def test_plan(self, run_id: str) -> pd.DataFrame:
+        """The users and days an online test needs to detect a replay's estimated lift, per treatment,
+        metric and with/without CUPED (empty for other runs and files before schema version 4)."""
+        return self._table(REPLAY_TEST_PLAN, run_id, ("treatment", "metric", "cuped"))
 
     def gate_decisions(self, run_id: str) -> pd.DataFrame:
         """One row per gate rule (all carry the decision); empty when the run has no gate decision."""

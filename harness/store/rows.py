@@ -28,8 +28,10 @@ from harness.store.schema import (
     LIFTS,
     POWER,
     RANKING_METRICS,
+    REPLAY_BATCHES,
     REPLAY_ESTIMATES,
     REPLAY_LIFTS,
+    REPLAY_TEST_PLAN,
     Column,
     Table,
     is_required,
@@ -293,6 +295,20 @@ def replay_lift_rows(rows: Any) -> list[dict[str, Any]]:
     out = table_rows(REPLAY_LIFTS, _require_fields(REPLAY_LIFTS, rows), derive=_covers)
     _unique(REPLAY_LIFTS, out, ("treatment", "metric", "estimator"), "treatment, metric and estimator")
     _one_default(REPLAY_LIFTS, out, ("treatment", "metric"))
+    return out
+
+
+def replay_batch_rows(rows: Any) -> list[dict[str, Any]]:
+    """Rows of `replay_batches` (one per batch, arm, metric and estimator)."""
+    out = table_rows(REPLAY_BATCHES, _require_fields(REPLAY_BATCHES, rows))
+    _unique(REPLAY_BATCHES, out, ("batch", "arm", "metric", "estimator"), "batch, arm, metric and estimator")
+    return out
+
+
+def test_plan_rows(rows: Any) -> list[dict[str, Any]]:
+    """Rows of `replay_test_plan` (one per treatment, metric and cuped)."""
+    out = table_rows(REPLAY_TEST_PLAN, _require_fields(REPLAY_TEST_PLAN, rows))
+    _unique(REPLAY_TEST_PLAN, out, ("treatment", "metric", "cuped"), "treatment, metric and cuped")
     return out
 
 

@@ -17,13 +17,19 @@ Layout choices (see docs/results-store.md):
   one row per (arm, metric, estimator) and per (treatment, metric, estimator), with the oracle's true
   values beside them when the logs come from the synthetic world. `is_default` marks the estimator
   whose numbers the run's `lifts` and gate use.
+- `replay_batches` (v4) holds a replay's work in progress: per user batch, the sufficient statistics of
+  every estimate (sums over users and weights), written in the same transaction as the batch's unit
+  rows, so a killed run resumes at the first missing batch and the final estimates merge the batches
+  exactly. `replay_test_plan` (v4) holds the users and days an online test needs to detect the
+  replay's estimated lift.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts
+SCHEMA_VERSION = 4  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts.
+# 4: replay_batches, replay_test_plan
 
 RUN_KINDS = ("analyze", "replay", "evaluate")
 RUN_STATUSES = ("running", "complete", "failed")
@@ -336,6 +342,66 @@ REPLAY_LIFTS = Table(
     since=3,
 )
 
+# `harness replay`'s batches (v4): sufficient statistics of each (arm, metric, estimator) over one user batch.
+# Value and clustered SE: with per-user totals S_g over n_g requests, value = sum S_g / sum n_g and
+# CR1 var = G/(G-1) (sum S_g^2 - 2 v sum n_g S_g + v^2 sum n_g^2) / N^2; ESS and weight shares from the weight sums.
+REPLAY_BATCHES = Table(
+    "replay_batches",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run ('replay' kind)"),
+        C("batch", "INTEGER NOT NULL", "user batch (users are assigned by a stable hash of their id)"),
+        C("arm", "VARCHAR NOT NULL", "the policy"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("estimator", "VARCHAR NOT NULL", "off-policy estimator"),
+        C("users", "BIGINT NOT NULL", "users in the batch (G)"),
+        C("requests", "BIGINT NOT NULL", "logged requests of those users (N)"),
+        C("slot_rows", "BIGINT NOT NULL", "slot rows (requests x slots) behind the weights"),
+        C("sum_total", "DOUBLE NOT NULL", "sum over users of the per-user total S_g"),
+        C("sum_total_sq", "DOUBLE NOT NULL", "sum of S_g^2"),
+        C("sum_n_total", "DOUBLE NOT NULL", "sum of n_g S_g"),
+        C("sum_n_sq", "DOUBLE NOT NULL", "sum of n_g^2"),
+        C("w_sum", "DOUBLE", "sum of the (clipped) weights (null for dm)"),
+        C("w_sq", "DOUBLE", "sum of the squared weights"),
+        C("w_max", "DOUBLE", "largest weight"),
+        C("w_raw_sum", "DOUBLE", "sum of the raw (unclipped) weights"),
+        C("w_removed", "DOUBLE", "raw weight mass removed by clipping"),
+        C("rare_mass", "DOUBLE", "target probability mass on slot rows the logging policy almost never shows"),
+        C("true_sum", "DOUBLE", "sum over requests of the oracle's value (null without an oracle)"),
+        C("true_var", "DOUBLE", "sum over requests of the truth's Monte-Carlo variance"),
+    ),
+    "one row per (run, batch, arm, metric, estimator): what a replay batch adds to each estimate",
+    primary_key=("run_id", "batch", "arm", "metric", "estimator"),
+    since=4,
+)
+
+# The online test a replay's estimated lift would need (v4).
+REPLAY_TEST_PLAN = Table(
+    "replay_test_plan",
+    (
+        C("run_id", "VARCHAR NOT NULL", "the run ('replay' kind)"),
+        C("treatment", "VARCHAR NOT NULL", "treatment policy"),
+        C("metric", "VARCHAR NOT NULL", "metric name"),
+        C("estimator", "VARCHAR NOT NULL", "estimator whose lift is to be detected (the run's default)"),
+        C("cuped", "BOOLEAN NOT NULL", "with CUPED on the pre-period (variance times 1 - rho^2)"),
+        C("lift_abs", "DOUBLE", "absolute lift to detect (the replay's point estimate)"),
+        C("lift_rel", "DOUBLE", "relative lift to detect"),
+        C("control_mean", "DOUBLE", "per-user mean of the metric over the window (logged traffic)"),
+        C("sd", "DOUBLE", "per-user standard deviation (after CUPED when cuped)"),
+        C("rho", "DOUBLE", "correlation of the window's per-user values with the pre-period's (null without CUPED)"),
+        C("users_per_arm", "DOUBLE", "users per arm for the power asked (null when the lift is 0 or undefined)"),
+        C("alpha", "DOUBLE NOT NULL", "two-sided significance level"),
+        C("power", "DOUBLE NOT NULL", "power asked"),
+        C("users_per_day", "DOUBLE", "new users entering the test per day (both arms)"),
+        C("days", "DOUBLE", "days to enrol 2 x users_per_arm at users_per_day"),
+        C("window_days", "DOUBLE", "length of the replayed window in days (the horizon sd was measured over)"),
+        C("note", "VARCHAR", "what limits the plan (e.g. a test longer than the window)"),
+        C("extra", "VARCHAR", "JSON object with any further fields"),
+    ),
+    "one row per (run, treatment, metric, cuped): users and days an online A/B test needs at the asked power",
+    primary_key=("run_id", "treatment", "metric", "cuped"),
+    since=4,
+)
+
 SCHEMA_VERSION_TABLE = Table(
     "schema_version",
     (
@@ -358,6 +424,8 @@ RESULT_TABLES: tuple[Table, ...] = (
     DAILY_LIFTS,
     REPLAY_ESTIMATES,
     REPLAY_LIFTS,
+    REPLAY_BATCHES,
+    REPLAY_TEST_PLAN,
 )
 ALL_TABLES: tuple[Table, ...] = (RUNS, *RESULT_TABLES, SCHEMA_VERSION_TABLE)
 

@@ -246,7 +246,7 @@ def test_version_2_database_is_read_and_migrated_on_write(store):
     assert "replay_estimates" not in tables
 
     run_id = store.write_run(**RUN, replay_estimates=estimates(), replay_lifts=lifts())
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert len(store.replay_estimates(run_id)) == 3 and len(store.replay_lifts(run_id)) == 3
     assert store.lifts(old)["abs_diff"].tolist() == [1.0] and len(store.daily_lifts(old)) == 1
     assert store.runs()["run_id"].tolist() == [old, run_id]
@@ -256,7 +256,7 @@ def test_version_2_database_is_read_and_migrated_on_write(store):
             "SELECT run_id, control, treatment, metric, estimator, is_default FROM replay_lifts LIMIT 1")
 
 
-def test_version_1_database_is_migrated_to_3_on_write(store):
+def test_version_1_database_is_migrated_on_write(store):
     run_id = store.create_run(**RUN)
     _as_version_2(store)
     with duckdb.connect(str(store.path)) as con:  # and on to what version 1 wrote
@@ -268,18 +268,19 @@ def test_version_1_database_is_migrated_to_3_on_write(store):
     assert store.schema_version() == 1 and store.replay_lifts(run_id).empty and store.daily_lifts(run_id).empty
     store.write_results(run_id, replay_estimates=estimates(), replay_lifts=lifts(),
                         lifts=[{"metric": "m", "abs_diff": None, "bayes_chance_to_win": 0.5}])
-    assert store.schema_version() == 3
+    assert store.schema_version() == SCHEMA_VERSION
     assert store.replay_lifts(run_id)["estimator"].tolist() == ["rips", "dm", "rips"]
     assert len(store.replay_estimates(run_id)) == 3
     got = store.lifts(run_id)
     assert pd.isna(got["abs_diff"].iloc[0]) and got["bayes_chance_to_win"].tolist() == [0.5]
 
 
-def test_newer_than_3_is_refused(store):
+def test_newer_than_known_is_refused(store):
     store.create_run(**RUN)
     with duckdb.connect(str(store.path)) as con:
-        con.execute("UPDATE schema_version SET version = 4")
-    with pytest.raises(SchemaVersionError, match="version 4.*knows versions up to 3; upgrade the harness"):
+        con.execute(f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaVersionError, match=f"version {SCHEMA_VERSION + 1}.*knows versions up to "
+                       f"{SCHEMA_VERSION}; upgrade the harness"):
         store.replay_estimates("x")
     with pytest.raises(SchemaVersionError):
         store.write_run(**RUN, replay_estimates=estimates())
