@@ -629,10 +629,17 @@ class ResultsStore:
         return self._table(GATE_DECISIONS_TABLE, run_id)
 
     def ranking_metrics(self, run_id: str | None = None) -> pd.DataFrame:
-        """Offline ranking metrics of one run, or of all runs (with run_id) when run_id is None."""
+        """Offline ranking metrics of one run, or of all runs (with run_id) when run_id is None. Rows written
+        before schema version 5 (or read from such a file) carry protocol 'leave-one-out' and slice 'all'."""
         if run_id is None:
-            return self._query("SELECT * FROM ranking_metrics", [], RANKING_METRICS.column_names)
-        return self._table(RANKING_METRICS, run_id)
+            frame = self._query("SELECT * FROM ranking_metrics", [], RANKING_METRICS.column_names)
+        else:
+            frame = self._table(RANKING_METRICS, run_id)
+        for column, value in R.RANKING_DEFAULTS.items():
+            frame[column] = frame[column].fillna(value) if column in frame.columns else value
+        if "n_queries" not in frame.columns:
+            frame["n_queries"] = None
+        return frame
 
     def unit_ids(self, run_id: str) -> set[str]:
         """Ids (as text) of the units stored for a run, e.g. to skip them when resuming a replay."""

@@ -350,9 +350,13 @@ def gate_rows(gate: Any) -> tuple[str, list[dict[str, Any]]]:
     return decision, rows
 
 
+RANKING_DEFAULTS = {"protocol": "leave-one-out", "slice": "all"}  # what every row before schema v5 was
+
+
 def ranking_rows(ranking: Any) -> list[dict[str, Any]]:
-    """Rows of `ranking_metrics` (model, task, split, metric, value, seed)."""
-    return table_rows(RANKING_METRICS, ranking)
+    """Rows of `ranking_metrics` (model, task, split, metric, value, seed, protocol, slice, n_queries); a row
+    without protocol or slice is a leave-one-out figure over all queries."""
+    return table_rows(RANKING_METRICS, ranking, defaults=RANKING_DEFAULTS)
 
 
 def split_unit_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

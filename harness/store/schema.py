@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 4  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts.
-# 4: replay_batches, replay_test_plan
+SCHEMA_VERSION = 5  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts.
+# 4: replay_batches, replay_test_plan. 5: ranking_metrics.protocol, slice, n_queries
 
 RUN_KINDS = ("analyze", "replay", "evaluate")
 RUN_STATUSES = ("running", "complete", "failed")
@@ -254,6 +254,11 @@ RANKING_METRICS = Table(
         C("metric", "VARCHAR NOT NULL", "e.g. 'ndcg@5', 'recall@10', 'mrr@10'"),
         C("value", "DOUBLE", "metric value"),
         C("seed", "BIGINT", "seed of the evaluation (negative sampling)"),
+        C("protocol", "VARCHAR", "'leave-one-out' | 'temporal' (v5; rows written before hold null and read as "
+                                 "'leave-one-out')"),
+        C("slice", "VARCHAR", "the test queries averaged: 'all', or under the temporal protocol 'warm' / 'cold' "
+                              "(target published before / after the cut) (v5; null before, read as 'all')"),
+        C("n_queries", "BIGINT", "queries the value averages over (v5; null before)"),
     ),
     "offline ranking metrics of the models",
 )
