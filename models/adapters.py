@@ -12,14 +12,20 @@ LSVCR code and its language model load only when used).
 
 `base` is SASRec over video IDs (models/sasrec.py). It has no comment model: its `score_comments`
 ranks a video's comments by like count, the production rule, so the replay can still run it.
+
+Like counts: a recommender whose comment scores read like counts (base, pop, LSVCR's like-count prior)
+takes others than its catalogue's snapshot through `set_comment_likes(likes (C+1,) | None)`; evaluation
+installs the counts as of each query's time (`comment_likes_setter`, `models.evaluation`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,7 +38,7 @@ from models.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from models.pop import comment_like_scores
+from models.pop import comment_like_scores, like_table
 from models.sasrec import SASRec, SASRecConfig, reading_window
 
 
@@ -71,6 +77,24 @@ def resolve_checkpoint(name_or_path: str | Path, models_dir: Path | str | None =
         f"no checkpoint for {str(name_or_path)!r}: looked in {', '.join(str(c) for c in candidates)}. "
         f"Train it with `harness train --model {p.name} --out {models_dir / p.name}` or pass --checkpoints."
     )
+
+
+def comment_likes_setter(recommender) -> Callable[[np.ndarray | None], None] | None:
+    """How to make `recommender` rank comments with given like counts ((C+1,) array; None = its catalogue's
+    snapshot): its own `set_comment_likes`, else its SR model's (LSVCR: `LSVCRSR.set_comment_likes`, which
+    the adapter does not forward yet); None for a recommender that reads no like counts."""
+    own = getattr(recommender, "set_comment_likes", None)
+    if callable(own):
+        return own
+    model_set = getattr(getattr(recommender, "model", None), "set_comment_likes", None)
+    catalogue = getattr(recommender, "catalogue", None)
+    if not callable(model_set) or catalogue is None:
+        return None
+
+    def install(likes: np.ndarray | None) -> None:
+        model_set(torch.from_numpy(np.asarray(catalogue.comment_likes if likes is None else likes, np.int64)))
+
+    return install
 
 
 def _import(target: str):
@@ -114,6 +138,11 @@ class SASRecRecommender:
         self.name = name
         self.digest = digest
         self.device = device
+        self.comment_likes = like_table(catalogue)
+
+    def set_comment_likes(self, likes: np.ndarray | None) -> None:
+        """Rank comments by these like counts (C+1,) from now on; None = the catalogue's snapshot."""
+        self.comment_likes = like_table(self.catalogue, likes)
 
     @torch.no_grad()
     def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
@@ -141,7 +170,7 @@ class SASRecRecommender:
         return self.model.score(out, query.candidates)
 
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
-        return comment_like_scores(self.catalogue, query)
+        return comment_like_scores(self.comment_likes, query)
 
     def save(self, folder: Path, *, data_fingerprint: str, seed: int, metrics: dict | None = None) -> Path:
         return save_checkpoint(folder, kind=self.kind, hyperparameters=self.model.config.to_dict(),

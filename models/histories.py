@@ -18,16 +18,23 @@ The `EventLog` holds these as ragged per-user arrays (CSR offsets) over catalogu
 external user_id; `EventLog.histories(rows)` packs users into a `UserHistories` batch.
 
 Split (leave-one-out by time, as in SASRec and the LSVCR paper): for a user with at least 3 video
-events the last is the test target and the second-to-last the validation target; training keeps the
-rest. Independently, for a user with at least 2 comment records, the last record is the test query
-of comment recommendation and the one before it the validation query. Users below these counts only
-contribute training events. Evaluation queries see the full log, masked by the query time.
+events the last is the test target and the second-to-last the validation target. Independently, for a
+user with at least 2 comment records, the last record is the test query of comment recommendation and
+the one before it the validation query. Training keeps each user's events (both kinds) strictly before
+the user's earliest held-out query of either task, so no held-out query has a training event of its
+user at or after its time. (Until 2026-12, each task held out its own last two events only: a comment
+test query had training video events after it, and a video test target could sit in the training
+comment records at its own time; docs/models.md "Evaluation protocols" gives the figures.) Users below
+these counts only contribute training events. Evaluation queries are scored with the full log cut to
+the events strictly before the query time (`EventLog.histories(rows, before=...)`), and comment like
+counts as of that time (`models.likes.CommentLikes`, carried by `Splits.likes`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +44,9 @@ import torch
 from models.batch import UserHistories
 from models.catalogue import Catalogue
 from models.errors import ModelInputError
+
+if TYPE_CHECKING:
+    from models.likes import CommentLikes
 
 
 @dataclass(frozen=True)
@@ -147,12 +157,21 @@ class EventLog:
             np.concatenate([[0], np.cumsum(pcount)]).astype(np.int64), self.positives[pkeep],
         )
 
-    def histories(self, rows, device: torch.device | str = "cpu") -> UserHistories:
-        """Pack the users at `rows` into a `UserHistories` (padding at the end, L and Lc >= 1)."""
+    def histories(self, rows, device: torch.device | str = "cpu", before=None) -> UserHistories:
+        """Pack the users at `rows` into a `UserHistories` (padding at the end, L and Lc >= 1). `before`
+        (one time per row) keeps only each row's events strictly before its time: what a query at that
+        time may read, so a model is never handed a later event (evaluation passes its query times)."""
         rows = np.asarray(rows, np.int64)
         B = rows.shape[0]
         nv = self.n_video_events()[rows]
         nc = self.n_comment_records()[rows]
+        if before is not None:
+            before = np.broadcast_to(np.asarray(before, np.float64), rows.shape)
+            nv = np.array([np.searchsorted(self.video_time[self.video_offsets[u]:self.video_offsets[u + 1]], t, "left")
+                           for u, t in zip(rows, before, strict=True)], np.int64).reshape(rows.shape)
+            nc = np.array([np.searchsorted(self.comment_time[self.comment_offsets[u]:self.comment_offsets[u + 1]], t,
+                                           "left") for u, t in zip(rows, before, strict=True)], np.int64
+                          ).reshape(rows.shape)
         L, Lc, M = max(1, int(nv.max(initial=0))), max(1, int(nc.max(initial=0))), self.comment_top.shape[1]
         vid = np.zeros((B, L), np.int64)
         vt = np.full((B, L), np.inf)
@@ -160,13 +179,13 @@ class EventLog:
         ct = np.full((B, Lc), np.inf)
         cc = np.zeros((B, Lc, M), np.int64)
         for b, u in enumerate(rows):
-            s, e = self.video_offsets[u], self.video_offsets[u + 1]
-            vid[b, :e - s] = self.video[s:e]
-            vt[b, :e - s] = self.video_time[s:e]
-            s, e = self.comment_offsets[u], self.comment_offsets[u + 1]
-            cv[b, :e - s] = self.comment_video[s:e]
-            ct[b, :e - s] = self.comment_time[s:e]
-            cc[b, :e - s] = self.comment_top[s:e]
+            s, n = self.video_offsets[u], nv[b]
+            vid[b, :n] = self.video[s:s + n]
+            vt[b, :n] = self.video_time[s:s + n]
+            s, n = self.comment_offsets[u], nc[b]
+            cv[b, :n] = self.comment_video[s:s + n]
+            ct[b, :n] = self.comment_time[s:s + n]
+            cc[b, :n] = self.comment_top[s:s + n]
         t = torch.from_numpy
         return UserHistories(t(vid), t(vt), t(cv), t(cc), t(ct)).to(device)
 
@@ -266,14 +285,33 @@ class EvalTargets:
 
 @dataclass
 class Splits:
-    full: EventLog  # every event: evaluation histories (queries mask the future by time)
-    train: EventLog  # validation and test events removed
+    full: EventLog  # every event: evaluation histories (cut at each query's time)
+    train: EventLog  # each user's events before the user's first held-out query
     valid: EvalTargets
     test: EvalTargets
+    likes: CommentLikes | None = None  # comment like counts as of any time; None = the catalogue's snapshot
+
+
+def first_query_times(n_users: int, *targets: pd.DataFrame) -> np.ndarray:
+    """(U,) each user's earliest query time over the target tables (user_row, time); +inf for none."""
+    first = np.full(n_users, np.inf)
+    for t in targets:
+        np.minimum.at(first, t["user_row"].to_numpy(np.int64), t["time"].to_numpy(np.float64))
+    return first
+
+
+def events_before(log: EventLog, cut: np.ndarray) -> EventLog:
+    """Each user's video events and comment records strictly before the user's `cut` (U,) time."""
+    vrow = np.repeat(np.arange(log.n_users), log.n_video_events())
+    crow = np.repeat(np.arange(log.n_users), log.n_comment_records())
+    n_video = np.bincount(vrow, weights=log.video_time < cut[vrow], minlength=log.n_users).astype(np.int64)
+    n_comment = np.bincount(crow, weights=log.comment_time < cut[crow], minlength=log.n_users).astype(np.int64)
+    return log.head(n_video, n_comment)  # events are time-sorted within a user: those before are a prefix
 
 
 def leave_one_out(log: EventLog, min_video_events: int = 3, min_comment_records: int = 2) -> Splits:
-    """Leave-one-out by time per user (see the module docstring)."""
+    """Leave-one-out by time per user (see the module docstring); training stops at each user's first
+    held-out query of either task."""
     nv, nc = log.n_video_events(), log.n_comment_records()
     v_ok = np.flatnonzero(nv >= min_video_events)
     c_ok = np.flatnonzero(nc >= min_comment_records)
@@ -288,11 +326,10 @@ def leave_one_out(log: EventLog, min_video_events: int = 3, min_comment_records:
         return pd.DataFrame({"user_row": c_ok, "user_id": log.user_ids[c_ok], "time": log.comment_time[idx],
                              "video": log.comment_video[idx], "record": idx})
 
-    drop_v = np.where(nv >= min_video_events, 2, 0)
-    drop_c = np.where(nc >= min_comment_records, 2, 0)
-    train = log.head(nv - drop_v, nc - drop_c)
-    return Splits(log, train, EvalTargets(video_targets(2), comment_targets(2)),
-                  EvalTargets(video_targets(1), comment_targets(1)))
+    valid = EvalTargets(video_targets(2), comment_targets(2))
+    test = EvalTargets(video_targets(1), comment_targets(1))
+    first = first_query_times(log.n_users, valid.video, valid.comment, test.video, test.comment)
+    return Splits(log, events_before(log, first), valid, test)
 
 
 @dataclass
@@ -312,8 +349,12 @@ def prepare_data(tables: dict, config: HistoryConfig | None = None) -> PreparedD
     """Catalogue + histories + leave-one-out splits from a dict of log tables (schema names)."""
     if tables.get("videos") is None:
         raise ValueError("the logs lack the 'videos' table, needed to build the catalogue")
+    from models.likes import CommentLikes
+
     catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
     log = event_log_from_tables(catalogue, tables, config)
     if log.n_users == 0:
         raise ModelInputError("the logs hold no engaged video event (liked or watched); nothing to train or evaluate")
-    return PreparedData(catalogue, leave_one_out(log))
+    splits = leave_one_out(log)
+    splits.likes = CommentLikes.from_tables(catalogue, tables["requests"], tables.get("comment_impressions"))
+    return PreparedData(catalogue, splits)

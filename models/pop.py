@@ -4,6 +4,10 @@ Video score = number of training video events of the candidate (the same for eve
 it ignores the history on purpose). Comment score = the comment's like count, the production
 comment-ranking rule, which `base` uses too (it has no comment model). Unknown videos/comments
 (index 0) score -inf, like padding.
+
+The like counts are the catalogue's snapshot until `set_comment_likes` installs others: evaluation
+installs the counts as of each query's time (`models.likes.CommentLikes`), since a snapshot taken at the
+end of the log holds likes given after the query.
 """
 
 from __future__ import annotations
@@ -20,11 +24,19 @@ from models.checkpoint import check_state_shapes, load_checkpoint, save_checkpoi
 from models.histories import EventLog
 
 
-def comment_like_scores(catalogue: Catalogue, query: CommentQuery) -> Tensor:
-    """(B, Q, C) like counts of the candidate comments (production ranking), -inf at pads."""
-    likes = torch.as_tensor(catalogue.comment_likes, dtype=torch.float32, device=query.candidates.device)
-    s = likes[query.candidates]
+def comment_like_scores(likes: Tensor, query: CommentQuery) -> Tensor:
+    """(B, Q, C) like counts (`likes`, (C+1,)) of the candidate comments (production ranking), -inf at pads."""
+    s = likes.to(device=query.candidates.device, dtype=torch.float32)[query.candidates]
     return s.masked_fill(query.candidates == 0, float("-inf"))
+
+
+def like_table(catalogue: Catalogue, likes: np.ndarray | None = None) -> Tensor:
+    """(C+1,) float like counts: `likes`, or the catalogue's snapshot; refuses a table of the wrong length."""
+    likes = catalogue.comment_likes if likes is None else np.asarray(likes)
+    if likes.shape != (catalogue.n_comments + 1,):
+        raise ValueError(f"comment like counts have shape {likes.shape}, expected ({catalogue.n_comments + 1},): "
+                         "one per comment index, 0 for padding")
+    return torch.as_tensor(likes, dtype=torch.float32)
 
 
 class PopRecommender:
@@ -39,6 +51,11 @@ class PopRecommender:
         self.catalogue = catalogue
         self.name = name
         self.digest = digest
+        self.comment_likes = like_table(catalogue)
+
+    def set_comment_likes(self, likes: np.ndarray | None) -> None:
+        """Rank comments by these like counts (C+1,) from now on; None = the catalogue's snapshot."""
+        self.comment_likes = like_table(self.catalogue, likes)
 
     @classmethod
     def fit(cls, train: EventLog, catalogue: Catalogue) -> PopRecommender:
@@ -51,7 +68,7 @@ class PopRecommender:
         return s.masked_fill(query.candidates == 0, float("-inf"))
 
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
-        return comment_like_scores(self.catalogue, query)
+        return comment_like_scores(self.comment_likes, query)
 
     def save(self, folder: Path, *, data_fingerprint: str, seed: int, metrics: dict | None = None) -> Path:
         return save_checkpoint(folder, kind=self.kind, hyperparameters={}, state={"counts": self.counts},

@@ -212,12 +212,18 @@ class LSVCRSR(nn.Module):
         self.comment_emb = comment_emb.float().to(dev)
         self.comment_has = comment_has.bool().to(dev)
         self.popular_comment = popular_comment.long().to(dev)
+        self.set_comment_likes(comment_likes)
+
+    def set_comment_likes(self, comment_likes: Tensor | None) -> None:
+        """The like counts (C+1,) the like-count prior reads from now on (None = all zero). Evaluation installs
+        the counts as of each query's time here (models.adapters.comment_likes_setter)."""
+        rows = self.comment_emb.shape[0]
         if comment_likes is None:
-            comment_likes = torch.zeros(comment_emb.shape[0], dtype=torch.long)
-        if comment_likes.shape[0] != comment_emb.shape[0]:
-            raise ValueError(f"comment_likes must have one entry per comment row ({comment_emb.shape[0]}), "
-                             f"got {comment_likes.shape[0]}")
+            comment_likes = torch.zeros(rows, dtype=torch.long)
+        if comment_likes.shape[0] != rows:
+            raise ValueError(f"comment_likes must have one entry per comment row ({rows}), got {comment_likes.shape[0]}")
         likes = comment_likes.double().clamp(min=0)
+        dev = self.pos_video.weight.device
         self.like_bucket = torch.floor(torch.log2(1.0 + likes)).long().clamp(max=LIKE_BUCKETS - 1).to(dev)
         self.like_log = torch.log1p(likes).float().to(dev)
 

@@ -93,16 +93,22 @@ def test_leave_one_out_split() -> None:
         vids = full.user_videos(u)
         assert sp.test.video["target"].iloc[u] == vids[-1]
         assert sp.valid.video["target"].iloc[u] == vids[-2]
-        assert sp.train.user_videos(u).tolist() == vids[:-2].tolist()
         assert sp.test.video["time"].iloc[u] == full.user_video_times(u)[-1]
+        # training ends at the user's first held-out query of either task: the validation comment query at
+        # request 3 (below), so requests 0..2 train, not 0..5 (the video task's own cut, which left the
+        # requests after the comment query in training)
+        assert sp.train.user_videos(u).tolist() == vids[:3].tolist()
     # comment records every 3rd request: t = 0, 3, 6 -> 3 records; the last two are held out
     assert full.n_comment_records().tolist() == [3, 3, 3]
     assert sp.train.n_comment_records().tolist() == [1, 1, 1]
     assert (sp.test.comment["record"].to_numpy() == full.comment_offsets[1:] - 1).all()
-    # a user with 2 events stays in training only
+    # a user with 2 video events has no video query, but its comment queries still cut its training at request 3
     short = leave_one_out(full.head(np.array([2, 8, 8]), full.n_comment_records()))
     assert short.test.video["user_row"].tolist() == [1, 2]
-    assert short.train.n_video_events().tolist() == [2, 6, 6]
+    assert short.train.n_video_events().tolist() == [2, 3, 3]
+    # without comment queries, the video task alone cuts: all but the last two video events train
+    video_only = leave_one_out(full.head(full.n_video_events(), np.array([1, 1, 1])))
+    assert video_only.test.comment.empty and video_only.train.n_video_events().tolist() == [6, 6, 6]
 
 
 def test_movielens_loader(tmp_path) -> None:
