@@ -111,14 +111,32 @@ class Catalogue:
             h.update(b"|")
         return h.hexdigest()
 
-    def text_digest(self) -> str:
+    def text_digest(self, videos: np.ndarray | None = None, comments: np.ndarray | None = None) -> str:
         """sha256 over every title and comment text: worlds that share all ids (other seeds of the synthetic
-        world) but not their text are different catalogues to a model."""
+        world) but not their text are different catalogues to a model.
+
+        `videos` / `comments` (indices 1..V / 1..C, in the order wanted) restrict it to those rows: the
+        digest of a later catalogue's rows for the ids of an earlier one equals the earlier catalogue's
+        digest exactly when those items kept their texts (`superset_of`)."""
+        titles = self.titles if videos is None else [None] + [self.titles[int(i)] for i in videos]
+        texts = self.comment_texts if comments is None else [None] + [self.comment_texts[int(j)] for j in comments]
         h = hashlib.sha256()
-        for t in list(self.titles) + ["\x00"] + list(self.comment_texts):
+        for t in list(titles) + ["\x00"] + list(texts):
             h.update(b"\x01" if t is None else str(t).encode())
             h.update(b"\x00")
         return h.hexdigest()
+
+    def superset_of(self, other: Catalogue) -> tuple[np.ndarray, np.ndarray] | None:
+        """This catalogue's indices of `other`'s videos and comments, (V_other,) and (C_other,), when this
+        one holds every id of `other` with each comment under the same video (a later snapshot of the
+        same logs, with new uploads and comments); None otherwise. Texts are not compared here."""
+        vi, ci = self.video_index(other.video_ids), self.comment_index(other.comment_ids)
+        if (vi == 0).any() or (ci == 0).any():
+            return None
+        under = np.concatenate([[0], vi])[other.comment_video[1:]]  # this catalogue's index of each comment's video
+        if not np.array_equal(self.comment_video[ci], under):
+            return None
+        return vi, ci
 
     def describe_difference(self, other: Catalogue) -> str:
         """Human-readable account of how `other` differs from this catalogue ('' when identical)."""

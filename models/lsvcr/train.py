@@ -1,12 +1,16 @@
 """`train_lsvcr`: the whole LSVCR pipeline (stage 1 alignment, stage 2 fine-tuning) and its ablations.
 
-    stage="align"    stage 1 only; writes `<out>-stage1/` (SR weights, tuned text embeddings, log)
+    stage="align"    stage 1 only; writes `<out>-stage1/` (SR weights, tuned text embeddings, the tuned LM
+                     part, log)
     stage="finetune" stage 2 from an existing `<out>-stage1/`; writes the checkpoint `<out>/`
     stage="all"      both
 
 Ablations: `no_align` (no stage 1: the frozen pre-trained LM's embeddings and a fresh text MLP),
 `no_comments` (empty comment histories everywhere, training and serving), `no_text` (IDs only: video
 ID table, and a comment ID table since LSVCR proper has no comment IDs; no LM at all).
+
+The checkpoint keeps the part of the LM that stage 1 tuned (`tuned_lm.safetensors`, config.json `tuned_lm`;
+models/lsvcr/tuned_lm.py): with the base LM it embeds titles and comments the model has not seen.
 
 The pre-trained LM's embedding of the catalogue is cached (`cache_dir`, default `<out>/../.lsvcr-cache`)
 because it is the same for every seed and ablation. Evaluation candidates are the stored ones of
@@ -35,6 +39,7 @@ from models.lsvcr.llm import load_llm
 from models.lsvcr.stage1 import run_stage1, stage1_boundary_layer
 from models.lsvcr.stage2 import run_stage2
 from models.lsvcr.text import TEXT_FILE, TextTables, cached_catalogue_embedding_and_boundary
+from models.lsvcr.tuned_lm import TunedLM
 from models.training_loop import seeded_torch
 
 STAGES = ("all", "align", "finetune")
@@ -58,19 +63,20 @@ def stage1_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + "-stage1")
 
 
-def _save_stage1(folder: Path, state: dict, tables: TextTables, info: dict) -> None:
+def _save_stage1(folder: Path, state: dict, tables: TextTables, info: dict, tuned: TunedLM) -> None:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / STAGE1_WEIGHTS))
     tables.save(tmp / TEXT_FILE)
-    (tmp / STAGE1_INFO).write_text(json.dumps(info, indent=2, default=float))
+    tuned.save(tmp)
+    (tmp / STAGE1_INFO).write_text(json.dumps({**info, "tuned_lm": tuned.spec.to_dict()}, indent=2, default=float))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
 
 
-def _load_stage1(folder: Path, catalogue: Catalogue) -> tuple[dict, TextTables, dict]:
+def _load_stage1(folder: Path, catalogue: Catalogue) -> tuple[dict, TextTables, dict, TunedLM | None]:
     if not (folder / STAGE1_INFO).exists():
         raise FileNotFoundError(f"no stage-1 result in {folder}: run train_lsvcr(..., stage='align') "
                                 "(or `harness train --model lsvcr --stage align`) first")
@@ -79,7 +85,8 @@ def _load_stage1(folder: Path, catalogue: Catalogue) -> tuple[dict, TextTables, 
         raise ValueError(f"{folder} was aligned on a different catalogue than this data; re-run stage 1")
     tables = TextTables.load(folder / TEXT_FILE)
     tables.check_catalogue(catalogue, str(folder / TEXT_FILE))
-    return load_file(str(folder / STAGE1_WEIGHTS)), tables, info
+    tuned = TunedLM.load(folder, info["tuned_lm"]) if info.get("tuned_lm") else None  # None: an older stage 1
+    return load_file(str(folder / STAGE1_WEIGHTS)), tables, info, tuned
 
 
 def _check_stage1(info: dict, folder: Path, *, ablation: str | None, seed: int, llm_path: str | None) -> None:
@@ -177,6 +184,7 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
 
     needs_stage1 = ablation not in ("no_align", "no_text")
     init_state, tables = None, None
+    tuned: TunedLM | None = None  # the LM part that embeds new texts at serving time (none without text)
     stage1_info: dict = {}
     s1 = stage1_dir(out_dir)
     if ablation == "no_text":
@@ -207,20 +215,29 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
                 "loss_first": float(np.mean(first)), "loss_last": float(np.mean(last)), "history": res.history,
                 "llm_path": lm.path, "lm_tuning": cfg.stage1.lm_tuning, "seed": seed, "ablation": ablation,
                 "steps": res.steps, "planned_steps": res.planned_steps, "truncated": res.truncated}
-            _save_stage1(s1, init_state, tables, stage1_info)
+            s1c = cfg.stage1
+            tuned = TunedLM.from_model(lm, res.lm_state, tuning=s1c.lm_tuning, llm_path=cfg.llm_path,
+                                       max_tokens=s1c.text_max_tokens,
+                                       lora={"r": s1c.lora_r, "alpha": s1c.lora_alpha, "dropout": s1c.lora_dropout})
+            _save_stage1(s1, init_state, tables, stage1_info, tuned)
             log(f"stage 1 done in {res.seconds:.1f} s: loss {np.mean(first):.4f} -> {np.mean(last):.4f}; saved {s1}")
             if res.truncated:
                 log(f"WARNING: stage 1 (alignment) ran {res.steps} of its {res.planned_steps} planned steps before its "
                     f"time budget ran out: this model is under-aligned, and its checkpoint says so "
                     "(training_metrics.stage1_truncated); raise --time-budget or pass --time-budget 0")
-        else:
+        else:  # no_align: the pre-trained LM embedded the tables, and embeds new texts likewise
             tables = pre
+            tuned = TunedLM.from_model(lm, {}, tuning="frozen", llm_path=cfg.llm_path,
+                                       max_tokens=cfg.stage1.text_max_tokens)
         del lm, boundary  # the boundary states (~0.5 GB on the default world) are not needed in stage 2
         if stage == "align":
             return s1
     else:
-        init_state, tables, info = _load_stage1(s1, catalogue)
+        init_state, tables, info, tuned = _load_stage1(s1, catalogue)
         _check_stage1(info, s1, ablation=ablation, seed=seed, llm_path=cfg.llm_path)
+        if tuned is None:
+            log(f"WARNING: {s1} predates the saved tuned language model: this checkpoint will score only the items "
+                "it is trained on (re-run --stage align to save it)")
         stage1_info = info
         lm_dim = int(tables.dim)
         timings["stage1_s"] = float(info.get("seconds", 0.0))
@@ -241,6 +258,7 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
                **timings, "epochs": res2.history,
                "stage1_steps": stage1_info.get("steps"), "stage1_planned_steps": stage1_info.get("planned_steps"),
                "stage1_truncated": bool(stage1_info.get("truncated", False))}
+    res2.recommender.tuned_lm = tuned
     res2.recommender.save(out_dir, data_fingerprint=splits.full.fingerprint(), seed=seed, metrics=metrics,
                           extra={"ablation": ablation, "llm_path": cfg.llm_path, "stage": stage,
                                  "eval_candidates_key": cands.key,
