@@ -104,10 +104,12 @@ def test_model_choices_match_the_models_package() -> None:
     from models.evaluation import SPLITS
     from models.lsvcr.config import ABLATIONS
     from models.lsvcr.train import STAGES
+    from models.protocols import PROTOCOLS
 
     assert {m.value for m in models_cmd.ModelKind} == set(KNOWN_NAMES)
     assert {s.value for s in models_cmd.Stage} == set(STAGES)
     assert {s.value for s in models_cmd.Split} == set(SPLITS)
+    assert {p.value for p in models_cmd.EvalProtocol} == set(PROTOCOLS)
     assert {a.value for a in models_cmd.Ablation} == {a for a in ABLATIONS if a is not None}
 
 

@@ -55,6 +55,11 @@ class Split(StrEnum):
     test = "test"
 
 
+class EvalProtocol(StrEnum):
+    leave_one_out = "leave-one-out"
+    temporal = "temporal"
+
+
 Ablation = StrEnum("Ablation", {a: a for a in ABLATIONS if a is not None})  # type: ignore[misc]
 
 # LSVCR-only options of `harness train` (parameter name -> flag)
@@ -65,13 +70,14 @@ _LSVCR_ONLY = {"stage": "--stage", "llm": "--llm", "ablation": "--ablation", "ti
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the top-level app."""
     app.command("train", help="Train a recommender (base = SASRec, pop, lsvcr) on logs and save a checkpoint.")(train)
-    app.command("evaluate", help="Rank models offline (leave-one-out, stored candidates): models x tasks x metrics.")(
-        evaluate)
+    app.command("evaluate", help="Rank models offline on stored candidates (leave-one-out, or temporal with a cold "
+                                 "slice): models x tasks x metrics.")(evaluate)
 
 
-def _read_logs(path: Path, until: str | None = None) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """The model tables (requests before `until` when given), the logs' fingerprint and what was kept
-    (the `training_data` record a checkpoint carries: the replay refuses checkpoints that saw its window)."""
+def _read_logs(path: Path, until: str | None = None, *, cut: bool = True) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The model tables (requests before `until` when given and `cut`), the logs' fingerprint and what the cut
+    keeps (the `training_data` record a checkpoint carries: the replay and the temporal protocol refuse
+    checkpoints that saw what they score). `cut=False` parses `until` but keeps every request (evaluation)."""
     from harness.logs.store import MODEL_TABLES, LogStore
     from harness.logs.window import WindowError, cut_tables, event_range, parse_cut
 
@@ -79,18 +85,19 @@ def _read_logs(path: Path, until: str | None = None) -> tuple[dict[str, Any], st
         raise UserError(f"--data {path} does not exist; create logs with `harness simulate --out {path}`")
     try:
         with LogStore.open(path) as store:
-            cut = None
+            at = None
             if until is not None:
                 try:
-                    cut = parse_cut(until, store)
+                    at = parse_cut(until, store)
                 except WindowError as exc:
                     raise UserError(f"--until: {exc}") from None
-            kept = event_range(store, before=cut)
+            kept = event_range(store, before=at)
             if until is not None and kept.requests == 0:
-                raise UserError(f"--until {until}: no request of {path} lies before {cut}; pick a later cut")
-            info = {"logs_fingerprint": store.fingerprint(), "until": None if cut is None else str(cut),
-                    **kept.to_dict()}
-            return cut_tables(store, MODEL_TABLES, before=cut), info["logs_fingerprint"], info
+                raise UserError(f"--until {until}: no request of {path} lies before {at}; pick a later cut")
+            fingerprint = store.fingerprint()
+            info: dict[str, Any] = {"logs_fingerprint": fingerprint, "until": None if at is None else str(at),
+                                    **kept.to_dict()}
+            return cut_tables(store, MODEL_TABLES, before=at if cut else None), fingerprint, info
     except LOG_ERRORS as exc:
         raise log_error(exc) from None
 
@@ -220,10 +227,22 @@ def evaluate(
                                                      "or checkpoint paths."),
     data: Path = typer.Option(..., "--data", help="Logs: a folder of Parquet files or a .duckdb file."),
     checkpoints: Path = typer.Option(Path("checkpoints"), "--checkpoints",
-                                     help="Folder holding one checkpoint folder per model name."),
-    split: Split = typer.Option(Split.test, "--split", help="Evaluate on the validation or the test targets."),
+                                     help="Folder holding one checkpoint folder per model name (and the stored "
+                                          "evaluation candidates)."),
+    split: Split = typer.Option(Split.test, "--split", help="Evaluate on the validation or the test targets "
+                                                            "(leave-one-out only)."),
+    protocol: EvalProtocol = typer.Option(EvalProtocol.leave_one_out, "--protocol",
+                                          help="leave-one-out (each user's last events) or temporal (events after "
+                                               "one global cut, --until; with warm and cold slices; docs/models.md)."),
+    until: str | None = typer.Option(None, "--until",
+                                     help="Temporal only: the cut, an ISO timestamp or 'experiment-start'; every "
+                                          "model must have been trained before it (`harness train --until`)."),
+    queries_per_user: int = typer.Option(10, "--queries-per-user", min=0,
+                                         help="Temporal only: test queries drawn per user and task among its events "
+                                              "after the cut (0 = all of them)."),
     device: Device = typer.Option(Device.cpu, "--device", help="Torch device."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation candidates (0 = those used in training)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation candidates (0 = those used in training) "
+                                               "and of the temporal protocol's query draw."),
     as_json: bool = JsonOpt,
     db: Path | None = DbOpt,
     store: bool = typer.Option(True, "--store/--no-store", help="Record the metrics in the results database."),
@@ -232,34 +251,60 @@ def evaluate(
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names:
             raise UserError("--models is empty; pass e.g. --models base,pop")
+        temporal = protocol is EvalProtocol.temporal
+        if temporal and until is None:
+            raise UserError("--protocol temporal needs --until: the cut the models were trained before, e.g. "
+                            "--until experiment-start (synthetic worlds) or an ISO time")
+        if not temporal and until is not None:
+            raise UserError("--until applies to --protocol temporal only; leave-one-out has no cut")
+        if temporal and split is Split.valid:
+            raise UserError("--split valid applies to leave-one-out only: the temporal protocol has test queries "
+                            "(after the cut) and no validation split")
+        if not temporal and queries_per_user != 10:
+            raise UserError("--queries-per-user applies to --protocol temporal only")
         from models.checkpoint import CheckpointError
         from models.errors import ModelInputError
 
-        tables, log_fp, _ = _read_logs(data)
+        tables, log_fp, info = _read_logs(data, until, cut=False)
+        settings = {"protocol": protocol.value, "until": info["until"],
+                    "queries_per_user": queries_per_user if temporal else None}
         try:
-            results, digests = _evaluate(names, tables, checkpoints, split.value, device.value, seed)
+            results, digests = _evaluate(names, tables, checkpoints, split.value, device.value, seed,
+                                         settings, log_fp)
         except LOG_ERRORS as exc:
             raise log_error(exc) from None
         except (CheckpointError, ModelInputError) as exc:
             raise UserError(str(exc)) from None
         if store:
-            _store(results, db, names, seed, log_fp, digests, checkpoints, split.value)
+            _store(results, db, names, seed, log_fp, digests, checkpoints, split.value, settings)
     if as_json:
-        print_json({"split": split.value, "seed": seed, "data_fingerprint": log_fp,
+        print_json({"split": split.value, "seed": seed, "data_fingerprint": log_fp, **settings,
                     "results": [r.__dict__ for r in results]})
         return
-    _print_table(results, split.value)
+    _print_table(results, split.value, settings)
 
 
 def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split: str, device: str,
-              seed: int) -> tuple[list[Any], dict[str, str]]:
+              seed: int, settings: dict[str, Any], log_fp: str) -> tuple[list[Any], dict[str, str]]:
     from models.adapters import load_recommender
     from models.evaluation import EvalConfig, load_or_sample_candidates
     from models.evaluation import evaluate as run_eval
     from models.histories import prepare_data
 
-    prep = prepare_data(tables)
-    cands = load_or_sample_candidates(prep.splits, prep.catalogue, checkpoints, EvalConfig(seed=seed))
+    setup = None
+    if settings["protocol"] == EvalProtocol.temporal:
+        import numpy as np
+
+        from models.protocols import Temporal, prepare_temporal
+
+        cut = np.datetime64(settings["until"], "us")
+        for name in names:
+            _check_trained_before(name, checkpoints, cut, log_fp, settings["until"])
+        protocol = Temporal(cut.astype(np.int64) / 1e6, settings["queries_per_user"], seed)
+        prep, setup = prepare_temporal(tables, protocol)
+    else:
+        prep = prepare_data(tables)
+    cands = load_or_sample_candidates(prep.splits, prep.catalogue, checkpoints, EvalConfig(seed=seed), setup)
     results, digests = [], {}
     for name in names:
         rec = load_recommender(name, checkpoints, catalogue=prep.catalogue, device=device)
@@ -268,27 +313,45 @@ def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split
     return results, digests
 
 
-def _store(results, db, names, seed, log_fp, digests, checkpoints, split) -> None:
+def _check_trained_before(name: str, checkpoints: Path, cut, log_fp: str, until: str) -> None:
+    """The temporal protocol scores events after the cut: refuse a checkpoint that may have trained on them."""
+    from harness.logs.window import training_window_problem
+    from models.adapters import resolve_checkpoint
+    from models.checkpoint import read_config
+
+    folder = resolve_checkpoint(name, checkpoints)
+    problem = training_window_problem(read_config(folder).get("training_data"), cut, log_fp)
+    if problem:
+        raise UserError(f"--protocol temporal: {name} ({folder}) cannot be scored after the cut {until}: {problem}. "
+                        f"Train it with `harness train --model ... --until {until}` (or an earlier cut), or "
+                        "evaluate with --protocol leave-one-out")
+
+
+def _store(results, db, names, seed, log_fp, digests, checkpoints, split, settings) -> None:
     from harness.store import ResultsStore
 
     rs = ResultsStore(db)
     run_id = rs.create_run(kind="evaluate", control=None, treatment=None,
-                           config={"models": names, "split": split, "checkpoints": str(checkpoints)},
+                           config={"models": names, "split": split, "checkpoints": str(checkpoints), **settings},
                            seed=seed, data_fingerprint=log_fp, checkpoint_digests=digests)
     rs.write_results(run_id, ranking_metrics=[row for r in results for row in r.to_rows(seed)])
     typer.echo(f"stored as run {run_id} in {rs.path}", err=True)
 
 
-def _print_table(results, split: str) -> None:
+def _print_table(results, split: str, settings: dict[str, Any]) -> None:
     from models.metrics import METRICS
 
-    t = Table(title=f"Offline ranking ({split}; leave-one-out, stored candidates)")
-    for col in ("model", "task", "users"):
+    temporal = settings["protocol"] == EvalProtocol.temporal
+    where = (f"temporal, cut {settings['until']}, up to {settings['queries_per_user'] or 'all'} queries per user; "
+             "cold = target published after the cut" if temporal else "leave-one-out")
+    t = Table(title=f"Offline ranking ({split}; {where}; stored candidates)")
+    for col in ("model", "task", *(["slice"] if temporal else []), "queries"):
         t.add_column(col)
     for m in METRICS:
         t.add_column(m, justify="right")
     for r in results:
-        t.add_row(r.model, r.task, str(r.n_queries), *(f"{r.metrics[m]:.4f}" for m in METRICS))
+        t.add_row(r.model, r.task, *([r.slice] if temporal else []), str(r.n_queries),
+                  *(f"{r.metrics[m]:.4f}" for m in METRICS))
     con = console()
-    con.width = max(con.width, 150)  # 10 columns of figures: never squeeze them into "1.00…"
+    con.width = max(con.width, 160)  # 10-11 columns of figures: never squeeze them into "1.00…"
     con.print(t)

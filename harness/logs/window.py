@@ -108,3 +108,20 @@ def cut_tables(store: LogStore, names: tuple[str, ...], *, before: np.datetime64
             table = table.filter(pc.is_in(table.column("request_id"), value_set=keep.column("request_id")))
         out[name] = table
     return out
+
+
+def training_window_problem(training_data: dict | None, cut: np.datetime64, fingerprint: str) -> str | None:
+    """Why a checkpoint's `training_data` record (written by `harness train`) does not show that its model was
+    trained only on requests before `cut` of the logs with this `fingerprint`; None when it does."""
+    td = training_data or {}
+    if not td:
+        return "it records no training window (trained without `--until`), so nothing shows it did not see the " \
+               "requests after the cut"
+    if td.get("logs_fingerprint") != fingerprint:
+        return (f"it was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., these are "
+                f"{fingerprint[:12]}...)")
+    if td.get("until") is None:
+        return f"it was trained on every request of these logs (up to {td.get('last_request')}), after the cut {cut}"
+    if np.datetime64(td["until"], "us") > cut:
+        return f"it was trained on requests up to {td['until']}, after the cut {cut}"
+    return None
