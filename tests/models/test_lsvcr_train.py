@@ -129,6 +129,12 @@ def test_ablations_train_and_load(world, ablation):
     assert stage1_dir(out).exists() == (ablation == "no_comments")
     cfg_json = json.loads((out / "config.json").read_text())
     assert cfg_json["ablation"] == ablation and cfg_json["training_metrics"]["best_epoch"] >= 1
+    # the LM part that embeds new texts: tuned blocks (no_comments has a stage 1), the pre-trained LM as is
+    # (no_align: no file to store), none at all (no_text)
+    tuned = cfg_json.get("tuned_lm")
+    expect = {"no_comments": ("top", "tuned_lm.safetensors"), "no_align": ("frozen", None), "no_text": None}[ablation]
+    assert (tuned if tuned is None else (tuned["tuning"], tuned["file"])) == expect
+    assert (rec.tuned_lm is None) == (ablation == "no_text")
 
 
 @pytest.mark.usefixtures("one_thread")
