@@ -1,1 +1,5 @@
-"""The dashboard over the results store (read-only): planned, not yet written (docs/architecture.md)."""
+"""The launch-decision dashboard over the results database (`harness dashboard`; docs/dashboard.md).
+
+Read-only: it reads the store through `harness.store`'s read API only and shows what the CLI stored,
+never recomputing a statistic (tests/test_layering.py).
+"""

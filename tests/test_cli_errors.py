@@ -48,6 +48,7 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "runs list": ["runs", "list", "--db", str(tmp)],  # a folder, not a database file
         "runs show": ["runs", "show", "no-such-run", "--db", db],
         "replay": ["replay", "--data", missing, "--db", db],
+        "dashboard": ["dashboard", "--db", db, "--headless"],  # no such database file
     }
 
 

@@ -51,11 +51,40 @@ def test_packages_do_not_import_across_the_layers(package, forbidden):
     assert not bad, bad
 
 
+# The store's read API, and nothing of it that reaches into analysis/ (harness.store.experiment rebuilds
+# analysis results); no statistics library either: the dashboard shows stored numbers, it never recomputes them.
+DASHBOARD_HARNESS = {"harness.store", "harness.store.errors"}
+DASHBOARD_FORBIDDEN = {"analysis", "models", "torch", "transformers", "peft", "scipy", "statsmodels", "sklearn"}
+
+
+def _dashboard_modules() -> list[tuple[Path, str]]:
+    """(file, module) of every absolute import in dashboards/, `import x.y` and `from x.y import z` alike."""
+    out = []
+    for path in sorted((ROOT / "dashboards").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                out += [(path, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                out.append((path, node.module))
+    return out
+
+
 def test_dashboards_read_the_results_store_only():
     for mod, names in _imports("dashboards").items():
         ours = names & set(OURS)
         assert ours <= {"dashboards", "harness"}, (mod, ours)
-    for path in (ROOT / "dashboards").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("harness"):
-                assert node.module.startswith("harness.store"), (path, node.module)
+        assert not names & DASHBOARD_FORBIDDEN, (mod, names & DASHBOARD_FORBIDDEN)
+    for path, module in _dashboard_modules():
+        if module.split(".")[0] == "harness":
+            assert module in DASHBOARD_HARNESS, (str(path), module)
+
+
+def test_import_dashboards_loads_only_the_store_of_ours():
+    """What the app actually loads: the store, never analysis/, models/, torch or the replay."""
+    code = ("import sys, json, dashboards.navigation; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('analysis', 'models', 'harness', 'torch', 'scipy', 'statsmodels', 'sklearn'))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                       check=True).stdout)
+    assert loaded, "expected harness.store to be loaded"
+    assert all(m == "harness" or m.startswith("harness.store") for m in loaded), loaded

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from harness.cli import analysis_cmd, logs_cmd, models_cmd, replay_cmd, simulate_cmd
+from harness.cli import analysis_cmd, dashboard_cmd, logs_cmd, models_cmd, replay_cmd, simulate_cmd
 from harness.cli.shared import EXIT_ERROR
 
 _CLICK_USAGE = 2  # click's exit code for a usage error; ours is 2 = INCONCLUSIVE
@@ -46,14 +46,14 @@ app = typer.Typer(
     name="harness",
     cls=HarnessGroup,
     help="LSVCR launch harness: replay logged sessions through two recommenders (`harness replay`), simulate "
-         "or import logs, train and evaluate models, analyse A/B tables and gate launches. Planned, not yet "
-         "available: the results dashboard.",
+         "or import logs, train and evaluate models, analyse A/B tables and gate launches, and look at the stored "
+         "results in a dashboard (`harness dashboard`).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-for _module in (replay_cmd, logs_cmd, simulate_cmd, analysis_cmd, models_cmd):
+for _module in (replay_cmd, logs_cmd, simulate_cmd, analysis_cmd, models_cmd, dashboard_cmd):
     _module.register(app)
 
 
