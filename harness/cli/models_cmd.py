@@ -223,6 +223,7 @@ def _stopped_by(checkpoint: Path) -> str | None:
 
 
 def evaluate(
+    ctx: typer.Context,
     models: str = typer.Option(..., "--models", help="Comma-separated names (base, pop, lsvcr, ablations) "
                                                      "or checkpoint paths."),
     data: Path = typer.Option(..., "--data", help="Logs: a folder of Parquet files or a .duckdb file."),
@@ -260,7 +261,7 @@ def evaluate(
         if temporal and split is Split.valid:
             raise UserError("--split valid applies to leave-one-out only: the temporal protocol has test queries "
                             "(after the cut) and no validation split")
-        if not temporal and queries_per_user != 10:
+        if not temporal and user_set(ctx, "queries_per_user"):
             raise UserError("--queries-per-user applies to --protocol temporal only")
         from models.checkpoint import CheckpointError
         from models.errors import ModelInputError

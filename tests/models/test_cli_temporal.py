@@ -82,7 +82,7 @@ def test_checkpoints_that_may_have_seen_the_test_period_are_refused(setup, model
     (["--protocol", "temporal"], "--protocol temporal needs --until"),
     (["--until", CUT], "--until applies to --protocol temporal only"),
     (["--protocol", "temporal", "--until", CUT, "--split", "valid"], "--split valid applies to leave-one-out only"),
-    (["--queries-per-user", "3"], "--queries-per-user applies to --protocol temporal only"),
+    (["--queries-per-user", "10"], "--queries-per-user applies to --protocol temporal only"),
     (["--protocol", "temporal", "--until", "yesterday"], "--until: 'yesterday' is not a time"),
     (["--protocol", "temporal", "--until", "experiment-start"], "records no experiment start"),
     (["--protocol", "temporal", "--until", "2030-01-01"], "no engaged video event or comment record lies at or after"),
