@@ -13,8 +13,12 @@ import pandas as pd
 HEIGHT_PER_ROW = 34
 
 
+PERCENT_FORMAT = ".2~%"  # 0.0004 -> "0.04%", 0.05 -> "5%"
+LABEL_LIMIT = 340  # pixels of a row label before it is cut
+
+
 def _x(column: str, title: str, percent: bool) -> alt.X:
-    return alt.X(f"{column}:Q", title=title, axis=alt.Axis(format="%" if percent else "~g"))
+    return alt.X(f"{column}:Q", title=title, axis=alt.Axis(format=PERCENT_FORMAT if percent else "~g"))
 
 
 def forest(rows: pd.DataFrame, *, x_title: str, y_title: str, percent: bool, group_title: str = "",
@@ -26,7 +30,7 @@ def forest(rows: pd.DataFrame, *, x_title: str, y_title: str, percent: bool, gro
     """
     order = list(dict.fromkeys(rows["label"]))
     groups = list(dict.fromkeys(rows["group"]))
-    y = alt.Y("label:N", title=y_title, sort=order)
+    y = alt.Y("label:N", title=y_title, sort=order, axis=alt.Axis(labelLimit=LABEL_LIMIT))
     offset = alt.YOffset("group:N", sort=groups) if len(groups) > 1 else alt.YOffset()
     colour = alt.Color("group:N", title=group_title or None, sort=groups,
                        legend=alt.Legend(orient="bottom") if len(groups) > 1 else None)
@@ -51,20 +55,21 @@ def forest(rows: pd.DataFrame, *, x_title: str, y_title: str, percent: bool, gro
 def over_time(rows: pd.DataFrame, *, y_title: str, percent: bool, band: bool) -> alt.LayerChart:
     """Cumulative lift per day: the estimate as a line; with `band`, the always-valid band (seq_low,
     seq_high) shaded and the fixed-horizon interval (ci_low, ci_high) as dashed lines."""
-    x = alt.X("day:N", title="day (data up to and including it)", sort=list(dict.fromkeys(rows["day"])))
+    x = alt.X("day:N", title="day (data up to and including it)", sort=list(dict.fromkeys(rows["day"])),
+              axis=alt.Axis(labelAngle=0))
     base = alt.Chart(rows).encode(x=x)
     tips = [alt.Tooltip(c) for c in rows.columns]
     layers: list[alt.Chart] = []
     if band:
         layers.append(base.mark_area(opacity=0.25, color="#1f77b4").encode(
-            y=alt.Y("seq_low:Q", title=y_title, axis=alt.Axis(format="%" if percent else "~g")), y2="seq_high:Q",
+            y=alt.Y("seq_low:Q", title=y_title, axis=alt.Axis(format=PERCENT_FORMAT if percent else "~g")), y2="seq_high:Q",
             tooltip=tips))
         for edge in ("ci_low", "ci_high"):
             layers.append(base.mark_line(strokeDash=[4, 3], color="#555").encode(y=f"{edge}:Q"))
     layers.append(base.mark_line(point=True, color="#1f77b4").encode(
-        y=alt.Y("estimate:Q", title=y_title, axis=alt.Axis(format="%" if percent else "~g")), tooltip=tips))
+        y=alt.Y("estimate:Q", title=y_title, axis=alt.Axis(format=PERCENT_FORMAT if percent else "~g")), tooltip=tips))
     zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(color="#888", strokeDash=[2, 2]).encode(y="zero:Q")
-    return alt.layer(zero, *layers).properties(height=260)
+    return alt.layer(zero, *layers).properties(height=320)
 
 
 def ranking_bars(rows: pd.DataFrame, *, with_range: bool) -> alt.FacetChart:
@@ -79,5 +84,5 @@ def ranking_bars(rows: pd.DataFrame, *, with_range: bool) -> alt.FacetChart:
     layers: list[alt.Chart] = [bars]
     if with_range:
         layers.append(base.mark_rule(color="black").encode(y="low:Q", y2="high:Q"))
-    return alt.layer(*layers, data=rows).properties(height=220).facet(
-        row=alt.Row("task:N", title="task"))
+    return alt.layer(*layers, data=rows).properties(height=260, width=380).facet(
+        column=alt.Column("task:N", title="task"))

@@ -32,8 +32,9 @@ def table(frame: pd.DataFrame, name: str, *, key: str, percent: tuple[str, ...] 
     cols = st.columns([3, 1])
     if caption:
         cols[0].caption(caption)
-    cols[1].download_button(f"Download {name}.csv", frame.to_csv(index=False).encode(), file_name=f"{name}.csv",
-                            mime="text/csv", key=f"csv-{key}", on_click="ignore")
+    cols[1].download_button("Download CSV", frame.to_csv(index=False).encode(), file_name=f"{name}.csv",
+                            mime="text/csv", key=f"csv-{key}", on_click="ignore", help=f"{name}.csv",
+                            icon=":material/download:")
 
 
 def chart(spec: alt.TopLevelMixin, *, key: str) -> None:

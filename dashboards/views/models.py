@@ -19,7 +19,7 @@ from dashboards.context import PageContext
 from dashboards.format import parse_json
 from dashboards.widgets import chart, table
 
-KEY = ["model", "task", "split", "metric"]
+KEY = ["model", "task", "split", "protocol", "slice", "metric"]
 
 
 def matching_evaluations(runs: pd.DataFrame, run: dict[str, Any]) -> dict[str, set[str]]:
@@ -52,9 +52,8 @@ def ranking_rows(ctx: PageContext, run: dict[str, Any]) -> pd.DataFrame:
 def over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (model, task, split, metric): the mean of the stored values over seeds, their lowest and highest
     value (the error bar) and the number of seeds."""
-    g = rows.groupby(KEY, sort=False)["value"]
-    out = g.agg(value="mean", low="min", high="max", seeds="count").reset_index()
-    return out
+    g = rows.groupby([k for k in KEY if k in rows], sort=False, dropna=False)["value"]
+    return g.agg(value="mean", low="min", high="max", seeds="count").reset_index()
 
 
 def render(ctx: PageContext) -> None:
@@ -67,13 +66,17 @@ def render(ctx: PageContext) -> None:
         st.info(f"No offline ranking metrics for run `{run['run_id']}`: {why}. "
                 "`harness evaluate --models ... --data ...` stores them.")
         return
-    splits = list(dict.fromkeys(rows["split"]))
-    split = st.radio("Split", splits, horizontal=True, key="models-split") if len(splits) > 1 else splits[0]
-    rows = rows[rows["split"] == split]
+    rows = rows.assign(**{c: rows[c] if c in rows else v for c, v in (("protocol", "leave-one-out"), ("slice", "all"))})
+    setups = list(dict.fromkeys(f"{s} split · {p}" for s, p in zip(rows["split"], rows["protocol"], strict=True)))
+    setup = st.radio("Evaluation", setups, horizontal=True, key="models-setup") if len(setups) > 1 else setups[0]
+    rows = rows[[f"{s} split · {p}" == setup for s, p in zip(rows["split"], rows["protocol"], strict=True)]]
+    st.caption(f"Evaluation: {setup}")
     summary = over_seeds(rows)
+    summary["model"] = [m if sl == "all" else f"{m} ({sl})" for m, sl in zip(summary["model"], summary["slice"],
+                                                                              strict=True)]
     many = bool((summary["seeds"] > 1).any())
     chart(charts.ranking_bars(summary, with_range=many), key="models")
-    st.caption("Leave-one-out ranking on stored candidates (higher is better). "
+    st.caption("Offline ranking on stored candidates (higher is better). "
                + ("Bars: mean over seeds; error bars: lowest to highest seed." if many else
                   "One seed per model: no error bars (evaluate again with `--seed` for more)."))
     wide = summary.pivot_table(index=["model", "task"], columns="metric", values="value", sort=False).reset_index()

@@ -23,6 +23,12 @@ def uncorrected_segment_lifts(lifts: pd.DataFrame) -> int:
     return int(seg["correction"].fillna("none").isin(["none", ""]).sum())
 
 
+def _alpha(lifts: pd.DataFrame) -> float:
+    """The run's significance level, as stored with its lifts (0.05 when none is stored)."""
+    alpha = lifts["alpha"].dropna() if "alpha" in lifts else pd.Series(dtype=float)
+    return float(alpha.iloc[0]) if len(alpha) and is_number(alpha.iloc[0]) else 0.05
+
+
 def render(ctx: PageContext) -> None:
     run = ctx.run()
     st.header("Segments")
@@ -33,8 +39,7 @@ def render(ctx: PageContext) -> None:
         return
     n_raw = uncorrected_segment_lifts(lifts)
     if n_raw >= MANY:
-        alpha = lifts["alpha"].dropna()
-        a = float(alpha.iloc[0]) if len(alpha) and is_number(alpha.iloc[0]) else 0.05
+        a = _alpha(lifts)
         st.warning(f"{n_raw} segment lifts are read without a multiple-testing correction: at alpha = {a:g}, "
                    f"about {n_raw * a:.1f} of them would look significant by chance alone. Read them as "
                    "exploration, or rerun with `--correction holm`.", icon=":material/warning:")
@@ -67,9 +72,10 @@ def render(ctx: PageContext) -> None:
     if het.empty:
         st.caption("No heterogeneity test is stored for this metric.")
         return
+    a = _alpha(lifts)
     for r in het.to_dict("records"):
-        verdict = "differs between levels" if is_number(r["p_value"]) and r["p_value"] < 0.05 else \
+        verdict = "differs between levels" if is_number(r["p_value"]) and r["p_value"] < a else \
             "no evidence that it differs"
         st.markdown(f"**{r['segment']}** ({r['n_levels']} levels): Cochran's Q = {r['q_stat']:.3g} on {r['df']} df, "
-                    f"p = {pvalue(r['p_value'])}, I² = {r['i2']:.0%}: {verdict} at 0.05.")
+                    f"p = {pvalue(r['p_value'])}, I² = {r['i2']:.0%}: {verdict} at alpha = {a:g}.")
     table(het, f"{run['run_id']}-heterogeneity-{metric}", key="heterogeneity", percent=("i2",))

@@ -54,8 +54,12 @@ def plan_section(ctx: PageContext, run_id: str) -> None:
         d = r["days_at_traffic"]
         when = "never (no lift to detect)" if not math.isfinite(d) else f"{int(d):,} days"
         users = f"{float(r['users_per_arm']):,.0f}" if is_number(r["users_per_arm"]) else "-"
-        st.markdown(f"**{metric_label(r['metric'])}** ({r['treatment']}, {r['estimator']}): {users} users per arm "
-                    f"→ {when} at {traffic:,} users/day")
+        cuped = "" if "cuped" not in r else (", with CUPED" if r["cuped"] is True or r["cuped"] == 1 else ", no CUPED")
+        st.markdown(f"**{metric_label(r['metric'])}** ({r['treatment']}, {r['estimator']}{cuped}): {users} users per "
+                    f"arm → {when} at {traffic:,} users/day")
+    notes = [n for n in dict.fromkeys(plan["note"]) if isinstance(n, str) and n] if "note" in plan else []
+    for note in notes:
+        st.caption(f"Note stored with the plan: {note}")
     table(shown, f"{run_id}-test-plan", key="test-plan", percent=("lift_rel",),
           digits={"lift_abs": "%.4g", "sd": "%.4g", "users_per_arm": "%d", "users_per_day": "%d",
                   "days": "%d", "days_at_traffic": "%d"})

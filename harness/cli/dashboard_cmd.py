@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def _database(db: Path | None) -> Path:
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a port in TIME_WAIT is free
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -65,6 +67,25 @@ def streamlit_command(app_file: Path, *, host: str, port: int, headless: bool) -
             "--global.developmentMode", "false", "--client.toolbarMode", "viewer"]
 
 
+def _serve(command: list[str], env: dict[str, str]) -> int:
+    """Run the server until it stops; Ctrl-C or SIGTERM to this process stops the server too (never an
+    orphaned server holding the port)."""
+    proc = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def dashboard_cmd(
     db: Path | None = DbOpt,
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port to serve the dashboard on."),
@@ -79,10 +100,7 @@ def dashboard_cmd(
         _check_port(host, port)
         env = {**os.environ, "HARNESS_DB": str(path)}
         typer.echo(f"dashboard of {path} at http://{host}:{port} (read-only; Ctrl-C stops it)", err=True)
-        try:
-            code = subprocess.run(streamlit_command(app_file(), host=host, port=port, headless=headless), env=env).returncode
-        except KeyboardInterrupt:
-            code = 0
-    if code not in (0, -2, 130):  # SIGINT / Ctrl-C is a normal stop
+        code = _serve(streamlit_command(app_file(), host=host, port=port, headless=headless), env)
+    if code not in (0, -2, -15, 130, 143):  # SIGINT (Ctrl-C) or SIGTERM: a normal stop
         print_error(f"the dashboard server stopped with exit code {code}; see its output above")
         raise typer.Exit(EXIT_ERROR)
