@@ -108,7 +108,9 @@ def test_decision_page_in_a_real_browser(server: str, tmp_path: Path) -> None:
             page.get_by_text("Metrics", exact=True).first.click()
             page.get_by_text("Lifts per metric").wait_for(timeout=30_000)
             assert page.locator('[data-testid="stException"]').count() == 0
-            assert page.locator('[data-testid="stDataFrame"] td:has-text("watch_time_s")').first.count() == 1
+            # st.dataframe draws on a canvas; its cells are in a hidden accessibility table
+            page.locator('[data-testid="stDataFrame"] td:has-text("watch_time_s")').first.wait_for(
+                state="attached", timeout=30_000)
         finally:
             browser.close()
     data = shot.read_bytes()
