@@ -87,15 +87,18 @@ def server(results_db: Path, tmp_path: Path):
 
 
 @pytest.mark.timeout(240)
-def test_decision_page_in_a_real_browser(server: str, tmp_path: Path) -> None:
+def test_decision_page_in_a_real_browser(server: str, results_db: Path, tmp_path: Path) -> None:
+    from harness.store import ResultsStore
+
     assert pw_api is not None
+    decision = ResultsStore(results_db).gate_decisions("rep-1")["decision"].iloc[0]
     shot = tmp_path / SCREENSHOT_NAME
     with pw_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{server}/?run=rep-1&page=Decision", timeout=60_000)
-            page.get_by_text("Launch decision for pop: INCONCLUSIVE").wait_for(timeout=60_000)
+            page.get_by_text(f"Launch decision for pop: {decision}").wait_for(timeout=60_000)
             page.get_by_text("weight ESS · pop").wait_for(timeout=30_000)
             page.wait_for_timeout(1500)  # let the last elements settle
             assert page.locator('[data-testid="stException"]').count() == 0
