@@ -6,6 +6,7 @@ Format (see `gate_default.toml` and docs/statistics.md):
     correction = "holm"          # across the primary metrics: none | holm | bh
     srm_policy = "inconclusive"  # on a failed SRM check: inconclusive | no_ship | ignore
     min_units = 1000             # per arm, overall
+    min_weight_ess = 1000        # off-policy runs: least effective sample size of the importance weights
 
     [[primary]]                  # must improve, significantly
     metric = "watch_time_s"
@@ -24,6 +25,11 @@ Rules (each yields pass / fail / inconclusive with a reason):
   alpha/2 one-sided); the point estimate itself is beyond the margin -> fail (breach); otherwise
   inconclusive (non-inferiority not shown).
 * srm, min_sample: per policy.
+* weight_ess (off-policy estimates only, when `min_weight_ess` is set): every gated metric's estimate, in
+  the control and the treatment, must rest on importance weights with an effective sample size (Kish,
+  (sum w)^2 / sum w^2) of at least `min_weight_ess`, else inconclusive: with few effective rows an
+  importance-weighted mean's standard error is estimated from the few rows that carry weight, and its
+  interval under-covers. The caller passes the ESS (`weight_ess`); on-policy data has no such rule.
 Decision: any fail -> NO_SHIP; else any inconclusive -> INCONCLUSIVE; else SHIP. Exit codes 0 / 1 / 2.
 """
 
@@ -46,8 +52,8 @@ EXIT_CODES = {SHIP: 0, NO_SHIP: 1, INCONCLUSIVE: 2}
 DIRECTIONS = ("increase", "decrease")
 SRM_POLICIES = ("inconclusive", "no_ship", "ignore")
 MODES = ("fixed", "sequential")
-_TOP_KEYS = {"alpha", "correction", "srm_policy", "min_units", "mode", "primary", "guardrail", "analysis",
-             "name", "description"}
+_TOP_KEYS = {"alpha", "correction", "srm_policy", "min_units", "min_weight_ess", "mode", "primary", "guardrail",
+             "analysis", "name", "description"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class GateConfig:
     correction: str = "holm"
     srm_policy: str = "inconclusive"
     min_units: int = 1000
+    min_weight_ess: float | None = None
     mode: str = "fixed"
     analysis: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -120,6 +127,9 @@ class GateConfig:
             raise AnalysisError(f"gate{where}: srm_policy = {self.srm_policy!r}; use one of {list(SRM_POLICIES)}")
         if not isinstance(self.min_units, int) or isinstance(self.min_units, bool) or self.min_units < 0:
             raise AnalysisError(f"gate{where}: min_units = {self.min_units!r} must be a non-negative integer")
+        if self.min_weight_ess is not None and (isinstance(self.min_weight_ess, bool) or not isinstance(
+                self.min_weight_ess, int | float) or not self.min_weight_ess >= 0):
+            raise AnalysisError(f"gate{where}: min_weight_ess = {self.min_weight_ess!r} must be a non-negative number")
         if not self.primary:
             raise AnalysisError(f"gate{where}: declare at least one [[primary]] metric")
         names = [r.metric for r in self.primary] + [g.metric for g in self.guardrails]
@@ -142,7 +152,7 @@ class RuleOutcome:
     per `mode`). NaN where a number does not apply.
     """
 
-    rule: str  # primary | guardrail | srm | min_sample
+    rule: str  # primary | guardrail | srm | min_sample | weight_ess
     metric: str
     passed: bool
     outcome: str  # pass | fail | inconclusive
@@ -240,7 +250,8 @@ def parse_gate(data: dict[str, Any], source: str = "") -> GateConfig:
             out.append(cls(**item))
         return tuple(out)
 
-    top = {k: data[k] for k in ("alpha", "correction", "srm_policy", "min_units", "mode", "analysis") if k in data}
+    top = {k: data[k] for k in ("alpha", "correction", "srm_policy", "min_units", "min_weight_ess", "mode", "analysis")
+           if k in data}
     return GateConfig(
         primary=rules("primary", {"metric", "direction"}, PrimaryRule),
         guardrails=rules("guardrail", {"metric", "direction", "margin", "margin_type"}, GuardrailRule),
@@ -344,6 +355,27 @@ def _guardrail(rule: GuardrailRule, lift: LiftResult, mode: str) -> RuleOutcome:
     return RuleOutcome("guardrail", rule.metric, False, "inconclusive", f"non-inferiority not shown: {text}", **nums)
 
 
+def _weight_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float], arms: tuple[str, str],
+                treatment: str) -> RuleOutcome:
+    """Inconclusive when any gated metric's estimate in either arm rests on fewer effective weighted rows
+    than min_weight_ess (arms or metrics without weights, e.g. the logging policy itself, are skipped)."""
+    assert gate.min_weight_ess is not None
+    seen = [(float(weight_ess[(a, m)]), a, m) for m in gate.metrics for a in arms
+            if (a, m) in weight_ess and weight_ess[(a, m)] is not None and math.isfinite(weight_ess[(a, m)])]
+    if not seen:
+        return RuleOutcome("weight_ess", "", True, "pass", "no importance weights behind these estimates",
+                           treatment=treatment)
+    ess, arm, metric = min(seen)
+    if ess < gate.min_weight_ess:
+        return RuleOutcome("weight_ess", metric, False, "inconclusive",
+                           f"importance-weight ESS {ess:,.0f} ({arm}, {metric}) < min_weight_ess="
+                           f"{gate.min_weight_ess:,.0f}: the off-policy intervals are not reliable at this "
+                           "overlap", treatment=treatment)
+    return RuleOutcome("weight_ess", metric, True, "pass",
+                       f"least importance-weight ESS {ess:,.0f} ({arm}, {metric}) >= {gate.min_weight_ess:,.0f}",
+                       treatment=treatment)
+
+
 def _decide(outcomes: set[str]) -> str:
     return NO_SHIP if "fail" in outcomes else INCONCLUSIVE if "inconclusive" in outcomes else SHIP
 
@@ -376,8 +408,13 @@ def _check_analysis(result: ExperimentResult, gate: GateConfig) -> None:
                                 f"with {key} = {have!r}; re-run `harness analyze ... --gate` with this gate file")
 
 
-def evaluate_gate(result: ExperimentResult, gate: GateConfig, treatment: str | None = None) -> GateDecision:
+def evaluate_gate(result: ExperimentResult, gate: GateConfig, treatment: str | None = None, *,
+                  weight_ess: Mapping[tuple[str, str], float] | None = None) -> GateDecision:
     """Apply the gate to the overall lifts of every treatment arm (or only `treatment`).
+
+    `weight_ess` maps (arm, metric) to the importance weights' effective sample size behind that arm's
+    estimate of the metric, for off-policy results (a replay); with the gate's `min_weight_ess` it adds
+    the weight_ess rule. Leave it None for on-policy data (an A/B test): the rule does not apply.
 
     Primary p-values are adjusted with the gate's correction over every (treatment, primary metric) of
     the analysis, whichever arms are judged: picking the best of several arms is itself a multiple
@@ -423,6 +460,8 @@ def evaluate_gate(result: ExperimentResult, gate: GateConfig, treatment: str | N
         else:
             rules.append(RuleOutcome("min_sample", "", True, "pass",
                                      f"every arm has >= {gate.min_units} units: {counts}", treatment=t))
+        if weight_ess is not None and gate.min_weight_ess is not None:
+            rules.append(_weight_ess(gate, weight_ess, (result.control, t), t))
         for rule in gate.primary:
             rules.append(_primary(rule, result.lift(rule.metric, treatment=t), raw[(t, rule.metric)],
                                   adj[(t, rule.metric)], gate.alpha, gate.mode))

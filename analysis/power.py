@@ -89,3 +89,27 @@ def sample_size(effect: float, sd: float, *, ratio: float = 1.0, alpha: float = 
     while f(hi) < 0:
         hi *= 2.0
     return optimize.brentq(f, lo, hi, xtol=1e-10, rtol=1e-13)
+
+
+def online_test_plan(lift_rel: float | None, mean: float, sd: float, *, rho: float | None = None, alpha: float = 0.05,
+                     power: float = 0.8, users_per_day: float | None = None) -> dict[str, float | None]:
+    """Users per arm (and days at `users_per_day` entering the test, both arms together) for a two-arm
+    online test to detect a relative lift `lift_rel` of a per-user mean `mean` with per-user standard
+    deviation `sd`, at `power` (two-sided z test, `sample_size`). With `rho`, the correlation of the
+    per-user value with its pre-period value, CUPED's variance reduction rho^2 (Deng et al. 2013).
+
+    The effect is the absolute difference lift_rel * mean. None where no test can detect it (no lift,
+    or no variation)."""
+    out: dict[str, float | None] = {"effect": None, "sd": None, "users_per_arm": None, "days": None}
+    reduction = 0.0 if rho is None or not math.isfinite(rho) else min(rho * rho, 1.0 - 1e-12)
+    out["sd"] = sd * math.sqrt(1.0 - reduction) if math.isfinite(sd) else None
+    if lift_rel is None or not math.isfinite(lift_rel) or lift_rel == 0 or not sd > 0 or not math.isfinite(mean):
+        return out
+    effect = lift_rel * mean
+    if effect == 0:
+        return out
+    n = sample_size(effect, sd, alpha=alpha, power=power, variance_reduction=reduction)
+    out.update(effect=effect, users_per_arm=float(math.ceil(n)))
+    if users_per_day is not None and users_per_day > 0:
+        out["days"] = float(math.ceil(2 * math.ceil(n) / users_per_day))
+    return out

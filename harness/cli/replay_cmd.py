@@ -99,7 +99,17 @@ def replay_cmd(
                                                                       "window (the run is marked)."),
     gate: Path | None = typer.Option(None, "--gate", help="Launch-gate TOML; makes the exit code the decision "
                                                           "[default: analysis/gate_default.toml, exit 0]."),
+    power: float = typer.Option(0.8, "--power", min=0.01, max=0.99, help="Test plan: power of the online test "
+                                                                        "to detect the estimated lift."),
+    users_per_day: float | None = typer.Option(None, "--users-per-day", min=1e-9,
+                                               help="Test plan: users entering the online test per day, both arms "
+                                                    "[default: the logs' own rate]."),
+    batch_users: int = typer.Option(1000, "--batch-users", min=1, help="Users per batch: the unit of work, of "
+                                                                       "storage and of --resume; bounds memory."),
     run_id: str | None = typer.Option(None, "--run-id", help="Id to store the run under [default: generated]."),
+    resume: str | None = typer.Option(None, "--resume", metavar="RUN_ID",
+                                      help="Resume an interrupted run (same options): its stored batches are kept, "
+                                           "the rest computed; the results equal an uninterrupted run's."),
     replace: bool = typer.Option(False, "--replace", help="Replace a stored run with the same id."),
     db: Path | None = DbOpt,
     as_json: bool = JsonOpt,
@@ -116,6 +126,8 @@ def replay_cmd(
     """
     with cli_errors():
         from analysis.gate import load_gate
+        from harness.cli.logs_cmd import log_error
+        from harness.logs.store import LogFileError, LogValidationError
         from harness.replay.cache import DEFAULT_DIR as DEFAULT_CACHE
         from harness.replay.data import ReplayDataError
         from harness.replay.engine import ESTIMATORS
@@ -128,6 +140,8 @@ def replay_cmd(
             raise UserError(f"--design {design!r}: choose paired or split")
         if traffic is not None and design != "split":
             raise UserError("--traffic applies to --design split only")
+        if resume is not None and (run_id is not None and run_id != resume or replace):
+            raise UserError("--resume RUN_ID continues that run: drop --run-id and --replace")
         names = [control, *treatment]
         path = _default_data(data, seed)
         default_gate = Path(__file__).resolve().parents[2] / "analysis" / "gate_default.toml"
@@ -136,21 +150,26 @@ def replay_cmd(
                            checkpoints=_checkpoints(checkpoints), window_start=window_start,
                            window_end=window_end, temperature=temperature, design=design,
                            traffic=_traffic(traffic, len(names)), salt=salt, clip=clip, seed=seed, truth=truth,
-                           allow_overlap=allow_overlap, default_estimator=estimator,
+                           allow_overlap=allow_overlap, default_estimator=estimator, power=power,
+                           users_per_day=users_per_day, batch_users=batch_users,
                            cache_dir=DEFAULT_CACHE if cache else None)
         err = console(err=True)
         try:
             out = run_replay(cfg, store=ResultsStore(db), gate=gate_cfg, gate_path=gate or default_gate,
-                             run_id=run_id, replace=replace, progress=_progress(progress and not as_json),
+                             run_id=resume or run_id, replace=replace, resume=resume is not None,
+                             progress=_progress(progress and not as_json),
                              log=lambda s: err.print(s, highlight=False) if not as_json else None)
         except (ReplayError, ReplayDataError) as exc:
             raise UserError(str(exc)) from None
+        except (LogValidationError, LogFileError) as exc:
+            raise log_error(exc) from None
     if as_json:
         print_json({"run_id": out.run_id, "db": str(out.db), "config": cfg.to_dict(),
                     "lifts": out.lifts.to_dict("records"), "estimates": out.estimates.to_dict("records"),
                     "gate": out.decision.to_json() if out.decision else None, "warnings": out.warnings,
-                    "notes": out.notes,
-                    "reward_model": out.fit_report, "timings_s": out.timings})
+                    "notes": out.notes, "test_plan": out.test_plan.to_dict("records"),
+                    "resumed_batches": out.resumed_batches, "reward_model": out.fit_report,
+                    "timings_s": out.timings})
     else:
         _print(out, cfg)
     if gate is not None and out.decision is not None:
@@ -187,7 +206,7 @@ def _print(out, cfg) -> None:
     lifts = out.lifts
     d = lifts[lifts["is_default"]]
     target = "top-k" if cfg.temperature is None else f"Plackett-Luce T={cfg.temperature}"
-    for t in cfg.treatments:
+    for t in cfg.arms[1:]:
         tab = _table(f"Replay {cfg.control} -> {t}: {cfg.default_estimator}, {target}, {cfg.design} by user",
                      [("metric", "left"), ("control", "right"), ("treat.", "right"),
                       ("lift [95% CI]", "right"), ("p", "right"), ("true lift", "right"), ("verdict", "left")])
@@ -211,6 +230,29 @@ def _print(out, cfg) -> None:
     con.print("* the estimator behind the lifts and the gate (docs/replay.md says why)", highlight=False)
     for note in out.notes:
         con.print(f"[yellow]note[/yellow] {note}", highlight=False)
+    _print_plan(con, out.test_plan)
     if out.decision is not None:
         con.print(gate_table(out.decision.decision, [r.to_dict() for r in out.decision.rules], out.decision.arms))
     con.print(f"stored as run {out.run_id} in {out.db} ({out.timings.get('total', 0):.0f} s)", highlight=False)
+
+
+def _print_plan(con, plan) -> None:
+    """The online test the estimate calls for: users per arm and days, without and with CUPED."""
+    if plan is None or plan.empty:
+        return
+    first = plan.iloc[0]
+    for t, g in plan.groupby("treatment", sort=False):
+        tab = _table(f"Test plan for {t}: an online A/B test to detect the estimated lift at "
+                     f"{100 * first['power']:.0f}% power (alpha {first['alpha']:g}, "
+                     f"{num(first['users_per_day'], ',.0f')} users/day)",
+                     [("metric", "left"), ("lift", "right"), ("users/arm", "right"), ("days", "right"),
+                      ("with CUPED", "right"), ("days", "right")])
+        for m, h in g.groupby("metric", sort=False):
+            plain, cup = h[~h["cuped"]].iloc[0], h[h["cuped"]].iloc[0]
+            lift = "-" if plain["lift_rel"] is None or plain["lift_rel"] != plain["lift_rel"] else \
+                f"{100 * plain['lift_rel']:+.2f}%"
+            tab.add_row(m, lift, num(plain["users_per_arm"], ",.0f"), num(plain["days"], ",.0f"),
+                        num(cup["users_per_arm"], ",.0f"), num(cup["days"], ",.0f"))
+        con.print(fit(tab, keep_whole=8))
+    for n in dict.fromkeys(n for n in plan["note"] if isinstance(n, str)):
+        con.print(f"[yellow]plan[/yellow] {n}", highlight=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,13 +74,79 @@ class ReplayData:
 VIDEO_REWARDS = {"watch_time_s": "watch_time_s", "video_interactions": "liked"}
 
 
-def load_window(store: LogStore, start: np.datetime64, end: np.datetime64 | None = None) -> ReplayData:
-    """Read requests with start <= ts < end (end None: to the end of the logs) into `ReplayData`."""
+def window_users(store: LogStore, start: np.datetime64, end: np.datetime64 | None = None) -> np.ndarray:
+    """Distinct users (ascending) with a request in [start, end); a clear error when there is none."""
     rng = event_range(store, start=start, before=end)
     if rng.requests == 0:
         raise ReplayDataError(f"no request of {store.path} lies in the replay window [{start}, "
                               f"{end or 'end of logs'}); pick a window start within the logs (they run "
                               f"from {event_range(store).first} to {event_range(store).last})")
+    params = [start.astype("datetime64[us]").item()]
+    end_sql = ""
+    if end is not None:
+        end_sql, params = " AND ts < ?", [*params, end.astype("datetime64[us]").item()]
+    got = store.query(f"SELECT DISTINCT user_id FROM requests WHERE ts >= ?{end_sql} ORDER BY 1", params)
+    return got.column("user_id").to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class WindowFacts:
+    """What the logs of the window offer the estimators (checked before any work is stored)."""
+
+    slot_pscore: bool  # impressions.slot_propensity present for every replayed impression
+    logging_score: bool  # candidates.logging_score present
+
+
+def validate_window(store: LogStore, start: np.datetime64, end: np.datetime64 | None = None) -> WindowFacts:
+    """Check the whole window with aggregate queries before a run is registered, so bad logs end the command
+    with a clear message and nothing stored (load_window repeats the checks per batch)."""
+    params: list[Any] = [start.astype("datetime64[us]").item()]
+    win = "r.ts >= ?"
+    if end is not None:
+        win += " AND r.ts < ?"
+        params.append(end.astype("datetime64[us]").item())
+    have_imp = set(store.query("SELECT * FROM impressions LIMIT 0").column_names)
+    have_cand = set(store.query("SELECT * FROM candidates LIMIT 0").column_names)
+    bad = store.query(
+        "SELECT i.request_id, i.position, i.propensity FROM impressions i JOIN requests r USING (request_id) "
+        f"WHERE {win} AND (i.propensity IS NULL OR i.propensity <= 0 OR i.propensity > 1) "
+        "ORDER BY r.ts, i.request_id, i.position LIMIT 1", params).to_pylist()
+    if bad:
+        b = bad[0]
+        what = "null" if b["propensity"] is None else f"{b['propensity']:g}"
+        raise ReplayDataError(
+            f"impressions.propensity is {what} at request {b['request_id']}, position {b['position']}: off-policy "
+            "estimates reweight every shown video by 1 / its logging propensity, which must lie in (0, 1]. Fix the "
+            "logging of that row or drop the request from the logs")
+    no_cand = store.query(
+        f"SELECT count(*) AS n, min(r.request_id) AS first FROM requests r WHERE {win} AND NOT EXISTS "
+        "(SELECT 1 FROM candidates c WHERE c.request_id = r.request_id)", params).to_pylist()[0]
+    if no_cand["n"]:
+        raise ReplayDataError(
+            f"{no_cand['n']} replayed request(s) have no candidate set (first: request {no_cand['first']}): every "
+            "estimator needs the candidates the logging policy ranked, since the target policies rank the same "
+            "candidates; no estimator applies to these requests. Replay logs that record `candidates`")
+    cbad = store.query(
+        "SELECT count(*) AS n FROM comment_impressions c JOIN requests r USING (request_id) "
+        f"WHERE {win} AND (c.propensity IS NULL OR c.propensity <= 0 OR c.propensity > 1)", params).to_pylist()[0]
+    if cbad["n"]:
+        raise ReplayDataError(
+            f"{cbad['n']} comment impression(s) of the window have a propensity that is null or outside (0, 1]: the "
+            "comment metrics reweight each shown comment by it. Fix those rows or replay other logs")
+    slot = "slot_propensity" in have_imp and store.query(
+        f"SELECT count(*) AS n FROM impressions i JOIN requests r USING (request_id) WHERE {win} AND "
+        "(i.slot_propensity IS NULL OR i.slot_propensity <= 0)", params).to_pylist()[0]["n"] == 0
+    return WindowFacts(slot_pscore=bool(slot), logging_score="logging_score" in have_cand)
+
+
+def load_window(store: LogStore, start: np.datetime64, end: np.datetime64 | None = None, *,
+                users: np.ndarray | None = None) -> ReplayData:
+    """Read requests with start <= ts < end (end None: to the end of the logs) into `ReplayData`; with
+    `users`, only those users' requests (a batch of the window)."""
+    if users is None:
+        window_users(store, start, end)  # the empty-window error
+    elif len(users) == 0:
+        raise ReplayDataError("load_window: an empty batch of users")
     have_imp = set(store.query("SELECT * FROM impressions LIMIT 0").column_names)
     have_cand = set(store.query("SELECT * FROM candidates LIMIT 0").column_names)
     slot_col = "i.slot_propensity" if "slot_propensity" in have_imp else "NULL::DOUBLE AS slot_propensity"
@@ -89,6 +156,9 @@ def load_window(store: LogStore, start: np.datetime64, end: np.datetime64 | None
         end_sql = " AND r.ts < ?"
         params.append(end.astype("datetime64[us]").item())
     win = f"r.ts >= ?{end_sql}"
+    if users is not None:
+        win += " AND r.user_id IN (SELECT unnest(?::BIGINT[]))"
+        params.append([int(u) for u in users])
     req = store.query(f"SELECT r.request_id, r.user_id, epoch_us(r.ts) AS ts_us FROM requests r WHERE {win} "
                       "ORDER BY r.user_id, r.ts, r.request_id", params).to_pandas()
     imp = store.query(
@@ -169,6 +239,26 @@ def load_window(store: LogStore, start: np.datetime64, end: np.datetime64 | None
         c_position=ci["position"].to_numpy(np.int64), c_pscore=ci["propensity"].to_numpy(np.float64),
         c_rewards=c_rew, window_start=start, window_end=end,
     )
+
+
+def user_totals(logs: LogStore, lo: np.datetime64 | None, hi: np.datetime64 | None) -> pd.DataFrame:
+    """Per-user totals of the four logged outcomes with lo <= ts < hi (None: unbounded): the pre-period
+    (CUPED covariates) and the window's on-policy outcomes (the test plan's variance)."""
+    cond: list[str] = []
+    p: list[Any] = []
+    if lo is not None:
+        cond.append("r.ts >= ?")
+        p.append(lo.astype("datetime64[us]").item())
+    if hi is not None:
+        cond.append("r.ts < ?")
+        p.append(hi.astype("datetime64[us]").item())
+    where = (" WHERE " + " AND ".join(cond)) if cond else ""
+    v = logs.query("SELECT r.user_id, sum(i.watch_time_s) AS watch_time_s, sum(i.liked::INT)::DOUBLE AS "
+                   "video_interactions, sum(i.comment_watch_time_s) AS comment_watch_time_s FROM impressions i "
+                   f"JOIN requests r USING (request_id){where} GROUP BY 1", p).to_pandas()
+    c = logs.query("SELECT r.user_id, sum(c.liked::INT + c.replied::INT)::DOUBLE AS comment_interactions FROM "
+                   f"comment_impressions c JOIN requests r USING (request_id){where} GROUP BY 1", p).to_pandas()
+    return v.merge(c, on="user_id", how="outer").set_index("user_id").fillna(0.0)
 
 
 def open_logs(path: Path) -> LogStore:

@@ -115,6 +115,19 @@ def continuation_values(pol: PolicyInputs, data: ReplayData, f: dict[str, np.nda
     return V
 
 
+def unavailable(policy: str, *, slot_pscore: bool, logging_score: bool, examination: bool) -> dict[str, str]:
+    """Estimators that cannot run for `policy` on logs with (or without) these columns, and why."""
+    out = {}
+    if not slot_pscore:
+        out["rips"] = out["cascade_dr"] = "the logs lack impressions.slot_propensity (sequential propensities)"
+    if not (examination and logging_score):
+        out["pbm"] = ("needs random-exposure slots at every position and the logging scores of the candidates "
+                      "(candidates.logging_score)")
+    if policy == LOGGING and not logging_score:
+        out["dm"] = out["cascade_dr"] = "the logs lack candidates.logging_score (the logging policy's scores)"
+    return out
+
+
 def estimate_arm(pol: PolicyInputs, data: ReplayData, model: CascadeModel, user_index: np.ndarray, n_users: int,
                  *, examination: est.Examination | None, logging_slots: np.ndarray | None, clip: float | None,
                  samples: int, seed: int) -> ArmEstimates:
@@ -125,14 +138,9 @@ def estimate_arm(pol: PolicyInputs, data: ReplayData, model: CascadeModel, user_
     section_row = data.c_row * k + data.c_slot
     c_cand, c_log = model.cand[CONTINUE], model.logged[CONTINUE]
     reach = np.cumprod(np.concatenate([np.ones((R, 1)), c_log[:, :-1]], axis=1), axis=1)
-    if data.slot_pscore is None:
-        out.unavailable.update(rips="the logs lack impressions.slot_propensity",
-                               cascade_dr="the logs lack impressions.slot_propensity")
-    if examination is None or logging_slots is None:
-        out.unavailable["pbm"] = ("needs random-exposure slots at every position and the logging scores of the "
-                                  "candidates (candidates.logging_score)")
-    if pol.name == LOGGING and pol.slate.log_weights is None:
-        out.unavailable["dm"] = out.unavailable["cascade_dr"] = "the logs lack candidates.logging_score"
+    out.unavailable.update(unavailable(pol.name, slot_pscore=data.slot_pscore is not None,
+                                       logging_score=data.logging_score is not None,
+                                       examination=examination is not None and logging_slots is not None))
     V_all: dict[str, np.ndarray] = {}
     if "dm" not in out.unavailable or "cascade_dr" not in out.unavailable:
         V_all = continuation_values(pol, data, {m: model.cand[m] for m in METRICS}, c_cand, samples=samples, rng=rng)

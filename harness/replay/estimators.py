@@ -58,6 +58,11 @@ class Estimate:
     ess: float  # (sum w)^2 / sum w^2 over all rows; nan for dm
     max_weight_share: float  # max w / sum w over all rows (clipped weights); nan for dm or when sum w == 0
     clipped_share: float  # share of the raw weight mass removed by clipping; 0 when clip is None
+    # the sums behind the diagnostics, so estimates over disjoint batches of requests merge exactly
+    w_sum: float = math.nan  # sum of the (clipped) weights
+    w_sq: float = math.nan  # sum of their squares
+    w_max: float = math.nan  # the largest
+    w_raw_sum: float = math.nan  # sum of the raw weights (w_sum + the mass clipping removed)
 
 
 class Examination(NamedTuple):
@@ -238,16 +243,19 @@ def _estimate(contributions: np.ndarray, weights: np.ndarray | None, clipped_sha
     n = contributions.shape[0]
     totals = contributions.reshape(n, -1).sum(axis=1)
     value = float(totals.mean())
+    s = s2 = w_max = raw = math.nan
     if weights is None:
         ess = share = math.nan
     else:
-        s, s2 = float(weights.sum()), float((weights**2).sum())
+        s, s2, w_max = float(weights.sum()), float((weights**2).sum()), float(weights.max())
         ess = s * s / s2 if s2 > 0 else 0.0
-        share = float(weights.max()) / s if s > 0 else math.nan
+        share = w_max / s if s > 0 else math.nan
+        raw = s / (1.0 - clipped_share) if clipped_share < 1.0 else math.inf
     contributions = np.array(contributions, dtype=float)
     contributions.flags.writeable = False
     return Estimate(value=value, contributions=contributions, se=_se(totals, value, codes), n=n, ess=ess,
-                    max_weight_share=share, clipped_share=clipped_share)
+                    max_weight_share=share, clipped_share=clipped_share, w_sum=s, w_sq=s2, w_max=w_max,
+                    w_raw_sum=raw)
 
 
 def _slot_means(w: np.ndarray, what: str) -> np.ndarray | float:

@@ -1,10 +1,14 @@
 """`harness replay` as an API: logs + checkpoints -> per-user estimates -> paired lifts -> gate -> one stored run.
 
-Steps (each behind a progress bar): read the window; load each model and check it never saw the window;
-score every request (and the comment sections) with each model; fit the cross-fitted reward model; estimate
-every policy's four outcomes per user with every estimator; compute the truth when the logs come from the
-synthetic world; hand the per-user table to the statistics layer (paired by user, or an online-style
-split by a salted hash of the user id); apply the gate; write everything in one transaction.
+Steps: read the window's users; load each model and check it never saw the window; register the run; then,
+user batch by user batch (`harness.replay.batches`), score the batch's requests and comment sections with each
+model, predict the cross-fitted reward model, estimate every policy's four outcomes per user with every
+estimator, compute the truth when the logs come from the synthetic world, and store the batch (its users'
+rows and its estimate statistics, one transaction). A killed run resumes at the first missing batch
+(`resume=True`) and ends with the results an uninterrupted run gives. Finally the per-user table is read
+back and handed to the statistics layer (paired by user, or an online-style split by a salted hash of the
+user id), the batches' statistics are merged into the estimates, the test plan is computed, and the gate
+applied.
 """
 
 from __future__ import annotations
@@ -26,11 +30,20 @@ from analysis.gate import GateConfig, GateDecision, evaluate_gate
 from analysis.metrics import MeanMetric
 from analysis.results import ExperimentResult
 from harness.logs.window import WindowError, experiment_start, parse_cut
+from harness.replay import batches as B
 from harness.replay import estimators as est
 from harness.replay import policies, scoring
 from harness.replay.cache import DEFAULT_DIR as DEFAULT_CACHE
 from harness.replay.cache import Cache
-from harness.replay.data import ReplayData, load_window, open_logs
+from harness.replay.data import (
+    ReplayData,
+    WindowFacts,
+    load_window,
+    open_logs,
+    user_totals,
+    validate_window,
+    window_users,
+)
 from harness.replay.engine import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
@@ -40,14 +53,18 @@ from harness.replay.engine import (
     comment_target,
     estimate_arm,
     logging_inputs,
+    unavailable,
 )
-from harness.replay.reward_model import CONTINUE, METRICS, CascadeModel, fit_cascade
+from harness.replay.reward_model import CONTINUE, METRICS, CascadeFit, CascadeModel, fit_cascade
+from harness.replay.test_plan import test_plan_rows
 from harness.replay.truth import Truth, deterministic_truth, logging_truth, plackett_luce_truth
 from harness.store import ResultsStore
+from harness.store.errors import UnknownRunError
 from harness.store.experiment import experiment_summary
 
 SEGMENTS = ("activity_level", "comment_level", "new_user")
 PRIMARY_ORDER = ("comment_watch_time_s", "comment_interactions", "watch_time_s", "video_interactions")
+FIT_MAX_REQUESTS = 200_000  # the reward model is fitted on at most this many of the window's requests
 
 
 class ReplayError(ValueError):
@@ -74,13 +91,39 @@ class ReplayConfig:
     allow_overlap: bool = False
     folds: int = 2
     alpha: float = 0.05
+    power: float = 0.8
+    users_per_day: float | None = None  # test plan: daily traffic (both arms); None = the logs' own rate
     default_estimator: str = DEFAULT_ESTIMATOR
+    batch_users: int = B.DEFAULT_BATCH_USERS
     cache_dir: Path | None = DEFAULT_CACHE  # None: recompute everything
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["data"], d["checkpoints"] = str(self.data), str(self.checkpoints)
         d["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
+        return d
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Arm labels, control first: a policy named twice (an A/A test) gets `#2`, `#3` on its later arms."""
+        out: list[str] = []
+        for name in (self.control, *self.treatments):
+            label, i = name, 1
+            while label in out:
+                i += 1
+                label = f"{name}#{i}"
+            out.append(label)
+        return tuple(out)
+
+    @staticmethod
+    def policy(arm: str) -> str:
+        """The policy (model name) behind an arm label."""
+        return arm.split("#", 1)[0]
+
+    def identity(self) -> dict[str, Any]:
+        """What the results depend on (stored as the run's config; a resumed run must match it): not the cache."""
+        d = self.to_dict()
+        del d["cache_dir"]
         return d
 
 
@@ -92,10 +135,12 @@ class ReplayOutcome:
     decision: GateDecision | None
     lifts: pd.DataFrame  # replay_lifts rows
     estimates: pd.DataFrame  # replay_estimates rows
+    test_plan: pd.DataFrame  # replay_test_plan rows
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what limits the numbers (low overlap, ...), not errors
     fit_report: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    resumed_batches: int = 0
 
 
 Progress = Callable[[str, int], Callable[[int], None]]  # (step label, total) -> tick(n)
@@ -114,188 +159,297 @@ def user_arms(users: np.ndarray, arms: Sequence[str], traffic: Sequence[float], 
     return np.asarray(arms, dtype=object)[np.minimum(np.searchsorted(edges, u, side="right"), len(arms) - 1)]
 
 
+@dataclass
+class _Context:
+    """What every batch needs, loaded once."""
+
+    cfg: ReplayConfig
+    logs: Any
+    start: np.datetime64
+    end: np.datetime64 | None
+    fingerprint: str
+    users: np.ndarray
+    catalogue: Any
+    event_log: Any
+    models: dict[str, Any]
+    digests: dict[str, str]
+    index: scoring.CommentIndex
+    list_size: int
+    pre: pd.DataFrame
+    users_tab: pd.DataFrame
+    examination: est.Examination | None
+    cache: Cache
+    where: dict[str, str]
+    has_world: bool
+    progress: Progress
+    warnings: list[str]
+    timings: dict[str, float]
+    fit_box: list[CascadeFit] = field(default_factory=list)
+    oracle_box: list[Any] = field(default_factory=list)
+
+    def fit(self) -> CascadeFit:
+        """The reward model, fitted on first use (not at all when every batch's predictions are cached)."""
+        if not self.fit_box:
+            t = time.perf_counter()
+            sample = _fit_users(self.logs, self.start, self.end, self.users, FIT_MAX_REQUESTS)
+            data = load_window(self.logs, self.start, self.end, users=None if len(sample) == len(self.users)
+                               else sample)
+            self.fit_box.append(fit_cascade(self.logs, data, folds=self.cfg.folds, seed=self.cfg.seed))
+            self.timings["reward_fit"] = time.perf_counter() - t
+        return self.fit_box[0]
+
+    def oracle(self):
+        if not self.oracle_box:
+            from harness.simulate.oracle import Oracle
+
+            self.oracle_box.append(Oracle.from_dataset(self.cfg.data))
+        return self.oracle_box[0]
+
+
+def _check_config(cfg: ReplayConfig) -> None:
+    names = (cfg.control, *cfg.treatments)
+    if len(set(names)) != len(names) and cfg.design == "paired":
+        raise ReplayError("the paired design puts every user under every policy, so a policy against itself is "
+                          "identical by construction; for an A/A test use --design split")
+    if any("#" in n for n in names):
+        raise ReplayError(f"policy names may not contain '#' (got {list(names)}); it marks repeated arms")
+    if cfg.default_estimator not in ESTIMATORS:
+        raise ReplayError(f"unknown estimator {cfg.default_estimator!r}; choose one of {list(ESTIMATORS)}")
+    if cfg.batch_users < 1:
+        raise ReplayError(f"--batch-users must be at least 1, got {cfg.batch_users}")
+
+
 def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | None = None,
                gate_path: Path | None = None, run_id: str | None = None, replace: bool = False,
-               progress: Progress = _no_progress, log: Callable[[str], None] = lambda s: None) -> ReplayOutcome:
+               resume: bool = False, progress: Progress = _no_progress,
+               log: Callable[[str], None] = lambda s: None) -> ReplayOutcome:
     timings: dict[str, float] = {}
     warnings: list[str] = []
     t0 = time.perf_counter()
-    arms = (cfg.control, *cfg.treatments)
-    if len(set(arms)) != len(arms) and cfg.design == "split":
-        raise ReplayError("a split design needs distinct arms; for an A/A test use the paired design or "
-                          "two names for the same checkpoint")
-    if cfg.default_estimator not in ESTIMATORS:
-        raise ReplayError(f"unknown estimator {cfg.default_estimator!r}; choose one of {list(ESTIMATORS)}")
+    _check_config(cfg)
     store.check_writable()
+    if resume:
+        _check_resumable(store, run_id)
     logs = open_logs(cfg.data)
     try:
-        start = _window_start(cfg, logs)
-        end = parse_cut(cfg.window_end, logs) if cfg.window_end else None
-        data = load_window(logs, start, end)
-        fingerprint = logs.fingerprint()
-        tables = logs.tables()
-        users_tab = logs.table("users").to_pandas()
-        pre = _pre_period(logs, start)
-        timings["read"] = time.perf_counter() - t0
-        log(f"window: {data.n_requests:,} requests of {len(np.unique(data.user_id)):,} users from {start}")
-
-        from models.catalogue import Catalogue
-        from models.histories import event_log_from_tables
-
-        catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
-        event_log = event_log_from_tables(catalogue, tables)
-        models, digests = _load_models(arms, cfg, catalogue, start, fingerprint, warnings)
-        users, user_index = np.unique(data.user_id, return_inverse=True)
-        cache = Cache(cfg.cache_dir)
-        where = {"logs": fingerprint, "start": str(start), "end": str(end)}
-        sections, section_of = _logged_sections(data)
-        index = scoring.CommentIndex.build(catalogue)
-        inputs: dict[str, PolicyInputs] = {}
-        models_for_truth: dict[str, tuple[Any, int]] = {}  # name -> (recommender, comment list size)
-        t1 = time.perf_counter()
-        for name in dict.fromkeys(arms):
-            if name == LOGGING:
-                inputs[name] = logging_inputs(data)
-                continue
-            rec = models[name]
-            L = _list_size(logs)
-
-            def score(rec=rec, name=name, L=L) -> dict[str, np.ndarray]:
-                tick = progress(f"scoring requests ({name})", len(users))
-                scores = scoring.score_videos(rec, event_log, catalogue, data, tick=tick)
-                tick = progress(f"ranking opened comment sections ({name})", len(sections))
-                ranked = scoring.rank_comments(rec, event_log, catalogue, index, data, sections // data.k,
-                                               data.video.ravel()[sections], L, tick=tick)
-                return {"scores": scores, "ranked": ranked}
-
-            got = cache.arrays(cache.key("scores", model=digests[name], list_size=L, **where), score)
-            scores, ranked = got["scores"], got["ranked"]
-            pol = policies.slate_policy(scores, data.candidates, data.video, cfg.temperature)
-            inputs[name] = PolicyInputs(name, pol, comment_target(data, ranked, section_of))
-            models_for_truth[name] = (rec, L)
-        timings["score"] = time.perf_counter() - t1
-
-        t1 = time.perf_counter()
-        log("fitting the reward model (cross-fitted over users)")
-        model = _reward_model(cache, cache.key("reward", folds=cfg.folds, seed=cfg.seed, **where),
-                              lambda: fit_cascade(logs, data, folds=cfg.folds, seed=cfg.seed))
-        timings["reward_model"] = time.perf_counter() - t1
-        examination, logging_slots = _pbm_inputs(data, warnings)
-
-        t1 = time.perf_counter()
-        arm_est: dict[str, ArmEstimates] = {}
-        for name in dict.fromkeys(arms):
-            arm_est[name] = estimate_arm(inputs[name], data, model, user_index, len(users),
-                                         examination=examination, logging_slots=logging_slots, clip=cfg.clip,
-                                         samples=cfg.dm_samples, seed=cfg.seed)
-        if cfg.default_estimator in arm_est[cfg.control].unavailable:
-            raise ReplayError(f"the default estimator {cfg.default_estimator!r} cannot run on these logs: "
-                              f"{arm_est[cfg.control].unavailable[cfg.default_estimator]}")
-        timings["estimate"] = time.perf_counter() - t1
-
-        truth: dict[str, Truth] = {}
-        if cfg.truth and _has_world(logs):
+        ctx = _prepare(cfg, logs, progress, warnings, timings, log)
+        batch = B.batch_of(ctx.users, B.n_batches(len(ctx.users), cfg.batch_users))
+        n_b = int(batch.max()) + 1
+        run_config = {"command": "replay", **cfg.identity(), "window": {"start": str(ctx.start), "end": str(ctx.end)},
+                      "users": int(len(ctx.users)), "batches": n_b, "warnings": warnings,
+                      "gate": None if gate_path is None else str(gate_path), "estimators": list(ESTIMATORS),
+                      "default_estimator": cfg.default_estimator,
+                      "correction_scope": "Holm within each metric's segment levels; the gate adjusts its primary "
+                                          "metrics over every treatment arm"}
+        rid = store.create_run(kind="replay", control=cfg.control, treatment=",".join(cfg.treatments),
+                               config=run_config, seed=cfg.seed, data_fingerprint=ctx.fingerprint,
+                               checkpoint_digests=ctx.digests, run_id=run_id, replace=replace)
+        with store.recording(rid):
+            done = store.replay_batch_ids(rid) if not replace else set()
+            if done:
+                log(f"resuming run {rid}: {len(done)} of {n_b} batches already stored")
+            tick = progress("replaying user batches", n_b)
+            tick(len(done & set(range(n_b))))
             t1 = time.perf_counter()
-            truth = _truth(cfg, data, inputs, models_for_truth, event_log, catalogue, index, progress, cache,
-                           where, digests)
-            timings["truth"] = time.perf_counter() - t1
-        elif cfg.truth:
-            log("no synthetic world in these logs: the true lifts are unknown (real logs)")
+            for b in range(n_b):
+                if b in done:
+                    continue
+                units, stats = _run_batch(ctx, b, ctx.users[batch == b])
+                store.append_replay_batch(rid, b, units, stats)
+                log(f"batch {b + 1}/{n_b} stored ({int((batch == b).sum())} users)")
+                tick(1)
+            timings["batches"] = time.perf_counter() - t1
+            out = _finish(ctx, store, rid, gate, gate_path)
+            out.resumed_batches = len(done)
     finally:
         logs.close()
+    timings["total"] = time.perf_counter() - t0
+    return out
 
-    frame = _unit_table(cfg, users, arm_est, pre, users_tab)
-    metrics = [MeanMetric(_col(m, e, cfg.default_estimator)) for m in _ordered(METRICS) for e in ESTIMATORS
-               if (m, e) in arm_est[cfg.control].estimates]
+
+def _check_resumable(store: ResultsStore, run_id: str | None) -> None:
+    if run_id is None:
+        raise ReplayError("--resume needs the id of the run to resume")
+    try:
+        run = store.run(run_id)
+    except UnknownRunError:
+        raise ReplayError(f"no run {run_id!r} to resume in {store.path}; `harness runs list` shows the runs") from None
+    if run["status"] == "complete":
+        raise ReplayError(f"run {run_id!r} is already complete; nothing to resume (pass --replace to recompute it)")
+    if run["kind"] != "replay":
+        raise ReplayError(f"run {run_id!r} is a {run['kind']!r} run, not a replay")
+
+
+def _prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], timings: dict[str, float],
+             log: Callable[[str], None]) -> _Context:
+    t0 = time.perf_counter()
+    start = _window_start(cfg, logs)
+    try:
+        end = parse_cut(cfg.window_end, logs) if cfg.window_end else None
+    except WindowError as exc:
+        raise ReplayError(f"--window-end: {exc}") from None
+    if end is not None and end <= start:
+        raise ReplayError(f"--window-end {end} is not after the window start {start}: the window is empty")
+    users = window_users(logs, start, end)
+    facts = validate_window(logs, start, end)
+    examination = _examination(logs, start, end, warnings)
+    _check_estimators(cfg, facts, examination is not None)
+    _check_split(cfg, users)
+    fingerprint = logs.fingerprint()
+    tables = logs.tables()
+    users_tab = logs.table("users").to_pandas()
+    pre = user_totals(logs, None, start)
+    log(f"window: {len(users):,} users from {start}")
+
+    from models.catalogue import Catalogue
+    from models.histories import event_log_from_tables
+
+    catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
+    event_log = event_log_from_tables(catalogue, tables)
+    arms = (cfg.control, *cfg.treatments)
+    models, digests = _load_models(arms, cfg, catalogue, start, fingerprint, warnings)
+    timings["prepare"] = time.perf_counter() - t0
+    return _Context(cfg, logs, start, end, fingerprint, users, catalogue, event_log, models, digests,
+                    scoring.CommentIndex.build(catalogue), _list_size(logs), pre, users_tab,
+                    examination, Cache(cfg.cache_dir),
+                    {"logs": fingerprint, "start": str(start), "end": str(end)}, _has_world(logs), progress,
+                    warnings, timings)
+
+
+def _check_estimators(cfg: ReplayConfig, facts: WindowFacts, examination: bool) -> None:
+    """Refuse, before anything is stored, a default estimator that these logs cannot feed for some arm."""
+    for arm in dict.fromkeys((cfg.control, *cfg.treatments)):  # policies
+        why = unavailable(arm, slot_pscore=facts.slot_pscore, logging_score=facts.logging_score,
+                          examination=examination)
+        if cfg.default_estimator in why:
+            can = [e for e in ESTIMATORS if e not in why]
+            raise ReplayError(f"--estimator {cfg.default_estimator} cannot run for {arm!r} on these logs: "
+                              f"{why[cfg.default_estimator]}. Estimators that still apply: {', '.join(can)} "
+                              "(pass one with --estimator)")
+
+
+def _check_split(cfg: ReplayConfig, users: np.ndarray) -> None:
+    """A split design must give every arm users (else no lift can be computed)."""
+    if cfg.design != "split":
+        return
+    arms = cfg.arms
+    got = user_arms(users, arms, cfg.traffic or [1.0] * len(arms), cfg.salt)
+    empty = [a for a in arms if not (got == a).any()]
+    if empty:
+        raise ReplayError(f"the split gives arm(s) {empty} no users of the {len(users):,} in the window (traffic "
+                          f"{'/'.join(f'{t:g}' for t in cfg.traffic or [1.0] * len(arms))}); give every arm a larger "
+                          "share, or use the paired design")
+
+
+def _run_batch(ctx: _Context, b: int, batch_users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One user batch: scores, reward-model predictions, estimates, truth; its unit rows and statistics."""
+    cfg = ctx.cfg
+    data = load_window(ctx.logs, ctx.start, ctx.end, users=batch_users)
+    users, user_index = np.unique(data.user_id, return_inverse=True)
+    where = {**ctx.where, "users": hashlib.sha256(users.tobytes()).hexdigest()}
+    sections, section_of = _logged_sections(data)
+    inputs: dict[str, PolicyInputs] = {}
+    for name in dict.fromkeys((cfg.control, *cfg.treatments)):
+        inputs[name] = logging_inputs(data) if name == LOGGING else _policy(ctx, name, data, sections, section_of,
+                                                                           where)
+    model = _reward_model(ctx, data, where)
+    logging_slots = None
+    if ctx.examination is not None and data.logging_score is not None:
+        logging_slots = policies.logging_by_slot(data.pscore, data.logging_score, data.candidates, data.video)
+    seed = B.batch_seed(cfg.seed, b)
+    by_policy: dict[str, ArmEstimates] = {}
+    for name in sorted(inputs):
+        by_policy[name] = estimate_arm(inputs[name], data, model, user_index, len(users),
+                                       examination=ctx.examination if logging_slots is not None else None,
+                                       logging_slots=logging_slots, clip=cfg.clip, samples=cfg.dm_samples, seed=seed)
+    arm_est = {a: by_policy[cfg.policy(a)] for a in cfg.arms}
+    truth = _truth(ctx, data, inputs, where, seed) if cfg.truth and ctx.has_world else {}
+    truth = {a: truth[cfg.policy(a)] for a in cfg.arms if cfg.policy(a) in truth}
+    rare = {a: B.rare_mass(inputs[cfg.policy(a)].slate.target_prob, data.pscore) for a in cfg.arms}
+    units = _unit_table(cfg, users, arm_est, ctx.pre, ctx.users_tab)
+    return units, B.stats_rows(arm_est, user_index, len(users), data.k, rare, truth)
+
+
+def _policy(ctx: _Context, name: str, data: ReplayData, sections: np.ndarray, section_of: np.ndarray,
+            where: dict[str, str]) -> PolicyInputs:
+    rec, L = ctx.models[name], ctx.list_size
+
+    def score() -> dict[str, np.ndarray]:
+        scores = scoring.score_videos(rec, ctx.event_log, ctx.catalogue, data)
+        ranked = scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, sections // data.k,
+                                       data.video.ravel()[sections], L)
+        return {"scores": scores, "ranked": ranked}
+
+    t = time.perf_counter()
+    got = ctx.cache.arrays(ctx.cache.key("scores", model=ctx.digests[name], list_size=L, **where), score)
+    ctx.timings["score"] = ctx.timings.get("score", 0.0) + time.perf_counter() - t
+    pol = policies.slate_policy(got["scores"], data.candidates, data.video, ctx.cfg.temperature)
+    return PolicyInputs(name, pol, comment_target(data, got["ranked"], section_of))
+
+
+def _finish(ctx: _Context, store: ResultsStore, rid: str, gate: GateConfig | None,
+            gate_path: Path | None) -> ReplayOutcome:
+    """Read the stored batches back, analyse, merge the estimates, plan the online test, gate, complete."""
+    cfg = ctx.cfg
+    t1 = time.perf_counter()
+    frame = store.unit_metrics(rid, wide=True)
+    stats = store.replay_batches(rid)
+    estimates = B.merge(stats, cfg.default_estimator)
+    have = set(zip(estimates["metric"], estimates["estimator"], strict=True))
+    metrics = [MeanMetric(_col(m, e, cfg.default_estimator), covariates=(f"{m}_pre",))
+               for m in _ordered(METRICS) for e in ESTIMATORS if (m, e) in have]
     acfg = AnalysisConfig(alpha=cfg.alpha, paired=cfg.design == "paired",
                           cuped="none" if cfg.design == "paired" else "single", seed=cfg.seed,
                           min_units=2, expected_split=_split(cfg) if cfg.design == "split" else None)
-    t1 = time.perf_counter()
-    result = analyze(frame, arm_col="arm", control=cfg.control, treatment=list(cfg.treatments), metrics=metrics,
-                     unit_col="user_id", segments=[s for s in SEGMENTS if s in frame.columns], config=acfg)
-    decision = evaluate_gate(result, gate) if gate is not None else None
-    if decision is not None and gate is not None:
-        decision = _overlap_guard(decision, gate, cfg, arm_est)
-    timings["analysis"] = time.perf_counter() - t1
-    est_rows, lift_rows = _report_rows(cfg, result, arm_est, truth, user_index, len(users))
-    notes = _overlap_notes(cfg, arm_est)
-    default_lifts = [r for r in result.lifts if "__" not in r.metric]
-    run_config = {"command": "replay", **cfg.to_dict(), "window": {"start": str(start), "end": str(end)},
-                  "requests": data.n_requests, "users": int(len(users)), "warnings": warnings,
-                  "reward_model": model.report, "gate": None if gate_path is None else str(gate_path),
-                  "estimators": list(ESTIMATORS), "default_estimator": cfg.default_estimator,
-                  "unavailable": {a: e.unavailable for a, e in arm_est.items() if e.unavailable},
-                  "correction_scope": "Holm within each metric's segment levels; the gate adjusts its primary "
-                                      "metrics over every treatment arm"}
     segs = [s for s in SEGMENTS if s in frame.columns]
-    keep = [m.name for m in metrics] + [c for c in (f"{m}_pre" for m in METRICS) if c in frame.columns]
-    units = frame[["user_id", "arm", *keep, *segs]].rename(columns={"user_id": "unit_id"})
-    units["unit_id"] = units["unit_id"].astype(str)
-    rid = store.write_run(
-        kind="replay", control=cfg.control, treatment=",".join(cfg.treatments), config=run_config,
-        seed=cfg.seed, data_fingerprint=fingerprint, checkpoint_digests=digests, run_id=run_id, replace=replace,
-        unit_metrics=units, lifts=default_lifts, checks=result.checks,
+    result = analyze(frame, arm_col="arm", control=cfg.arms[0], treatment=list(cfg.arms[1:]), metrics=metrics,
+                     unit_col="unit_id", segments=segs, config=acfg)
+    dflt = estimates[estimates["is_default"]]
+    weight_ess = {(a, m): float(x) for a, m, x in zip(dflt["arm"], dflt["metric"], dflt["ess"], strict=True)
+                  if a != LOGGING and pd.notna(x)}
+    decision = evaluate_gate(result, gate, weight_ess=weight_ess) if gate is not None else None
+    lift_rows = _lift_rows(cfg, result, estimates)
+    plan = test_plan_rows(ctx.logs, ctx.start, ctx.end, lift_rows, alpha=cfg.alpha, power=cfg.power,
+                          users_per_day=cfg.users_per_day)
+    fit_report = _fit_report(ctx)
+    notes = _overlap_notes(cfg, estimates)
+    summary = {**experiment_summary(result), "reward_model": fit_report, "notes": notes,
+               "weight_diagnostics": "replay_estimates: ess, max_weight_share, clipped_share, extra.rare_share"}
+    default_lifts = [r for r in result.lifts if "__" not in r.metric]
+    store.write_results(
+        rid, lifts=default_lifts, checks=result.checks,
         heterogeneity=[h for h in result.heterogeneity if "__" not in h.metric],
         power=[p for p in result.power if "__" not in p.metric], gate=decision,
-        gate_digest=None if gate_path is None else _sha(gate_path), summary=experiment_summary(result),
-        replay_estimates=est_rows, replay_lifts=lift_rows)
-    timings["total"] = time.perf_counter() - t0
-    return ReplayOutcome(rid, store.path, result, decision, lift_rows, est_rows, warnings, notes, model.report,
-                         timings)
+        gate_digest=None if gate_path is None else _sha(gate_path), summary=summary,
+        replay_estimates=estimates, replay_lifts=lift_rows, test_plan=plan)
+    ctx.timings["analysis"] = time.perf_counter() - t1
+    return ReplayOutcome(rid, store.path, result, decision, lift_rows, estimates, plan, ctx.warnings, notes,
+                         fit_report, ctx.timings)
 
 
-MIN_GATE_ESS = 1000.0  # below this weight ESS (slot rows) a replay's CIs are not trusted by the gate
-
-
-def _overlap_guard(decision: GateDecision, gate: GateConfig, cfg: ReplayConfig,
-                   arm_est: dict[str, ArmEstimates]) -> GateDecision:
-    """A gate rule of the replay's own: every gated metric's default estimate, in both arms, must rest on a
-    weight ESS of at least MIN_GATE_ESS slot rows, else that arm cannot SHIP (INCONCLUSIVE).
-
-    Why: with few effective rows an importance-weighted mean is usually below its expectation and its
-    standard error is estimated from the few rows that carry weight, so its CI under-covers (measured on
-    the default world: deterministic top-k base, ESS 33, cascade_dr per-arm errors of up to 5 standard
-    errors). A wrong SHIP is the worst error a launch gate can make."""
-    from analysis.gate import RuleOutcome, decisions_by_arm
-
-    rules = list(decision.rules)
-    for t in cfg.treatments:
-        low = []
-        for m in gate.metrics:
-            for a in (cfg.control, t):
-                e = arm_est[a].estimates.get((m, cfg.default_estimator))
-                if a != LOGGING and e is not None and np.isfinite(e.ess) and e.ess < MIN_GATE_ESS:
-                    low.append((e.ess, a, m))
-        if low:
-            ess, a, m = min(low)
-            rules.append(RuleOutcome(
-                rule="min_sample", metric=m, passed=False, outcome="inconclusive", treatment=t,
-                reason=f"replay weight ESS {ess:,.0f} ({a}, {cfg.default_estimator}) < {MIN_GATE_ESS:,.0f}: the "
-                       "off-policy CIs are not reliable at this overlap (docs/replay.md)"))
-    if len(rules) == len(decision.rules):
-        return decision
-    arms = decisions_by_arm([r.to_dict() for r in rules])
-    vals = set(arms.values())
-    overall = "NO_SHIP" if "NO_SHIP" in vals else "INCONCLUSIVE" if "INCONCLUSIVE" in vals else "SHIP"
-    return GateDecision(overall, rules, decision.treatment, arms, decision.mode)
+def _fit_report(ctx: _Context) -> list[dict]:
+    """The reward model's held-out fit: from this run's fit, else from the cache (every batch was cached)."""
+    key = ctx.cache.key("reward-report", folds=ctx.cfg.folds, seed=ctx.cfg.seed, **ctx.where)
+    z = ctx.cache.arrays(key, lambda: {"report": np.array(json.dumps(ctx.fit().report))})
+    return json.loads(str(z["report"]))
 
 
 LOW_ESS_SHARE = 0.01  # below this share of the slot rows, the weights rest on few requests
 
 
-def _overlap_notes(cfg: ReplayConfig, arm_est: dict[str, ArmEstimates]) -> list[str]:
+def _overlap_notes(cfg: ReplayConfig, estimates: pd.DataFrame) -> list[str]:
     """Say when the default estimator's weights rest on few rows (wide intervals, gate INCONCLUSIVE)."""
     notes = []
-    for a, ae in arm_est.items():
-        e = ae.estimates.get(("watch_time_s", cfg.default_estimator))
-        if e is None or not np.isfinite(e.ess) or a == LOGGING:
+    rows = estimates[(estimates["metric"] == "watch_time_s") & estimates["is_default"] & (estimates["arm"] != LOGGING)]
+    for r in rows.itertuples():
+        if r.ess is None or pd.isna(r.ess):
             continue
-        rows = e.contributions.size
-        if e.ess < LOW_ESS_SHARE * rows:
-            notes.append(f"low overlap for {a}: the {cfg.default_estimator} weights' effective sample size is "
-                         f"{e.ess:,.0f} of {rows:,} slot rows (the logging policy rarely showed {a}'s slates in "
-                         "its order), so intervals are wide; a stochastic target (--temperature) overlaps more, "
-                         "and the biased estimators (pbm, dm) are narrower but miss the truth under a cascade")
+        slot_rows = float(r.slot_rows)
+        if r.ess < LOW_ESS_SHARE * slot_rows:
+            notes.append(f"low overlap for {r.arm}: the {cfg.default_estimator} weights' effective sample size is "
+                         f"{r.ess:,.0f} of {slot_rows:,.0f} slot rows (the logging policy rarely showed {r.arm}'s "
+                         "slates in its order), so intervals are wide; a stochastic target (--temperature) overlaps "
+                         "more, and the biased estimators (pbm, dm) are narrower but miss the truth under a cascade")
     return notes
 
 
@@ -315,7 +469,7 @@ def _ordered(metrics: Sequence[str]) -> list[str]:
 
 
 def _split(cfg: ReplayConfig) -> dict[str, float]:
-    arms = (cfg.control, *cfg.treatments)
+    arms = cfg.arms
     shares = cfg.traffic or tuple(1.0 for _ in arms)
     return {a: float(s) for a, s in zip(arms, shares, strict=True)}
 
@@ -404,38 +558,60 @@ def _logged_sections(data: ReplayData) -> tuple[np.ndarray, np.ndarray]:
     return uniq, inv
 
 
-def _pbm_inputs(data: ReplayData, warnings: list[str]):
-    if data.logging_score is None or not data.is_random.any():
-        return None, None
+def _examination(logs, start: np.datetime64, end: np.datetime64 | None,
+                 warnings: list[str]) -> est.Examination | None:
+    """The PBM examination curve from the window's random-exposure slots (all users: one aggregate query)."""
+    have = set(logs.query("SELECT * FROM impressions LIMIT 0").column_names)
+    if "is_random" not in have:
+        return None
+    params: list[Any] = [start.astype("datetime64[us]").item()]
+    end_sql = ""
+    if end is not None:
+        end_sql, params = " AND r.ts < ?", [*params, end.astype("datetime64[us]").item()]
+    got = logs.query("SELECT i.position, (i.watch_time_s > 0) AS examined FROM impressions i JOIN requests r "
+                     f"USING (request_id) WHERE i.is_random AND r.ts >= ?{end_sql}", params).to_pandas()
+    if got.empty:
+        return None
+    k = int(logs.query("SELECT max(position) + 1 AS k FROM impressions").to_pylist()[0]["k"])
     try:
-        exam = est.examination_from_random(data.examined.ravel(), np.tile(np.arange(data.k), data.n_requests),
-                                           data.is_random.ravel(), data.k)
+        exam = est.examination_from_random(got["examined"].to_numpy(bool), got["position"].to_numpy(np.int64),
+                                           np.ones(len(got), bool), k)
     except ValueError as exc:
         warnings.append(f"pbm unavailable: {exc}")
-        return None, None
-    return exam, policies.logging_by_slot(data.pscore, data.logging_score, data.candidates, data.video)
+        return None
+    zero = np.flatnonzero(exam.examination <= 0)
+    if zero.size:
+        warnings.append(f"pbm unavailable: no random-exposure slot at position(s) {zero.tolist()} was played "
+                        f"(of {exam.counts[zero].tolist()} random rows), so their examination is estimated as 0")
+        return None
+    return exam
 
 
-def _pre_period(logs, start: np.datetime64) -> pd.DataFrame:
-    """Per-user totals of the four outcomes before the window (CUPED covariates, segments)."""
-    p = [start.astype("datetime64[us]").item()]
-    v = logs.query("SELECT r.user_id, sum(i.watch_time_s) AS watch_time_s, sum(i.liked::INT)::DOUBLE AS "
-                   "video_interactions, sum(i.comment_watch_time_s) AS comment_watch_time_s FROM impressions i "
-                   "JOIN requests r USING (request_id) WHERE r.ts < ? GROUP BY 1", p).to_pandas()
-    c = logs.query("SELECT r.user_id, sum(c.liked::INT + c.replied::INT)::DOUBLE AS comment_interactions FROM "
-                   "comment_impressions c JOIN requests r USING (request_id) WHERE r.ts < ? GROUP BY 1",
-                   p).to_pandas()
-    return v.merge(c, on="user_id", how="outer").set_index("user_id")
+def _fit_users(logs, start: np.datetime64, end: np.datetime64 | None, users: np.ndarray, cap: int) -> np.ndarray:
+    """Users whose requests fit the reward model: all when the window has at most `cap` requests, else users
+    in a fixed hash order until `cap` requests (bounds the fit's memory whatever the log size)."""
+    params: list[Any] = [start.astype("datetime64[us]").item()]
+    end_sql = ""
+    if end is not None:
+        end_sql, params = " AND ts < ?", [*params, end.astype("datetime64[us]").item()]
+    counts = logs.query(f"SELECT user_id, count(*) AS n FROM requests WHERE ts >= ?{end_sql} GROUP BY 1 ORDER BY 1",
+                        params).to_pandas()
+    if counts["n"].sum() <= cap:
+        return users
+    order = np.argsort(B.batch_of(counts["user_id"].to_numpy(), 1 << 30), kind="stable")
+    take = np.cumsum(counts["n"].to_numpy()[order]) <= cap
+    return np.sort(counts["user_id"].to_numpy()[order][take])
 
 
 def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEstimates], pre: pd.DataFrame,
                 users_tab: pd.DataFrame) -> pd.DataFrame:
-    arms = (cfg.control, *cfg.treatments)
-    base = pd.DataFrame({"user_id": users})
+    """One row per (user, arm) of the batch: every (metric, estimator) column, `<metric>_pre`, segments; in a
+    split design only the user's own arm."""
+    arms = cfg.arms
+    base = pd.DataFrame({"unit_id": users.astype(str)})
     prev = pre.reindex(users).fillna(0.0)
     for m in METRICS:
-        for e in ESTIMATORS:
-            base[_col(m, e, cfg.default_estimator) + "_pre"] = prev[m].to_numpy() if m in prev else 0.0
+        base[f"{m}_pre"] = prev[m].to_numpy() if m in prev else 0.0
     if len(users_tab):  # segments, when the logs describe their users
         ut = users_tab.set_index("user_id").reindex(users)
         for s in ("activity_level", "comment_level"):
@@ -445,47 +621,41 @@ def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEsti
             base["new_user"] = np.where(ut["signup_day"].fillna(-1).to_numpy() >= 0, "new", "existing")
     parts = []
     assign = user_arms(users, arms, cfg.traffic or [1.0] * len(arms), cfg.salt) if cfg.design == "split" else None
-    for a in dict.fromkeys(arms):
+    for a in arms:
         f = base.copy()
-        f["arm"] = a
+        f.insert(1, "arm", a)
         for (m, e), v in arm_est[a].per_user.items():
             f[_col(m, e, cfg.default_estimator)] = v
         parts.append(f if assign is None else f[assign == a])
     return pd.concat(parts, ignore_index=True)
 
 
-def _reward_model(cache: Cache, key: str, fit: Callable[[], CascadeModel]) -> CascadeModel:
-    """The cross-fitted reward model, from the cache when the same logs and settings were fitted before."""
+def _reward_model(ctx: _Context, data: ReplayData, where: dict[str, str]) -> CascadeModel:
+    """The batch's cross-fitted reward-model predictions, from the cache when computed before."""
     def compute() -> dict[str, np.ndarray]:
-        m = fit()
-        return {**{f"cand_{o}": v for o, v in m.cand.items()}, **{f"logged_{o}": v for o, v in m.logged.items()},
-                "report": np.array(json.dumps(m.report))}
+        m = ctx.fit().predict(data)
+        return {**{f"cand_{o}": v for o, v in m.cand.items()}, **{f"logged_{o}": v for o, v in m.logged.items()}}
 
-    z = cache.arrays(key, compute)
+    t = time.perf_counter()
+    z = ctx.cache.arrays(ctx.cache.key("reward", folds=ctx.cfg.folds, seed=ctx.cfg.seed, fit_max=FIT_MAX_REQUESTS,
+                                       **where), compute)
+    ctx.timings["reward_model"] = ctx.timings.get("reward_model", 0.0) + time.perf_counter() - t
     outcomes = (*METRICS, CONTINUE)
-    return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes},
-                        json.loads(str(z["report"])))
+    return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes}, [])
 
 
-def _truth(cfg, data, inputs, ranked_models, event_log, catalogue, index, progress, cache: Cache,
-           where: dict[str, str], digests: dict[str, str]) -> dict[str, Truth]:
-    from harness.simulate.oracle import Oracle
-
-    oracle_box: list[Oracle] = []
-
-    def oracle() -> Oracle:  # loaded only when something is not cached
-        if not oracle_box:
-            oracle_box.append(Oracle.from_dataset(cfg.data))
-        return oracle_box[0]
-
+def _truth(ctx: _Context, data: ReplayData, inputs: dict[str, PolicyInputs], where: dict[str, str],
+           seed: int) -> dict[str, Truth]:
+    t = time.perf_counter()
     out: dict[str, Truth] = {}
+    cfg = ctx.cfg
     for name, pol in inputs.items():
-        key = cache.key("truth", model=digests.get(name, LOGGING), temperature=cfg.temperature,
-                        samples=cfg.truth_samples, seed=cfg.seed, **where)
-        z = cache.arrays(key, lambda name=name, pol=pol: _truth_arrays(
-            _one_truth(cfg, data, name, pol, ranked_models, event_log, catalogue, index, progress, oracle())))
+        key = ctx.cache.key("truth", model=ctx.digests.get(name, LOGGING), temperature=cfg.temperature,
+                            samples=cfg.truth_samples, seed=seed, **where)
+        z = ctx.cache.arrays(key, lambda name=name, pol=pol: _truth_arrays(_one_truth(ctx, data, name, pol, seed)))
         out[name] = Truth({m: z[f"value_{m}"] for m in METRICS}, {m: z[f"se_{m}"] for m in METRICS},
                           str(z["method"]))
+    ctx.timings["truth"] = ctx.timings.get("truth", 0.0) + time.perf_counter() - t
     return out
 
 
@@ -494,47 +664,33 @@ def _truth_arrays(t: Truth) -> dict[str, np.ndarray]:
             "method": np.array(t.method)}
 
 
-def _one_truth(cfg, data, name, pol, ranked_models, event_log, catalogue, index, progress, oracle) -> Truth:
+def _one_truth(ctx: _Context, data: ReplayData, name: str, pol: PolicyInputs, seed: int) -> Truth:
     R, k = data.video.shape
+    cfg, oracle = ctx.cfg, ctx.oracle()
     if name == LOGGING:
-        return logging_truth(oracle, data.request_id, samples=cfg.truth_samples, seed=cfg.seed)
-    rec, L = ranked_models[name]
+        return logging_truth(oracle, data.request_id, samples=cfg.truth_samples, seed=seed)
+    rec, L = ctx.models[name], ctx.list_size
     if pol.slate.deterministic:
         videos = np.take_along_axis(data.candidates, pol.slate.slate, 1)
         rows = np.repeat(np.arange(R), k)
-        tick = progress(f"truth: ranking comments of {name}'s slates", R * k)
-        rk = scoring.rank_comments(rec, event_log, catalogue, index, data, rows, videos.ravel(), L, tick=tick)
+        rk = scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, rows, videos.ravel(), L)
         return deterministic_truth(oracle, data.request_id, videos, rk.reshape(R, k, L))
     n = data.candidates.shape[1]
 
     def rank_all() -> np.ndarray:
-        tick = progress(f"truth: ranking comments of {name}'s candidates", R * n)
-        return scoring.rank_comments(rec, event_log, catalogue, index, data, np.repeat(np.arange(R), n),
-                                     data.candidates.ravel(), L, tick=tick).reshape(R, n, L)
+        return scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, np.repeat(np.arange(R), n),
+                                     data.candidates.ravel(), L).reshape(R, n, L)
 
     assert pol.slate.log_weights is not None
     return plackett_luce_truth(oracle, data.request_id, data.candidates, pol.slate.log_weights, k, rank_all,
-                               samples=cfg.truth_samples, seed=cfg.seed)
+                               samples=cfg.truth_samples, seed=seed)
 
 
-def _report_rows(cfg, result: ExperimentResult, arm_est: dict[str, ArmEstimates], truth: dict[str, Truth],
-                 user_index: np.ndarray, n_users: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """replay_estimates and replay_lifts rows (truth per user averaged over the analysed users)."""
-    true_user = {a: {m: np.bincount(user_index, weights=t.value[m], minlength=n_users) for m in METRICS}
-                 for a, t in truth.items()}
-    true_se = {a: {m: float(np.sqrt((t.se[m] ** 2).sum())) / n_users for m in METRICS} for a, t in truth.items()}
-    est_rows = []
-    for a, ae in arm_est.items():
-        for (m, e), x in ae.estimates.items():
-            est_rows.append({"arm": a, "metric": m, "estimator": e, "is_default": e == cfg.default_estimator,
-                             "value": float(ae.per_user[(m, e)].mean()),
-                             "se": float(x.se) * x.n / n_users, "n_units": n_users, "n_requests": int(x.n),
-                             "ess": None if np.isnan(x.ess) else float(x.ess),
-                             "max_weight_share": None if np.isnan(x.max_weight_share) else float(x.max_weight_share),
-                             "clipped_share": float(x.clipped_share),
-                             "true_value": float(true_user[a][m].mean()) if a in true_user else None,
-                             "true_se": true_se[a][m] if a in true_se else None})
-    lift_rows = []
+def _lift_rows(cfg: ReplayConfig, result: ExperimentResult, estimates: pd.DataFrame) -> pd.DataFrame:
+    """replay_lifts rows: the analysis' overall lifts per estimator, with the true lift where known."""
+    truth = {(a, m): v for a, m, v in zip(estimates["arm"], estimates["metric"], estimates["true_value"], strict=True)
+             if v is not None and pd.notna(v)}
+    rows = []
     for r in result.lifts:
         if not r.is_overall:
             continue
@@ -545,9 +701,9 @@ def _report_rows(cfg, result: ExperimentResult, arm_est: dict[str, ArmEstimates]
                "treatment_value": r.treatment_mean, "abs_diff": r.abs_diff, "abs_ci_low": r.abs_ci_low,
                "abs_ci_high": r.abs_ci_high, "rel_diff": r.rel_diff, "rel_ci_low": r.rel_ci_low,
                "rel_ci_high": r.rel_ci_high, "p_value": r.p_value, "n_units": r.n_treatment}
-        if r.control in true_user and r.treatment in true_user:
-            c, t = true_user[r.control][m].mean(), true_user[r.treatment][m].mean()
+        if (r.control, m) in truth and (r.treatment, m) in truth:
+            c, t = truth[(r.control, m)], truth[(r.treatment, m)]
             row.update(true_control=float(c), true_treatment=float(t), true_abs_diff=float(t - c),
                        true_rel_diff=float(t / c - 1) if c else None)
-        lift_rows.append(row)
-    return pd.DataFrame(est_rows), pd.DataFrame(lift_rows)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -106,3 +106,33 @@ def test_gate_toml_errors(tmp_path, text, message):
 def test_missing_gate_file(tmp_path):
     with pytest.raises(AnalysisError, match="not found"):
         load_gate(tmp_path / "absent.toml")
+
+
+def test_weight_ess_rule_for_off_policy_results():
+    """min_weight_ess: with the replay's importance-weight ESS per (arm, metric), an estimate on fewer
+    effective rows than the threshold makes the arm INCONCLUSIVE, never SHIP; on-policy data has no rule."""
+    g = load_gate(default_gate_path())
+    assert g.min_weight_ess == 1000
+    res = analyze(_frame(), arm_col="arm", control="control", metrics=METRICS)
+    assert "weight_ess" not in {r.rule for r in evaluate_gate(res, g).rules}  # an A/B test: no weights
+    ess = {(a, m): 5000.0 for a in ("control", "treatment") for m in METRICS}
+    d = evaluate_gate(res, g, weight_ess=ess)
+    rule = [r for r in d.rules if r.rule == "weight_ess"]
+    assert d.decision == "SHIP" and len(rule) == 1 and rule[0].outcome == "pass"
+    low = {**ess, ("control", "comment_interactions"): 999.4}
+    d = evaluate_gate(res, g, weight_ess=low)
+    rule = [r for r in d.rules if r.rule == "weight_ess"][0]
+    assert d.decision == "INCONCLUSIVE" and rule.outcome == "inconclusive"
+    assert rule.metric == "comment_interactions" and "999 (control, comment_interactions)" in rule.reason
+    # metrics the gate does not read, and non-finite ESS (dm has no weights), are ignored
+    d = evaluate_gate(res, g, weight_ess={**ess, ("control", "other"): 1.0, ("treatment", "watch_time_s"): np.nan})
+    assert d.decision == "SHIP"
+
+
+@pytest.mark.parametrize("value", ["-1", "\"many\"", "true"])
+def test_weight_ess_threshold_must_be_a_number(value):
+    text = default_gate_path().read_text().replace("min_weight_ess = 1000", f"min_weight_ess = {value}")
+    import tomllib
+
+    with pytest.raises(AnalysisError, match="min_weight_ess"):
+        parse_gate(tomllib.loads(text))

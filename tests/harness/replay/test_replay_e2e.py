@@ -130,7 +130,9 @@ def test_paired_run_is_stored_with_truth_and_gate(world, tmp_path) -> None:
     cfg = store.run(rid)["config"]
     cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
     assert cfg["default_estimator"] == "cascade_dr" and cfg["warnings"] == []
-    assert {row["outcome"] for row in cfg["reward_model"]} == {*METRICS, "continue"}
+    summary = store.run(rid)["summary"]
+    summary = json.loads(summary) if isinstance(summary, str) else summary
+    assert {row["outcome"] for row in summary["reward_model"]} == {*METRICS, "continue"}
 
 
 def test_split_design_and_gate_exit_code(world, tmp_path) -> None:
@@ -192,10 +194,24 @@ def test_gate_refuses_to_ship_on_low_overlap(world, tmp_path) -> None:
     out = _json(_replay(world, tmp_path, "--control", "pop", "--treatment", "base", "--no-truth", "--json"))
     ess = [e["ess"] for e in out["estimates"] if e["estimator"] == "cascade_dr" and e["metric"] == "watch_time_s"]
     assert min(ess) < 1000
-    rows = [r for r in out["gate"]["rules"] if "replay weight ESS" in r["reason"]]
+    rows = [r for r in out["gate"]["rules"] if r["rule"] == "weight_ess"]
     assert len(rows) == 1 and rows[0]["outcome"] == "inconclusive" and rows[0]["treatment"] == "base"
+    assert f"{min(ess):,.0f}" in rows[0]["reason"] and "min_weight_ess=1,000" in rows[0]["reason"]
     assert out["gate"]["arms"]["base"] in ("INCONCLUSIVE", "NO_SHIP")
     assert any("low overlap" in n for n in out["notes"])
+    # the rule and its threshold live in the gate TOML: a gate without min_weight_ess has no such rule
+    from analysis.gate import default_gate_path
+
+    text = default_gate_path().read_text()
+    assert "min_weight_ess = 1000" in text
+    for value, expect in (("", None), ("min_weight_ess = 1.0\n", "pass")):
+        gate = tmp_path / f"gate{bool(value)}.toml"
+        gate.write_text(text.replace("min_weight_ess = 1000\n", value))
+        r = _replay(world, tmp_path, "--control", "pop", "--treatment", "base", "--no-truth", "--json", "--gate",
+                    str(gate), "--replace", "--run-id", "g")
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        rules = [x["outcome"] for x in got["gate"]["rules"] if x["rule"] == "weight_ess"]
+        assert rules == ([] if expect is None else [expect])
 
 
 def test_plackett_luce_target(world, tmp_path) -> None:
@@ -213,3 +229,17 @@ def test_plackett_luce_target(world, tmp_path) -> None:
         assert e["true_se"] > 0 and e["true_value"] > 0
     # (closeness to the truth is not asserted: even at T = 1 the deep slots' prefix weights rest on a few
     # requests of this small world; docs/replay.md gives the measured per-slot ESS on the default world)
+
+
+def test_aa_split_labels_the_repeated_arm(world, tmp_path) -> None:
+    """`--design split --control pop --treatment pop`: an A/A test; the second arm is `pop#2`, both arms carry
+    the same policy's estimates, and the users are split by the salted hash. The paired design refuses it."""
+    out = _json(_replay(world, tmp_path, "--control", "pop", "--treatment", "pop", "--design", "split", "--no-truth",
+                        "--json"))
+    assert {r["treatment"] for r in out["lifts"]} == {"pop#2"}
+    est = {(e["arm"], e["metric"], e["estimator"]): e["value"] for e in out["estimates"]}
+    assert all(est[("pop#2", m, e)] == v for (a, m, e), v in est.items() if a == "pop")
+    rows = [r for r in out["lifts"] if r["is_default"]]
+    assert all(r["n_units"] < 160 for r in rows)  # each arm has part of the users
+    r = _replay(world, tmp_path, "--control", "pop", "--treatment", "pop")
+    assert r.exit_code == 3 and "identical by construction" in r.output
