@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -159,9 +159,29 @@ def user_arms(users: np.ndarray, arms: Sequence[str], traffic: Sequence[float], 
     return np.asarray(arms, dtype=object)[np.minimum(np.searchsorted(edges, u, side="right"), len(arms) - 1)]
 
 
+class Engine(Protocol):
+    """Runs user batches: yields (batch, unit rows, statistics rows) for each of `todo` = [(batch, user ids)],
+    in any order, each exactly once. The driver stores every batch as it arrives, so an engine that loses a
+    worker may recompute its batches (a batch's result depends only on the batch, the inputs and the seed)."""
+
+    def map_batches(self, ctx: ReplayContext, todo: list[tuple[int, np.ndarray]]
+                    ) -> Iterator[tuple[int, pd.DataFrame, list[dict[str, Any]]]]: ...
+
+
+class LocalEngine:
+    """The embedded engine: every batch in this process, in order."""
+
+    def map_batches(self, ctx: ReplayContext, todo: list[tuple[int, np.ndarray]]
+                    ) -> Iterator[tuple[int, pd.DataFrame, list[dict[str, Any]]]]:
+        for b, users in todo:
+            units, stats = run_batch(ctx, b, users)
+            yield b, units, stats
+
+
 @dataclass
-class _Context:
-    """What every batch needs, loaded once."""
+class ReplayContext:
+    """What every batch needs, loaded once per process (`prepare`): an engine's workers build their own from the
+    same config, and share the driver's fitted reward model (`fit_box`) so every batch sees the same one."""
 
     cfg: ReplayConfig
     logs: Any
@@ -222,7 +242,8 @@ def _check_config(cfg: ReplayConfig) -> None:
 def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | None = None,
                gate_path: Path | None = None, run_id: str | None = None, replace: bool = False,
                resume: bool = False, progress: Progress = _no_progress,
-               log: Callable[[str], None] = lambda s: None) -> ReplayOutcome:
+               log: Callable[[str], None] = lambda s: None, engine: Engine | None = None) -> ReplayOutcome:
+    """Run (or resume) a replay and store it; `engine` runs the user batches (default: here, one after another)."""
     timings: dict[str, float] = {}
     warnings: list[str] = []
     t0 = time.perf_counter()
@@ -232,7 +253,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         _check_resumable(store, run_id)
     logs = open_logs(cfg.data)
     try:
-        ctx = _prepare(cfg, logs, progress, warnings, timings, log)
+        ctx = prepare(cfg, logs, progress, warnings, timings, log)
         batch = B.batch_of(ctx.users, B.n_batches(len(ctx.users), cfg.batch_users))
         n_b = int(batch.max()) + 1
         run_config = {"command": "replay", **cfg.identity(), "window": {"start": str(ctx.start), "end": str(ctx.end)},
@@ -251,11 +272,9 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
             tick = progress("replaying user batches", n_b)
             tick(len(done & set(range(n_b))))
             t1 = time.perf_counter()
-            for b in range(n_b):
-                if b in done:
-                    continue
-                units, stats = _run_batch(ctx, b, ctx.users[batch == b])
-                store.append_replay_batch(rid, b, units, stats)
+            todo = [(b, ctx.users[batch == b]) for b in range(n_b) if b not in done]
+            for b, units, stats in (engine or LocalEngine()).map_batches(ctx, todo):
+                store.append_replay_batch(rid, b, units, stats)  # as each batch finishes: resumable
                 log(f"batch {b + 1}/{n_b} stored ({int((batch == b).sum())} users)")
                 tick(1)
             timings["batches"] = time.perf_counter() - t1
@@ -280,8 +299,8 @@ def _check_resumable(store: ResultsStore, run_id: str | None) -> None:
         raise ReplayError(f"run {run_id!r} is a {run['kind']!r} run, not a replay")
 
 
-def _prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], timings: dict[str, float],
-             log: Callable[[str], None]) -> _Context:
+def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], timings: dict[str, float],
+             log: Callable[[str], None]) -> ReplayContext:
     t0 = time.perf_counter()
     start = _window_start(cfg, logs)
     try:
@@ -309,7 +328,7 @@ def _prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], t
     arms = (cfg.control, *cfg.treatments)
     models, digests = _load_models(arms, cfg, catalogue, start, fingerprint, warnings)
     timings["prepare"] = time.perf_counter() - t0
-    return _Context(cfg, logs, start, end, fingerprint, users, catalogue, event_log, models, digests,
+    return ReplayContext(cfg, logs, start, end, fingerprint, users, catalogue, event_log, models, digests,
                     scoring.CommentIndex.build(catalogue), _list_size(logs), pre, users_tab,
                     examination, Cache(cfg.cache_dir),
                     {"logs": fingerprint, "start": str(start), "end": str(end)}, _has_world(logs), progress,
@@ -341,7 +360,7 @@ def _check_split(cfg: ReplayConfig, users: np.ndarray) -> None:
                           "share, or use the paired design")
 
 
-def _run_batch(ctx: _Context, b: int, batch_users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def run_batch(ctx: ReplayContext, b: int, batch_users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """One user batch: scores, reward-model predictions, estimates, truth; its unit rows and statistics."""
     cfg = ctx.cfg
     data = load_window(ctx.logs, ctx.start, ctx.end, users=batch_users)
@@ -370,7 +389,7 @@ def _run_batch(ctx: _Context, b: int, batch_users: np.ndarray) -> tuple[pd.DataF
     return units, B.stats_rows(arm_est, user_index, len(users), data.k, rare, truth)
 
 
-def _policy(ctx: _Context, name: str, data: ReplayData, sections: np.ndarray, section_of: np.ndarray,
+def _policy(ctx: ReplayContext, name: str, data: ReplayData, sections: np.ndarray, section_of: np.ndarray,
             where: dict[str, str]) -> PolicyInputs:
     rec, L = ctx.models[name], ctx.list_size
 
@@ -387,7 +406,7 @@ def _policy(ctx: _Context, name: str, data: ReplayData, sections: np.ndarray, se
     return PolicyInputs(name, pol, comment_target(data, got["ranked"], section_of))
 
 
-def _finish(ctx: _Context, store: ResultsStore, rid: str, gate: GateConfig | None,
+def _finish(ctx: ReplayContext, store: ResultsStore, rid: str, gate: GateConfig | None,
             gate_path: Path | None) -> ReplayOutcome:
     """Read the stored batches back, analyse, merge the estimates, plan the online test, gate, complete."""
     cfg = ctx.cfg
@@ -427,7 +446,7 @@ def _finish(ctx: _Context, store: ResultsStore, rid: str, gate: GateConfig | Non
                          fit_report, ctx.timings)
 
 
-def _fit_report(ctx: _Context) -> list[dict]:
+def _fit_report(ctx: ReplayContext) -> list[dict]:
     """The reward model's held-out fit: from this run's fit, else from the cache (every batch was cached)."""
     key = ctx.cache.key("reward-report", folds=ctx.cfg.folds, seed=ctx.cfg.seed, **ctx.where)
     z = ctx.cache.arrays(key, lambda: {"report": np.array(json.dumps(ctx.fit().report))})
@@ -630,7 +649,7 @@ def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEsti
     return pd.concat(parts, ignore_index=True)
 
 
-def _reward_model(ctx: _Context, data: ReplayData, where: dict[str, str]) -> CascadeModel:
+def _reward_model(ctx: ReplayContext, data: ReplayData, where: dict[str, str]) -> CascadeModel:
     """The batch's cross-fitted reward-model predictions, from the cache when computed before."""
     def compute() -> dict[str, np.ndarray]:
         m = ctx.fit().predict(data)
@@ -644,7 +663,7 @@ def _reward_model(ctx: _Context, data: ReplayData, where: dict[str, str]) -> Cas
     return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes}, [])
 
 
-def _truth(ctx: _Context, data: ReplayData, inputs: dict[str, PolicyInputs], where: dict[str, str],
+def _truth(ctx: ReplayContext, data: ReplayData, inputs: dict[str, PolicyInputs], where: dict[str, str],
            seed: int) -> dict[str, Truth]:
     t = time.perf_counter()
     out: dict[str, Truth] = {}
@@ -664,7 +683,7 @@ def _truth_arrays(t: Truth) -> dict[str, np.ndarray]:
             "method": np.array(t.method)}
 
 
-def _one_truth(ctx: _Context, data: ReplayData, name: str, pol: PolicyInputs, seed: int) -> Truth:
+def _one_truth(ctx: ReplayContext, data: ReplayData, name: str, pol: PolicyInputs, seed: int) -> Truth:
     R, k = data.video.shape
     cfg, oracle = ctx.cfg, ctx.oracle()
     if name == LOGGING:
