@@ -70,6 +70,23 @@ def _checkpoints(checkpoints: Path | None) -> Path:
     return checkpoints if checkpoints is not None else SHIPPED
 
 
+def _engine(name: str, address: str | None, workers: int, threads: int):
+    """The batch engine of --engine (None: the local one); engine options stay out of the run's config, so a run
+    started with one engine resumes with the other (the results are the same)."""
+    if name not in ("local", "ray"):
+        raise UserError(f"--engine {name!r}: choose local or ray")
+    if name == "local":
+        if address is not None:
+            raise UserError("--ray-address needs --engine ray")
+        return None
+    from harness.replay.ray_engine import RayEngine, RayEngineError
+
+    try:
+        return RayEngine(address=address, workers=workers, threads_per_worker=threads)
+    except RayEngineError as exc:
+        raise UserError(str(exc)) from None
+
+
 def replay_cmd(
     control: str = typer.Option("base", "--control", help="Control policy: a model name (base, lsvcr, ...), a "
                                                            "checkpoint path, or 'logging' (the logged policy)."),
@@ -117,6 +134,13 @@ def replay_cmd(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse scores, the reward model and the truth of an "
                                                                 "earlier run on the same logs and checkpoints "
                                                                 "(.harness-cache/replay)."),
+    engine: str = typer.Option("local", "--engine", help="Where the user batches run: local (this process) or ray "
+                                                         "(a pool of Ray actors; docs/scale.md). Same results."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="--engine ray: connect to this Ray cluster "
+                                           "(never shut down) [default: start a local runtime for this run]."),
+    workers: int = typer.Option(2, "--workers", min=1, help="--engine ray: Ray actors, each with its own models."),
+    threads_per_worker: int = typer.Option(1, "--threads-per-worker", min=1,
+                                           help="--engine ray: torch threads (and CPUs reserved) per actor."),
 ) -> None:
     """Replay logged sessions through two policies: off-policy estimates of watch time, video interactions,
     comment watch time and comment interactions, paired lifts with CIs, the true lift beside each
@@ -143,6 +167,7 @@ def replay_cmd(
         if resume is not None and (run_id is not None and run_id != resume or replace):
             raise UserError("--resume RUN_ID continues that run: drop --run-id and --replace")
         names = [control, *treatment]
+        batch_engine = _engine(engine, ray_address, workers, threads_per_worker)
         path = _default_data(data, seed)
         default_gate = Path(__file__).resolve().parents[2] / "analysis" / "gate_default.toml"
         gate_cfg = load_gate(gate if gate is not None else default_gate)
@@ -158,7 +183,8 @@ def replay_cmd(
             out = run_replay(cfg, store=ResultsStore(db), gate=gate_cfg, gate_path=gate or default_gate,
                              run_id=resume or run_id, replace=replace, resume=resume is not None,
                              progress=_progress(progress and not as_json),
-                             log=lambda s: err.print(s, highlight=False) if not as_json else None)
+                             log=lambda s: err.print(s, highlight=False) if not as_json else None,
+                             engine=batch_engine)
         except (ReplayError, ReplayDataError) as exc:
             raise UserError(str(exc)) from None
         except (LogValidationError, LogFileError) as exc:

@@ -151,8 +151,12 @@ def _predict(model, outcome: str, X: np.ndarray) -> np.ndarray:
 def tree_threads() -> int:
     """OpenMP threads for the gradient-boosted trees, chosen at the time of the run: every core on an idle
     machine, one on a busy one. Measured on 2 cores: at load ~1, two threads fit 1.3x faster than one; at load
-    ~6, two OpenMP threads spin against the other processes and a fit took 85 s instead of 3 s."""
+    ~6, two OpenMP threads spin against the other processes and a fit took 85 s instead of 3 s. OMP_NUM_THREADS
+    caps it (a Ray actor's CPUs: `harness.replay.ray_engine`)."""
     cores = os.cpu_count() or 1
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) >= 1:
+        cores = min(cores, int(cap))
     return cores if os.getloadavg()[0] < cores - 0.5 else 1
 
 
