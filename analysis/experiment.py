@@ -420,6 +420,8 @@ class _Analysis:
                                                "units per arm to keep its CI's coverage)"]
                     pair = independent_estimates(mc, mt, m, use_covs)
                     row = self._row(m, t, seg, lev, pair, use_covs, notes)
+                    if use_covs:
+                        row = self._unadjusted(row, independent_estimates(mc, mt, m, ()))
                     if seg == OVERALL and self.cfg.bootstrap:
                         row = self._bootstrap(row, m, t, use_covs, pair)
                     if seg == OVERALL and self.cfg.bayes:
@@ -543,6 +545,23 @@ class _Analysis:
             seq_ci_low=f(s_lo), seq_ci_high=f(s_hi), seq_p_value=f(s_p), winsorized=self.winsor,
             notes="; ".join([*self.notes, *notes]),
         )
+
+    def _unadjusted(self, row: LiftResult, pair: ArmPair) -> LiftResult:
+        """The row's comparison without CUPED, beside the adjusted one (the same test and relative CI)."""
+        cfg = self.cfg
+        lift = compare(pair.m_t, pair.m_c, pair.v_t, pair.v_c, n_t=pair.n_t, n_c=pair.n_c, cov=pair.cov,
+                       alpha=cfg.alpha, test=cfg.test, relative_method=cfg.relative_ci,
+                       min_control_se=cfg.rel_min_control_se)
+
+        def f(x) -> float:
+            v = float(np.asarray(x, dtype=float))
+            return v if np.isfinite(v) else float("nan")
+
+        return replace(row, unadjusted_control_mean=f(pair.m_c), unadjusted_treatment_mean=f(pair.m_t),
+                       unadjusted_abs_diff=f(lift.abs_diff), unadjusted_abs_ci_low=f(lift.abs_ci_low),
+                       unadjusted_abs_ci_high=f(lift.abs_ci_high), unadjusted_rel_diff=f(lift.rel_diff),
+                       unadjusted_rel_ci_low=f(lift.rel_ci_low), unadjusted_rel_ci_high=f(lift.rel_ci_high),
+                       unadjusted_p_value=f(lift.p_value))
 
     # -- Bayesian view ------------------------------------------------------------------------------
     def _bayes(self, row: LiftResult, pair: ArmPair) -> LiftResult:

@@ -82,6 +82,16 @@ class LiftResult:
     bayes_ci_low: float = math.nan  # credible interval of the relative lift
     bayes_ci_high: float = math.nan
     cuped_theta: str = ""  # "covariate=theta,..." of the CUPED adjustment ("" without CUPED)
+    # the same comparison without CUPED (NaN when no covariate was used), so readers can show both
+    unadjusted_control_mean: float = math.nan
+    unadjusted_treatment_mean: float = math.nan
+    unadjusted_abs_diff: float = math.nan
+    unadjusted_abs_ci_low: float = math.nan
+    unadjusted_abs_ci_high: float = math.nan
+    unadjusted_rel_diff: float = math.nan
+    unadjusted_rel_ci_low: float = math.nan
+    unadjusted_rel_ci_high: float = math.nan
+    unadjusted_p_value: float = math.nan
 
     @property
     def is_overall(self) -> bool:

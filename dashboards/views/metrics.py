@@ -29,12 +29,26 @@ PERCENT = ("rel_diff", "rel_ci_low", "rel_ci_high", "variance_reduction", "unadj
            "unadjusted_rel_ci_low", "unadjusted_rel_ci_high")
 
 
+UNADJUSTED = ("abs_diff", "abs_ci_low", "abs_ci_high", "rel_diff", "rel_ci_low", "rel_ci_high")
+
+
 def overall(lifts: pd.DataFrame) -> pd.DataFrame:
-    """The overall (segment 'all') lift rows, four online metrics first; columns an older file lacks are empty."""
+    """The overall (segment 'all') lift rows, four online metrics first; columns an older file lacks are empty.
+    A CUPED row's comparison without CUPED (stored in `extra` by the analysis since it computes both) comes
+    out as the `unadjusted_*` columns."""
     if lifts.empty:
         return pd.DataFrame(columns=COLUMNS)
-    rows = lifts[lifts["segment"] == "all"].reindex(columns=COLUMNS)
+    all_rows = lifts[lifts["segment"] == "all"]
+    rows = all_rows.reindex(columns=COLUMNS)
+    extra = [parse_json(x) for x in all_rows["extra"]] if "extra" in all_rows else []
+    if any(e.get("unadjusted_abs_diff") is not None for e in extra):
+        for c in UNADJUSTED:
+            rows[f"unadjusted_{c}"] = [e.get(f"unadjusted_{c}") for e in extra]
     return sort_by_metric(rows)
+
+
+def has_stored_unadjusted(rows: pd.DataFrame) -> bool:
+    return "unadjusted_abs_diff" in rows and rows["unadjusted_abs_diff"].notna().any()
 
 
 def unadjusted_sibling(ctx: PageContext, run: dict[str, Any]) -> str | None:
@@ -106,7 +120,9 @@ def render(ctx: PageContext) -> None:
     if rows.empty:
         st.info(f"Run `{run['run_id']}` stores no lifts ({run['kind']} run).")
         return
-    sibling = unadjusted_sibling(ctx, run) if (rows["cuped"].fillna("none") != "none").any() else None
+    stored = has_stored_unadjusted(rows)
+    sibling = unadjusted_sibling(ctx, run) if (rows["cuped"].fillna("none") != "none").any() and not stored \
+        else None
     if sibling is not None:
         rows = with_unadjusted(rows, ctx.table("lifts", sibling))
     gate = ctx.table("gate_decisions")
@@ -122,6 +138,9 @@ def render(ctx: PageContext) -> None:
     cuped = rows[rows["cuped"].fillna("none") != "none"]
     if cuped.empty:
         st.caption("CUPED: not used by this run (no pre-period covariate, or a paired design where it adds nothing).")
+    elif stored:
+        st.caption("CUPED beside unadjusted: the `unadjusted_*` columns are the same comparison without CUPED, "
+                   "stored with the run.")
     elif sibling is not None:
         st.caption(f"CUPED beside unadjusted: the `unadjusted_*` columns are the stored lifts of run `{sibling}`, "
                    "the same data analysed with `--cuped none`.")

@@ -118,3 +118,33 @@ def test_duckdb_moments_match_numpy(ab_frame, tmp_path):
     ab_frame.to_csv(tmp_path / "ab.csv", index=False)
     c = analyze(tmp_path / "ab.csv", arm_col="arm", control="control", metrics=[MeanMetric("wt", "watch_time_s")])
     assert c.lift("wt").p_value == pytest.approx(b.lift("wt").p_value, rel=1e-9)
+
+
+def test_cuped_rows_carry_the_unadjusted_comparison():
+    """With CUPED, each lift row also holds the comparison without it: equal to a run with cuped='none'."""
+    import numpy as np
+    import pandas as pd
+
+    from analysis import AnalysisConfig, analyze
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    pre = rng.gamma(2.0, 10.0, n)
+    arm = np.where(rng.random(n) < 0.5, "control", "treatment")
+    y = pre * rng.lognormal(0, 0.3, n) * np.where(arm == "treatment", 1.03, 1.0)
+    df = pd.DataFrame({"arm": arm, "y": y, "y_pre": pre, "seg": np.where(rng.random(n) < 0.5, "a", "b")})
+    cup = analyze(df, arm_col="arm", control="control", metrics=["y"], segments=["seg"],
+                  config=AnalysisConfig(cuped="single"))
+    raw = analyze(df, arm_col="arm", control="control", metrics=["y"], segments=["seg"],
+                  config=AnalysisConfig(cuped="none"))
+    for a, b in zip(cup.lifts, raw.lifts, strict=True):
+        assert a.cuped == "single" and b.cuped == "none"
+        assert a.unadjusted_abs_diff == pytest.approx(b.abs_diff, rel=1e-12)
+        assert a.unadjusted_abs_ci_low == pytest.approx(b.abs_ci_low, rel=1e-12)
+        assert a.unadjusted_abs_ci_high == pytest.approx(b.abs_ci_high, rel=1e-12)
+        assert a.unadjusted_rel_diff == pytest.approx(b.rel_diff, rel=1e-12)
+        assert a.unadjusted_rel_ci_low == pytest.approx(b.rel_ci_low, rel=1e-12)
+        assert a.unadjusted_p_value == pytest.approx(b.p_value, rel=1e-9)
+        assert a.unadjusted_control_mean == pytest.approx(b.control_mean, rel=1e-12)
+        assert a.abs_ci_high - a.abs_ci_low < b.abs_ci_high - b.abs_ci_low  # CUPED narrows
+        assert np.isnan(b.unadjusted_abs_diff)  # nothing to add without CUPED
