@@ -34,16 +34,15 @@ UNADJUSTED = ("abs_diff", "abs_ci_low", "abs_ci_high", "rel_diff", "rel_ci_low",
 
 def overall(lifts: pd.DataFrame) -> pd.DataFrame:
     """The overall (segment 'all') lift rows, four online metrics first; columns an older file lacks are empty.
-    A CUPED row's comparison without CUPED (stored in `extra` by the analysis since it computes both) comes
-    out as the `unadjusted_*` columns."""
+    A CUPED row's comparison without CUPED (`lifts.unadjusted_*`, schema v6) comes out as the `unadjusted_*`
+    columns."""
     if lifts.empty:
         return pd.DataFrame(columns=COLUMNS)
     all_rows = lifts[lifts["segment"] == "all"]
     rows = all_rows.reindex(columns=COLUMNS)
-    extra = [parse_json(x) for x in all_rows["extra"]] if "extra" in all_rows else []
-    if any(e.get("unadjusted_abs_diff") is not None for e in extra):
+    if "unadjusted_abs_diff" in all_rows and all_rows["unadjusted_abs_diff"].notna().any():
         for c in UNADJUSTED:
-            rows[f"unadjusted_{c}"] = [e.get(f"unadjusted_{c}") for e in extra]
+            rows[f"unadjusted_{c}"] = all_rows[f"unadjusted_{c}"]
     return sort_by_metric(rows)
 
 

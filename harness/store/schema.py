@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 5  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts.
-# 4: replay_batches, replay_test_plan. 5: ranking_metrics.protocol, slice, n_queries
+SCHEMA_VERSION = 6  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts.
+# 4: replay_batches, replay_test_plan. 5: ranking_metrics.protocol, slice, n_queries.
+# 6: lifts.unadjusted_* (the comparison without CUPED)
 
 RUN_KINDS = ("analyze", "replay", "evaluate")
 RUN_STATUSES = ("running", "complete", "failed")
@@ -163,6 +164,15 @@ LIFTS = Table(
         C("bayes_ci_low", "DOUBLE", "credible interval of the relative lift, low (v2)"),
         C("bayes_ci_high", "DOUBLE", "credible interval of the relative lift, high (v2)"),
         C("cuped_theta", "VARCHAR", "'covariate=theta,...' of the CUPED adjustment (v2)"),
+        C("unadjusted_control_mean", "DOUBLE", "control mean without CUPED (null when no covariate was used; v6)"),
+        C("unadjusted_treatment_mean", "DOUBLE", "treatment mean without CUPED (v6)"),
+        C("unadjusted_abs_diff", "DOUBLE", "absolute lift without CUPED (v6)"),
+        C("unadjusted_abs_ci_low", "DOUBLE", "its lower confidence bound (v6)"),
+        C("unadjusted_abs_ci_high", "DOUBLE", "its upper confidence bound (v6)"),
+        C("unadjusted_rel_diff", "DOUBLE", "relative lift without CUPED (v6)"),
+        C("unadjusted_rel_ci_low", "DOUBLE", "its lower confidence bound (v6)"),
+        C("unadjusted_rel_ci_high", "DOUBLE", "its upper confidence bound (v6)"),
+        C("unadjusted_p_value", "DOUBLE", "p-value without CUPED (v6)"),
     ),
     "one row per (run, metric, segment level, treatment): the analysis layer's LiftResult",
 )

@@ -257,10 +257,10 @@ def test_recording_marks_failed_and_reraises(store):
 
 def test_schema_version_recorded_and_newer_refused(store, tmp_path):
     store.create_run(**RUN)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     with duckdb.connect(str(store.path)) as con:
         con.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(SchemaVersionError, match="version 99.*knows versions up to 5"):
+    with pytest.raises(SchemaVersionError, match="version 99.*knows versions up to 6"):
         store.runs()
     with pytest.raises(SchemaVersionError):
         store.create_run(**RUN)

@@ -32,7 +32,7 @@ def test_protocol_slice_round_trip_and_defaults(store) -> None:
     assert got[["protocol", "slice", "value"]].values.tolist() == [
         ["temporal", "cold", 0.25], ["leave-one-out", "all", 0.5], ["temporal", "warm", 0.75]]
     assert got["n_queries"].tolist()[0] == 12 and got["n_queries"].isna().tolist()[1]
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
 
 
 def test_unknown_field_still_refused(store) -> None:

@@ -246,7 +246,7 @@ def test_version_2_database_is_read_and_migrated_on_write(store):
     assert "replay_estimates" not in tables
 
     run_id = store.write_run(**RUN, replay_estimates=estimates(), replay_lifts=lifts())
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert len(store.replay_estimates(run_id)) == 3 and len(store.replay_lifts(run_id)) == 3
     assert store.lifts(old)["abs_diff"].tolist() == [1.0] and len(store.daily_lifts(old)) == 1
     assert store.runs()["run_id"].tolist() == [old, run_id]

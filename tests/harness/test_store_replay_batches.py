@@ -77,5 +77,5 @@ def test_version_3_file_gains_the_tables(tmp_path):
         con.execute("INSERT INTO schema_version VALUES (3, now())")
     assert store.replay_batches(rid).empty and store.test_plan(rid).empty  # readable before the migration
     store.append_replay_batch(rid, 0, units(["1"], 1.0), stats(1.0))
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert store.replay_batch_ids(rid) == {0}
