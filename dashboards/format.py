@@ -200,7 +200,8 @@ def run_label(run: dict[str, Any]) -> str:
 
 
 def guardrail_margins(gate: pd.DataFrame) -> pd.DataFrame:
-    """The signed margin of each guardrail rule, read back from the reason the gate stored.
+    """The signed margin of each guardrail rule: the stored `limit` (schema v6), else read back from the
+    reason the gate stored (runs gated before v6).
 
     Columns: treatment, metric, scale ('relative' | 'absolute'), margin (a fraction for relative
     margins: -0.01 for "-1.00%"). The reason carries the margin rounded as the gate printed it (two
@@ -209,6 +210,11 @@ def guardrail_margins(gate: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if not gate.empty and "rule" in gate:
         for rec in gate[gate["rule"] == "guardrail"].to_dict("records"):
+            limit, kind = rec.get("limit"), rec.get("margin_type")
+            if limit is not None and limit == limit and kind in ("relative", "absolute"):  # stored (schema v6)
+                rows.append({"treatment": rec.get("treatment"), "metric": rec.get("metric"), "scale": kind,
+                             "margin": float(limit)})
+                continue
             m = _MARGIN.search(str(rec.get("reason") or ""))
             if m is None:
                 continue

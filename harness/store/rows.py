@@ -312,7 +312,8 @@ def test_plan_rows(rows: Any) -> list[dict[str, Any]]:
     return out
 
 
-GATE_RULE_FIELDS = ("rule", "metric", "passed", "outcome", "reason")
+GATE_RULE_FIELDS = ("rule", "metric", "passed", "outcome", "reason", "estimate", "ci_low", "ci_high", "harm_bound",
+                    "limit", "margin", "margin_type", "p_value", "p_adjusted")
 
 
 def gate_rows(gate: Any) -> tuple[str, list[dict[str, Any]]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 SCHEMA_VERSION = 6  # 2: daily_lifts; lifts.bayes_*, cuped_theta. 3: replay_estimates, replay_lifts.
 # 4: replay_batches, replay_test_plan. 5: ranking_metrics.protocol, slice, n_queries.
-# 6: lifts.unadjusted_* (the comparison without CUPED)
+# 6: lifts.unadjusted_* (the comparison without CUPED); gate_decisions' numbers (estimate, CI, limit, margin, p)
 
 RUN_KINDS = ("analyze", "replay", "evaluate")
 RUN_STATUSES = ("running", "complete", "failed")
@@ -243,11 +243,20 @@ GATE_DECISIONS_TABLE = Table(
         C("run_id", "VARCHAR NOT NULL", "the run"),
         C("decision", "VARCHAR NOT NULL", "'SHIP' | 'NO_SHIP' | 'INCONCLUSIVE' (repeated on each rule row)"),
         C("treatment", "VARCHAR", "the treatment arm the gate judged"),
-        C("rule", "VARCHAR", "'primary' | 'guardrail' | 'srm' | 'min_sample'; null on the row of a gate without rules"),
+        C("rule", "VARCHAR", "'primary' | 'guardrail' | 'srm' | 'min_sample' | 'weight_ess'; null on the row of a gate without rules"),
         C("metric", "VARCHAR", "metric the rule reads ('' for srm / min_sample)"),
         C("passed", "BOOLEAN", "whether the rule passed"),
         C("outcome", "VARCHAR", "'pass' | 'fail' | 'inconclusive'"),
         C("reason", "VARCHAR", "why, in words"),
+        C("estimate", "DOUBLE", "the lift the rule judged, in the rule's units (relative for a relative margin; v6)"),
+        C("ci_low", "DOUBLE", "its lower confidence bound (v6)"),
+        C("ci_high", "DOUBLE", "its upper confidence bound (v6)"),
+        C("harm_bound", "DOUBLE", "guardrails: the CI end on the harmful side (v6)"),
+        C("limit", "DOUBLE", "guardrails: the signed margin the harm bound is held against (v6)"),
+        C("margin", "DOUBLE", "guardrails: the margin as written in the gate file (v6)"),
+        C("margin_type", "VARCHAR", "guardrails: 'relative' | 'absolute' (v6)"),
+        C("p_value", "DOUBLE", "primary: the test's p-value (v6)"),
+        C("p_adjusted", "DOUBLE", "primary: after the gate's correction (v6)"),
         C("gate_digest", "VARCHAR", "sha256 of the gate config that was evaluated"),
         C("evaluated_at", "TIMESTAMP NOT NULL", "UTC time of the evaluation"),
     ),

@@ -189,6 +189,9 @@ def test_forest_plot_draws_the_lifts_and_the_gates_guardrail_margins(results_db,
     marks = data[data["value"].notna()]
     expected = {(g["metric"], -g["margin"]) for g in gate["guardrail"]}
     assert {(m.split("(")[-1].rstrip(")"), v) for m, v in zip(marks["label"], marks["value"], strict=True)} == expected
+    stored = store.gate_decisions("ab-cuped").query("rule == 'guardrail'")  # the margins are stored (schema v6)
+    assert set(zip(stored["metric"], stored["limit"], strict=True)) == expected
+    assert set(stored["margin_type"]) == {"relative"}
     lifts = store.lifts("ab-cuped").query("segment == 'all'")
     points = data[data["estimate"].notna()]
     assert sorted(points["estimate"]) == pytest.approx(sorted(lifts["rel_diff"]))
