@@ -11,7 +11,8 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first: 2.13.0 is the CPU build on local disk; a later range it satisfies installs nothing more.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+# the ray extra: `harness replay --engine ray` and its tests (ray 2.60, about 240 MB, a few seconds from cache)
+"$VENV/bin/python" -m pip install -q -e ".[dev,ray]"
 # gbstats (GrowthBook's engine) is a test-only reference for the Bayesian view and the sequential
 # tuning. Its metadata pins numpy<2 and pandas<2, which conflict with this project, but the modules the
 # tests compare against (gbstats.bayesian, gbstats.frequentist) need only numpy, scipy and pydantic

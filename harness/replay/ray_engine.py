@@ -14,10 +14,14 @@ to re-block or stream; `ActorPool` does not say which input a failed call held (
 in its pool), and Ray Data adds a streaming executor and its own re-blocking of rows, with output order and
 retries out of the driver's hands. Here every batch is in flight at most once, so none is yielded twice.
 
-Failures: actors restart (`max_restarts`) and Ray retries the call that a dead process held
-(`max_task_retries`); an actor that stays dead (or fails a call anyway) is replaced and its batch handed to
-another actor, up to `MAX_ATTEMPTS` times per batch. An exception raised by the replay code itself (a bad
-input, a bug) is deterministic and is raised at once, as the local engine would.
+Failures: a batch whose actor dies (killed, out of memory, its node lost) goes back to the front of the
+queue for the next free actor, and a new actor takes the dead one's place; a batch lost `MAX_ATTEMPTS` times
+ends the run with an error (the batches stored so far stay: `--resume`). Ray's own actor restarts are not
+used: a restarted actor would need its constructor's object-store arguments kept alive and would replay the
+lost call behind the driver's back, while here the driver alone decides, so a batch is never in flight twice
+and never yielded twice. An exception raised by the replay code itself (a bad input, a bug) is
+deterministic and is raised at once, as the local engine would; so is an actor that cannot even be built
+(its logs or checkpoints unreadable on that node).
 
 Ray is an optional extra (`pip install 'lsvcr-harness[ray]'`), imported only here, when this engine runs.
 """
@@ -34,14 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.replay.run import ReplayConfig, ReplayContext
+from harness.replay.run import ReplayConfig, ReplayContext, ReplayError
 
 INSTALL_HINT = "pip install 'lsvcr-harness[ray]'"
 MAX_ATTEMPTS = 3  # per batch, counting only attempts lost to a dead actor (never to an error of the replay)
-ACTOR_RESTARTS = 2  # Ray restarts a dead actor this often; its in-flight call is retried as often
 
 
-class RayEngineError(RuntimeError):
+class RayEngineError(ReplayError):
     """Ray is missing, cannot start or connect, or the workers keep dying (the message says what to do)."""
 
 
@@ -65,6 +68,7 @@ class EngineReport:
     stop_s: float = 0.0  # killing the actors and shutting down (or disconnecting)
     compute_s: dict[int, float] = field(default_factory=dict)  # batch -> seconds inside run_batch
     round_trip_s: dict[int, float] = field(default_factory=dict)  # batch -> submission to result
+    pid_of: dict[int, int] = field(default_factory=dict)  # batch -> the worker process that computed it
     workers: list[dict[str, Any]] = field(default_factory=list)  # per actor: pid, node, prepare_s
     resubmitted: int = 0  # batches handed to another actor after theirs died
     replaced_workers: int = 0
@@ -73,7 +77,7 @@ class EngineReport:
 class ReplayWorker:
     """One actor: its own context built once, then batch after batch (wrapped by `ray.remote` at run time)."""
 
-    def __init__(self, cfg: ReplayConfig, fit: Any, threads: int) -> None:
+    def __init__(self, cfg: ReplayConfig, threads: int) -> None:
         t0 = time.perf_counter()
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the reward model's trees read it (tree_threads)
         import torch
@@ -86,20 +90,26 @@ class ReplayWorker:
 
         self.logs = open_logs(cfg.data)
         self.ctx = prepare(cfg, self.logs, _no_progress, [], {}, lambda s: None)
-        self.ctx.fit_box.append(fit)
         self.prepare_s = time.perf_counter() - t0
+
+    def set_fit(self, fit: Any) -> None:
+        """The driver's reward model (sent once, after construction, so the driver fits while actors prepare)."""
+        self.ctx.fit_box[:] = [fit]
 
     def ready(self) -> dict[str, Any]:
         import socket
 
         return {"pid": os.getpid(), "node": socket.gethostname(), "prepare_s": self.prepare_s}
 
-    def run(self, b: int, users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]], float]:
+    def run(self, b: int, users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, float]]:
+        """The batch's unit rows and statistics, and the seconds its steps took here (`run` = all of it; `pid` =
+        this worker's process)."""
         from harness.replay.run import run_batch
 
-        t = time.perf_counter()
+        t, before = time.perf_counter(), dict(self.ctx.timings)
         units, stats = run_batch(self.ctx, b, users)
-        return units, stats, time.perf_counter() - t
+        steps = {k: v - before.get(k, 0.0) for k, v in self.ctx.timings.items()}
+        return units, stats, {**steps, "run": time.perf_counter() - t, "pid": os.getpid()}
 
 
 def worker_config(cfg: ReplayConfig) -> ReplayConfig:
@@ -150,10 +160,12 @@ class RayEngine:
                                  "on the head node) or run with --engine local") from None
         return True
 
-    def _new_actor(self, cfg: ReplayConfig, fit_ref: Any) -> Any:
-        Actor = self.ray.remote(ReplayWorker).options(num_cpus=self.threads, max_restarts=ACTOR_RESTARTS,
-                                                      max_task_retries=ACTOR_RESTARTS)
-        return Actor.remote(cfg, fit_ref, self.threads)
+    def _new_actor(self, cfg: ReplayConfig, fit_ref: Any | None) -> Any:
+        """An actor preparing its context; once `fit_ref` exists it is sent the reward model (calls run in order)."""
+        a = self.ray.remote(ReplayWorker).options(num_cpus=self.threads, max_restarts=0).remote(cfg, self.threads)
+        if fit_ref is not None:
+            a.set_fit.remote(fit_ref)
+        return a
 
     # ------------------------------------------------------------------------------------------ the pool
     def map_batches(self, ctx: ReplayContext, todo: list[tuple[int, np.ndarray]]
@@ -168,12 +180,14 @@ class RayEngine:
         owns = self._start()
         rep.start_s = time.perf_counter() - t
         try:
-            t = time.perf_counter()
-            fit_ref = ray.put(ctx.fit())  # once in the object store; each actor deserialises it once
-            rep.fit_s = time.perf_counter() - t
             cfg = worker_config(ctx.cfg)
-            self.actors = [self._new_actor(cfg, fit_ref) for _ in range(min(self.workers, len(todo)))]
-            yield from self._drive(cfg, fit_ref, todo)
+            self.actors = [self._new_actor(cfg, None) for _ in range(min(self.workers, len(todo)))]
+            t = time.perf_counter()  # the driver fits while the actors start and prepare
+            fit_ref = ray.put(ctx.fit())  # once in the object store; each actor deserialises it once
+            for a in self.actors:
+                a.set_fit.remote(fit_ref)
+            rep.fit_s = time.perf_counter() - t
+            yield from self._drive(cfg, fit_ref, todo, ctx.timings)
         finally:
             t = time.perf_counter()
             for a in self.actors:
@@ -183,8 +197,8 @@ class RayEngine:
                 ray.shutdown()
             rep.stop_s = time.perf_counter() - t
 
-    def _drive(self, cfg: ReplayConfig, fit_ref: Any, todo: list[tuple[int, np.ndarray]]
-               ) -> Iterator[tuple[int, pd.DataFrame, list[dict[str, Any]]]]:
+    def _drive(self, cfg: ReplayConfig, fit_ref: Any, todo: list[tuple[int, np.ndarray]],
+               timings: dict[str, float]) -> Iterator[tuple[int, pd.DataFrame, list[dict[str, Any]]]]:
         ray, rep = self.ray, self.report
         from ray.exceptions import RayActorError, RayTaskError
 
@@ -209,7 +223,7 @@ class RayEngine:
                 a = starting.pop(ref)
                 try:
                     rep.workers.append(ray.get(ref))
-                except RayActorError as exc:  # died while preparing, after its restarts
+                except RayActorError as exc:  # died while preparing
                     self._replace(a, cfg, fit_ref, starting, exc)
                     continue
                 rep.ready_s = rep.ready_s or time.perf_counter() - t0
@@ -217,7 +231,7 @@ class RayEngine:
                 continue
             b, a, sent = inflight.pop(ref)
             try:
-                units, stats, secs = ray.get(ref)
+                units, stats, steps = ray.get(ref)
             except RayTaskError as exc:  # the replay's own error: deterministic, raised as the local engine would
                 raise exc.as_instanceof_cause() from None
             except RayActorError as exc:  # the actor died for good: another one takes the batch
@@ -232,19 +246,22 @@ class RayEngine:
             if b in done:  # cannot happen (one call per batch in flight at a time); never yield a batch twice
                 continue
             done.add(b)
-            rep.compute_s[b], rep.round_trip_s[b] = secs, time.perf_counter() - sent
+            rep.compute_s[b], rep.round_trip_s[b] = steps.pop("run"), time.perf_counter() - sent
+            rep.pid_of[b] = int(steps.pop("pid"))
+            for k, v in steps.items():  # the run's timings: worker seconds summed over batches, as run locally
+                timings[k] = timings.get(k, 0.0) + v
             yield b, units, stats
         rep.batches_s = time.perf_counter() - t0
 
     def _replace(self, dead: Any, cfg: ReplayConfig, fit_ref: Any, starting: dict[Any, Any],
                  exc: BaseException) -> None:
-        """Drop a dead actor and start another in its place (at most `workers` replacements per run); an actor
+        """Drop a dead actor and start another in its place (at most `workers * MAX_ATTEMPTS` per run); an actor
         whose own construction failed is not replaced: that error is raised (another would fail the same way)."""
         self.ray.kill(dead)
         self.actors.remove(dead)
         if getattr(exc, "actor_init_failed", False):
             raise RayEngineError(f"a Ray worker could not start: {_last_line(exc)}. {self._where(cfg)}") from None
-        if self.report.replaced_workers < self.workers:
+        if self.report.replaced_workers < self.workers * MAX_ATTEMPTS:
             self.report.replaced_workers += 1
             a = self._new_actor(cfg, fit_ref)
             self.actors.append(a)
