@@ -53,6 +53,10 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
+LOG_WEIGHT_FLOOR = 500.0
+PL_MAX_PANELS = 400  # ln t_hi <= ~600 with the floor: every row gets the panels its spread needs
+
+
 def slate_policy(scores: np.ndarray, candidates: np.ndarray, logged: np.ndarray,
                  temperature: float | None = None, *, workers: int = 1) -> SlatePolicy:
     """The target policy of `scores` (R, n) over `candidates` (R, n), evaluated at the logged slates."""
@@ -76,9 +80,18 @@ def slate_policy(scores: np.ndarray, candidates: np.ndarray, logged: np.ndarray,
         return SlatePolicy(slate, None, target_prob.astype(np.float64), target_prob.astype(np.float64),
                            by_slot.astype(np.float64))
     logw = scores / temperature
-    logw = logw - logw.max(axis=1, keepdims=True)
+    # floor at -LOG_WEIGHT_FLOOR below the row's best: the exact marginals need every weight representable
+    # (exp(-745) underflows to 0, which marks padding); the floor moves only candidates the target shows with
+    # probability below e^-500, and the policy evaluated is this floored one everywhere (weights, truth)
+    logw = np.maximum(logw - logw.max(axis=1, keepdims=True), -LOG_WEIGHT_FLOOR)
     w = np.exp(logw)
-    marg = pl.marginals(w, k, workers=workers)  # (R, n, k)
+    marg = pl.marginals(w, k, workers=workers, max_panels=PL_MAX_PANELS)  # (R, n, k)
+    # quadrature error: a marginal of a very peaked row can land a hair above 1 (or below 0); beyond 1e-6 it
+    # would be a real fault, so it is refused rather than clipped
+    over = max(float(marg.max()) - 1.0, -float(marg.min()))
+    if over > 1e-6:
+        raise ValueError(f"Plackett-Luce marginals off [0, 1] by {over:.3g}: a numerical fault, please report it")
+    marg = np.clip(marg, 0.0, 1.0)
     by_slot = np.where(is_cand[:, :, None], np.take_along_axis(marg, safe[:, :, None], axis=1), 0.0)
     target_prob = np.take_along_axis(by_slot, np.arange(k)[None, :, None], axis=2)[:, :, 0]
     w_logged = np.where(is_cand, np.take_along_axis(w, safe, axis=1), 0.0)

@@ -92,10 +92,10 @@ def _log_t_hi(w: np.ndarray, k: int) -> np.ndarray:
     return np.log(np.maximum(TAIL / (w_min + r), 1.0 + 1e-9))
 
 
-def row_panels(w: np.ndarray, k: int, log_t_hi: np.ndarray | None = None) -> np.ndarray:
-    """Log-time panels each row needs: ceil(ln t_hi / 1.5), in [1, 40], (R,) (w rows sum to 1)."""
+def row_panels(w: np.ndarray, k: int, log_t_hi: np.ndarray | None = None, max_panels: int = MAX_PANELS) -> np.ndarray:
+    """Log-time panels each row needs: ceil(ln t_hi / 1.5), in [1, max_panels], (R,) (w rows sum to 1)."""
     log_hi = _log_t_hi(w, k) if log_t_hi is None else log_t_hi
-    return np.clip(np.ceil(log_hi / PANEL_WIDTH), 1, MAX_PANELS).astype(np.int64)
+    return np.clip(np.ceil(log_hi / PANEL_WIDTH), 1, max_panels).astype(np.int64)
 
 
 def quadrature_nodes(
@@ -160,7 +160,7 @@ def _run_blocks(blocks: Iterator[tuple[np.ndarray, int]], fn: Callable[[np.ndarr
 
 def marginals(
     weights: np.ndarray, k: int, panels: int | None = None, per_panel: int = DEFAULT_PER_PANEL,
-    workers: int = 1,
+    workers: int = 1, max_panels: int = MAX_PANELS,
 ) -> np.ndarray:
     """Full marginal matrix M[r, i, m] = P(item i at position m) for a PL top-k slate, (R, n, k).
 
@@ -168,12 +168,16 @@ def marginals(
     prefix/suffix products (numerically stable, unlike dividing an item back out of the full
     product). Zero weights are padding: their rows are 0. `panels` fixes the panel count of every row
     (default: each row's own, `row_panels`). `workers` threads share the row blocks (same result).
+    `max_panels` caps a row's panels: the default (40) keeps ln t_hi <= 60, enough for log-weight spreads
+    of the world's logging policy; a very peaked row (a target with a log-weight spread of 60 or more, e.g.
+    a model's scores at a low temperature) needs ln t_hi / 1.5 panels or its marginals err (measured:
+    1e-6 at spread ~60, 0.1 at ~200 with the cap of 40), so the replay raises the cap.
     """
     w = _check_weights(weights, k)
     R, n = w.shape
     out = np.empty((R, n, k))
     log_hi = _log_t_hi(w, k)
-    pr = row_panels(w, k, log_hi) if panels is None else np.full(R, int(panels))
+    pr = row_panels(w, k, log_hi, max_panels) if panels is None else np.full(R, int(panels))
     _run_blocks(_batches(pr, per_panel, (2 * k + 3) * (n + 1), BLOCK_ELEMS),
                 lambda rows, p: _marginals_block(w[rows], k, p, per_panel, log_hi[rows]), out, workers)
     return out
