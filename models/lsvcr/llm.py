@@ -11,6 +11,8 @@
   blocks below k = n_blocks - top_layers are frozen, so the states entering block k, h_k(x), are the same
   before and after tuning: the pre-trained pass keeps them (real tokens only, ragged) and every later
   embedding is E(x) = mean_t f_top(h_k(x))_t, i.e. only the top blocks run (k/n of the cost is saved).
+- `embed_from_boundary_with_grad` / `embed_texts_with_grad`: the same embeddings (eval mode, so equal
+  values) of a few texts inside the autograd graph: stage 1's in-graph item texts (batch_text.py).
 - `prompt_states`: the preference-vector input, i.e. the hidden state of the last prompt token (decoder)
   or the mean-pooled prompt (encoder, as all-MiniLM is trained), plus for decoders the LM loss on the
   response tokens (prompt tokens carry label -100).
@@ -333,12 +335,8 @@ def _run_top_blocks(model: nn.Module, blocks: Sequence[nn.Module], h: Tensor, ma
     return h
 
 
-@torch.no_grad()
-def embed_from_boundary(lm: LanguageModel, b: BoundaryStates, *, batch_size: int = 128, progress: bool = False,
-                        desc: str = "embedding texts (top blocks)") -> Tensor:
-    """(N, hidden) float32: the mean-pooled output of blocks `b.layer..` run on the stored states, i.e.
-    `embed_texts` of the same texts with the current weights when the blocks below `b.layer` are
-    unchanged. Raises `FastEmbedUnavailable` when the model does not allow it."""
+def _top_blocks(lm: LanguageModel, b: BoundaryStates) -> Sequence[nn.Module]:
+    """The blocks `b.layer..` of `lm`, or `FastEmbedUnavailable` when they cannot be called on `b` directly."""
     if not fast_top_supported(lm):
         raise FastEmbedUnavailable(f"{type(lm.model).__name__} ({getattr(lm.model.config, 'model_type', '?')}) "
                                    "has no directly callable BERT-style blocks")
@@ -346,31 +344,88 @@ def embed_from_boundary(lm: LanguageModel, b: BoundaryStates, *, batch_size: int
     if b.layer > len(blocks) or b.hidden != lm.hidden_size:
         raise FastEmbedUnavailable(f"boundary states of layer {b.layer}, width {b.hidden} do not fit a model "
                                    f"with {len(blocks)} blocks of width {lm.hidden_size}")
+    return blocks[b.layer:]
+
+
+def _pool_top_blocks(lm: LanguageModel, blocks: Sequence[nn.Module], b: BoundaryStates, idx: Tensor) -> Tensor:
+    """(B, hidden) mean-pooled output of `blocks` on the stored states of distinct texts `idx` (B,), in
+    the model's dtype and on its device (differentiable in the blocks' weights unless under no_grad)."""
+    dev, dtype = lm.device, next(lm.model.parameters()).dtype
+    n = b.offsets.diff()[idx]  # (B,) token counts
+    pos = torch.arange(int(n.max()))
+    mask = pos[None, :] < n[:, None]  # (B, T)
+    rows = (b.offsets[idx][:, None] + pos[None, :]).clamp(max=max(b.states.shape[0] - 1, 0))
+    h = (b.states[rows] * mask[..., None]).to(dev, dtype)  # (B, T, hidden), zeros on padding
+    m = mask.to(dev, torch.long)
+    try:
+        h = _run_top_blocks(lm.model, blocks, h, m)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise FastEmbedUnavailable(f"calling the blocks of {type(lm.model).__name__} directly failed ({e})") from e
+    return mean_pool(h, m)
+
+
+@torch.no_grad()
+def embed_from_boundary(lm: LanguageModel, b: BoundaryStates, *, batch_size: int = 128, progress: bool = False,
+                        desc: str = "embedding texts (top blocks)") -> Tensor:
+    """(N, hidden) float32: the mean-pooled output of blocks `b.layer..` run on the stored states, i.e.
+    `embed_texts` of the same texts with the current weights when the blocks below `b.layer` are
+    unchanged. Raises `FastEmbedUnavailable` when the model does not allow it."""
+    blocks = _top_blocks(lm, b)
     was_training = lm.model.training
     lm.model.eval()
-    dev, dtype = lm.device, next(lm.model.parameters()).dtype
-    lens = b.offsets.diff()
-    order = torch.argsort(lens, stable=True)  # by token count: the least padding
+    order = torch.argsort(b.offsets.diff(), stable=True)  # by token count: the least padding
     out = torch.zeros(b.n_unique, lm.hidden_size)
     bar = tqdm(total=b.n_unique, desc=desc, disable=not progress, leave=False)
     try:
         for s in range(0, b.n_unique, batch_size):
             idx = order[s:s + batch_size]
-            n = lens[idx]  # (B,)
-            pos = torch.arange(int(n.max()))
-            mask = pos[None, :] < n[:, None]  # (B, T)
-            rows = (b.offsets[idx][:, None] + pos[None, :]).clamp(max=max(b.states.shape[0] - 1, 0))
-            h = (b.states[rows] * mask[..., None]).to(dev, dtype)  # (B, T, hidden), zeros on padding
-            m = mask.to(dev, torch.long)
-            h = _run_top_blocks(lm.model, blocks[b.layer:], h, m)
-            out[idx] = mean_pool(h, m).float().cpu()
+            out[idx] = _pool_top_blocks(lm, blocks, b, idx).float().cpu()
             bar.update(len(idx))
-    except (TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise FastEmbedUnavailable(f"calling the blocks of {type(lm.model).__name__} directly failed ({e})") from e
     finally:
         bar.close()
         lm.model.train(was_training)
     return out[b.index]
+
+
+def embed_from_boundary_with_grad(lm: LanguageModel, b: BoundaryStates, distinct: Tensor, *,
+                                  batch_size: int = 128) -> Tensor:
+    """(len(distinct), hidden) float32 embeddings of the distinct texts `distinct` of `b` (indices into
+    its stored texts), with gradient to the weights of blocks `b.layer..`: stage 1's in-graph item
+    embeddings. The blocks run in eval mode (no dropout), so the values are `embed_from_boundary`'s."""
+    blocks = _top_blocks(lm, b)
+    distinct = distinct.long().cpu()
+    if not distinct.numel():
+        return torch.zeros(0, lm.hidden_size, device=lm.device)
+    was_training = lm.model.training
+    lm.model.eval()
+    order = torch.argsort(b.offsets.diff()[distinct], stable=True)
+    try:
+        parts = [_pool_top_blocks(lm, blocks, b, distinct[order[s:s + batch_size]]).float()
+                 for s in range(0, len(order), batch_size)]
+    finally:
+        lm.model.train(was_training)
+    return torch.cat(parts)[torch.argsort(order)]
+
+
+def embed_texts_with_grad(lm: LanguageModel, texts: Sequence[str], *, max_tokens: int = 32,
+                          batch_size: int = 128) -> Tensor:
+    """(N, hidden) float32 mean-pooled embeddings of `texts` with gradient to the LM's trainable weights
+    (the full LM runs: LoRA, full tuning, decoders, or no cached states). Eval mode (no dropout), the
+    same tokens and pooling as `embed_texts`, so the values are `embed_texts`'s."""
+    if not texts:
+        return torch.zeros(0, lm.hidden_size, device=lm.device)
+    tokens, order = tokens_by_length(lm, texts, max_tokens)
+    was_training = lm.model.training
+    lm.model.eval()
+    try:
+        parts = []
+        for s in range(0, len(order), batch_size):
+            ids, mask = _pad_right([tokens[i] for i in order[s:s + batch_size]], lm.tokenizer.pad_token_id, lm.device)
+            h, _ = _hidden(lm, ids, mask)
+            parts.append(mean_pool(h, mask).float())
+    finally:
+        lm.model.train(was_training)
+    return torch.cat(parts)[torch.argsort(torch.tensor(order))]
 
 
 def prompt_states(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str] | None = None, *,

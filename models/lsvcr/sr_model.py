@@ -205,6 +205,8 @@ class LSVCRSR(nn.Module):
         self.register_buffer("like_log", torch.zeros(1), persistent=False)
         self._title_cache: Tensor | None = None  # set only inside `text_cache`
         self._comment_cache: Tensor | None = None
+        self._title_rows: tuple[Tensor, Tensor] | None = None  # set only inside `text_rows`
+        self._comment_rows: tuple[Tensor, Tensor] | None = None
         self.apply(self._init)
         if self.like_prior is not None:
             nn.init.zeros_(self.like_prior.weight)
@@ -263,11 +265,16 @@ class LSVCRSR(nn.Module):
                     emb.weight[0].zero_()
 
     # ----- item vectors --------------------------------------------------------------------------
-    def _text(self, table: Tensor, has: Tensor, idx: Tensor) -> Tensor:
+    def _text(self, table: Tensor, has: Tensor, idx: Tensor, rows: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """A t(e) for rows idx (any shape), zero where there is no text or idx is padding. The MLP runs
-        once per distinct row (histories repeat videos a lot), then is gathered back."""
+        once per distinct row (histories repeat videos a lot), then is gathered back. `rows` = (sorted
+        distinct row ids (R,), their embeddings (R, D)) replace those rows of `table` (`text_rows`)."""
         uniq, inv = torch.unique(idx, return_inverse=True)
-        out = self.adapter(self.text_mlp(table[uniq]))
+        e = table[uniq]  # (U, D)
+        if rows is not None and rows[0].numel():
+            at = torch.searchsorted(rows[0], uniq).clamp(max=rows[0].numel() - 1)
+            e = torch.where((rows[0][at] == uniq).unsqueeze(-1), rows[1][at].to(e.dtype), e)
+        out = self.adapter(self.text_mlp(e))
         return (out * has[uniq].unsqueeze(-1).to(out.dtype))[inv]
 
     def _dense_text(self, table: Tensor, has: Tensor, rows: Tensor | None) -> Tensor:
@@ -298,19 +305,35 @@ class LSVCRSR(nn.Module):
         finally:
             self._title_cache = self._comment_cache = None
 
+    @contextmanager
+    def text_rows(self, titles: tuple[Tensor, Tensor] | None = None,
+                  comments: tuple[Tensor, Tensor] | None = None) -> Iterator[None]:
+        """Within the block, the LM embeddings of some rows come from the caller instead of the tables:
+        `titles` = (sorted distinct video rows (R,), embeddings (R, lm_dim)), likewise `comments`. Stage 1
+        passes the in-graph embeddings of a batch's items (models/lsvcr/batch_text.py), so its losses
+        reach the language model through them; the other rows read the tables. Not combinable with
+        `text_cache`, whose tables are computed from the installed embeddings."""
+        if self._title_cache is not None:
+            raise RuntimeError("text_rows inside text_cache: the cached tables would ignore the given rows")
+        self._title_rows, self._comment_rows = titles, comments
+        try:
+            yield
+        finally:
+            self._title_rows = self._comment_rows = None
+
     def title_vec(self, v: Tensor) -> Tensor:
         if not self.cfg.use_text:
             return self.pos_video.weight.new_zeros(*v.shape, self.cfg.hidden)
         if self._title_cache is not None:
             return self._title_cache[v]
-        return self._text(self.title_emb, self.title_has, v)
+        return self._text(self.title_emb, self.title_has, v, self._title_rows)
 
     def comment_vec(self, c: Tensor) -> Tensor:
         if self.comment_id is not None:
             return self.comment_id(c)
         if self._comment_cache is not None:
             return self._comment_cache[c]
-        return self._text(self.comment_emb, self.comment_has, c)
+        return self._text(self.comment_emb, self.comment_has, c, self._comment_rows)
 
     def id_vec(self, v: Tensor) -> Tensor:
         if self.video_id is None:

@@ -33,6 +33,7 @@ from models.lsvcr.llm import (
     FastEmbedUnavailable,
     LanguageModel,
     embed_from_boundary,
+    embed_from_boundary_with_grad,
     embed_texts,
     embed_texts_with_boundary,
 )
@@ -140,7 +141,7 @@ class CatalogueBoundary:
 
     def check_catalogue(self, catalogue: Catalogue, where: str = "boundary states") -> None:
         for name, b, texts in (("titles", self.title, catalogue.titles), ("comments", self.comment, catalogue.comment_texts)):
-            n = int(_has_text(list(texts)).sum())
+            n = int(has_text(list(texts)).sum())
             if b.index.numel() != n:
                 raise ValueError(f"{where}: states for {b.index.numel()} {name}, but the catalogue has {n} {name} "
                                  "with text; recompute them for this catalogue")
@@ -176,13 +177,13 @@ class CatalogueBoundary:
             raise ValueError(f"{path} is not a valid boundary-states file ({e})") from e
 
 
-def _has_text(texts: list[str | None]) -> Tensor:
+def has_text(texts: list[str | None]) -> Tensor:
     return torch.tensor([isinstance(t, str) and t.strip() != "" for t in texts], dtype=torch.bool)
 
 
 def _embed_column(lm: LanguageModel, texts: list[str | None], layer: int | None = None,
                   **kw) -> tuple[Tensor, Tensor, BoundaryStates | None]:
-    has = _has_text(texts)
+    has = has_text(texts)
     emb = torch.zeros(len(texts), lm.hidden_size)
     idx = has.nonzero().squeeze(1).tolist()
     chosen = [texts[i] for i in idx]
@@ -215,37 +216,50 @@ def embed_catalogue_with_boundary(lm: LanguageModel, catalogue: Catalogue, layer
     return TextTables(te, th, ce, ch), CatalogueBoundary(tb, cb, max_tokens)
 
 
+def probe_boundary(lm: LanguageModel, catalogue: Catalogue, boundary: CatalogueBoundary, *, probe: int = 8,
+                   rel_tol: float | None = None) -> None:
+    """Check that the top blocks on `boundary` reproduce the full LM: up to `probe` titles and `probe`
+    comments (spread over the catalogue) are embedded both ways; if any differs by more than `rel_tol` x
+    the largest |value| of the full embeddings (1e-4 for float32 states, 2e-3 for float16),
+    `FastEmbedUnavailable` is raised (stale states, a transformers change in how blocks are called)."""
+    if rel_tol is None:
+        rel_tol = 1e-4 if boundary.title.states.dtype == torch.float32 else 2e-3
+    for name, b, texts in (("titles", boundary.title, list(catalogue.titles)),
+                           ("comments", boundary.comment, list(catalogue.comment_texts))):
+        idx = has_text(texts).nonzero().squeeze(1)
+        if probe <= 0 or not idx.numel():
+            continue
+        pick = torch.linspace(0, idx.numel() - 1, min(probe, idx.numel())).round().long().unique()
+        with torch.no_grad():
+            fast = embed_from_boundary_with_grad(lm, b, b.index[pick]).cpu()
+        full = embed_texts(lm, [texts[int(i)] for i in idx[pick]], max_tokens=boundary.max_tokens)
+        err = float((fast - full).abs().max())
+        scale = max(float(full.abs().max()), 1e-12)
+        if not err <= rel_tol * scale:
+            raise FastEmbedUnavailable(f"the top-blocks re-embedding of {name} differs from the full pass by "
+                                       f"{err:.3g} (> {rel_tol:g} x {scale:.3g}); the stored states do not "
+                                       "match this LM")
+
+
 def embed_catalogue_from_boundary(lm: LanguageModel, catalogue: Catalogue, boundary: CatalogueBoundary, *,
                                   batch_size: int = 128, progress: bool = False, probe: int = 8,
                                   rel_tol: float | None = None) -> TextTables:
     """`embed_catalogue` with the current weights, running only blocks `boundary.layer..` of `lm`.
 
     Valid when the embeddings and blocks below `boundary.layer` are those that produced `boundary`
-    (lm_tuning="top"). As a guard (stale states, a transformers change in how blocks are called), up to
-    `probe` titles and `probe` comments are also embedded by the full LM; if any differs by more than
-    `rel_tol` x the largest |value| of those embeddings (1e-4 for float32 states, 2e-3 for float16),
-    `FastEmbedUnavailable` is raised and the caller uses `embed_catalogue`.
+    (lm_tuning="top"). As a guard, `probe_boundary(probe, rel_tol)` runs first and raises
+    `FastEmbedUnavailable` when the states do not reproduce the full pass; the caller then uses
+    `embed_catalogue`.
     """
     boundary.check_catalogue(catalogue)
-    if rel_tol is None:
-        rel_tol = 1e-4 if boundary.title.states.dtype == torch.float32 else 2e-3
+    probe_boundary(lm, catalogue, boundary, probe=probe, rel_tol=rel_tol)
     cols = []
     for name, b, texts in (("titles", boundary.title, list(catalogue.titles)),
                            ("comments", boundary.comment, list(catalogue.comment_texts))):
-        has = _has_text(texts)
-        idx = has.nonzero().squeeze(1)
+        has = has_text(texts)
         fast = embed_from_boundary(lm, b, batch_size=batch_size, progress=progress, desc=f"embedding {name} (top blocks)")
-        if probe > 0 and idx.numel():
-            pick = torch.linspace(0, idx.numel() - 1, min(probe, idx.numel())).round().long().unique()
-            full = embed_texts(lm, [texts[int(i)] for i in idx[pick]], max_tokens=boundary.max_tokens)
-            err = float((fast[pick] - full).abs().max())
-            scale = max(float(full.abs().max()), 1e-12)
-            if not err <= rel_tol * scale:
-                raise FastEmbedUnavailable(f"the top-blocks re-embedding of {name} differs from the full pass by "
-                                           f"{err:.3g} (> {rel_tol:g} x {scale:.3g}); the stored states do not "
-                                           "match this LM")
         emb = torch.zeros(len(texts), lm.hidden_size)
-        emb[idx] = fast
+        emb[has.nonzero().squeeze(1)] = fast
         cols += [emb, has]
     return TextTables(*cols)
 
