@@ -91,6 +91,11 @@ class Stage1Config:
 
     `lm_tuning`: "top" trains the top `top_layers` transformer blocks of the LM, "lora" adds LoRA
     (r, alpha, dropout as in the paper: 8, 32, 0.1), "full" trains everything, "frozen" nothing.
+    Samples (prompts.py): the last `n_video_items` videos and `n_comment_items` comment records before
+    the target, seen by the SR model; the prompt lists the last `prompt_video_items` /
+    `prompt_comment_items` of them (the paper: 20 and 20) and fits `max_prompt_tokens` by cutting every
+    text to its first W <= `words_per_text` words. Augmentation: `swap_p` per history, then
+    `swap_item_p` per item.
     `max_seconds` caps stage 1's optimisation steps (the final re-embedding comes on top); under a
     whole-pipeline budget (`train_lsvcr(time_budget_s=...)`) it is set to `budget_share` of what the
     budget has left after the pre-trained embedding pass, so a cold cache shortens stage 1 instead of
@@ -106,10 +111,13 @@ class Stage1Config:
     weight_decay: float = 1e-5
     max_prompt_tokens: int = 128
     max_response_tokens: int = 24
-    n_video_items: int = 5
-    n_comment_items: int = 3
+    n_video_items: int = 20
+    n_comment_items: int = 20
+    prompt_video_items: int = 20
+    prompt_comment_items: int = 20
     words_per_text: int = 8
     swap_p: float = 0.5
+    swap_item_p: float = 0.3
     lm_tuning: str = "top"
     top_layers: int = 2
     lora_r: int = 8
@@ -134,9 +142,12 @@ class Stage1Config:
         _check(self.lm_tuning in LM_TUNINGS,
                f"Stage1Config.lm_tuning must be one of {LM_TUNINGS}, got {self.lm_tuning!r}")
         _check(self.top_layers >= 1, "Stage1Config.top_layers must be >= 1")
-        _check(0.0 <= self.swap_p <= 1.0, "Stage1Config.swap_p must be in [0, 1]")
+        _check(0.0 <= self.swap_p <= 1.0 and 0.0 <= self.swap_item_p <= 1.0,
+               "Stage1Config.swap_p and swap_item_p must be in [0, 1]")
         _check(self.max_prompt_tokens >= 16, "Stage1Config.max_prompt_tokens must be >= 16")
         _check(self.n_video_items >= 1 and self.n_comment_items >= 0, "Stage1Config: item counts")
+        _check(self.prompt_video_items >= 0 and self.prompt_comment_items >= 0, "Stage1Config: prompt item counts")
+        _check(self.words_per_text >= 1, "Stage1Config.words_per_text must be >= 1")
         _check(self.text_max_tokens >= 4 and self.embed_batch >= 1, "Stage1Config: text embedding sizes")
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +155,9 @@ class Stage1Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stage1Config:
-        return _from_dict(cls, data)
+        # config.json files written before 2026-12-01 describe runs that swapped whole histories (their
+        # random item draw has no field)
+        return _from_dict(cls, {"swap_item_p": 1.0, **data})
 
 
 @dataclass

@@ -79,12 +79,24 @@ def install_text(sr: LSVCRSR, tables: TextTables, catalogue: Catalogue) -> None:
                 torch.from_numpy(catalogue.popular_comment))
 
 
+def batch_prompts(s: Stage1Samples, lm: LanguageModel, catalogue: Catalogue, cfg: Stage1Config,
+                  rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(prompt, response) of every sample of the batch, each prompt cut to `cfg.max_prompt_tokens` tokens
+    of `lm`'s tokenizer by shortening its texts (prompts.prompt_and_response)."""
+    def count(text: str) -> int:
+        return len(lm.tokenizer(text, verbose=False)["input_ids"])
+
+    return [prompt_and_response(s, i, catalogue, rng, cfg.words_per_text, count_tokens=count,
+                                max_tokens=cfg.max_prompt_tokens, video_items=cfg.prompt_video_items,
+                                comment_items=cfg.prompt_comment_items) for i in range(len(s))]
+
+
 def stage1_batch_losses(sr: LSVCRSR, pref: PreferenceHead, lm: LanguageModel, s: Stage1Samples, catalogue: Catalogue,
                         cfg: Stage1Config, rng: np.random.Generator) -> dict[str, Tensor]:
     """All stage-1 losses of one single-task batch."""
     dev = sr.pos_video.weight.device
     t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
-    pr = [prompt_and_response(s, i, catalogue, rng, cfg.words_per_text) for i in range(len(s))]
+    pr = batch_prompts(s, lm, catalogue, cfg, rng)
     state, lm_loss = prompt_states(lm, [p for p, _ in pr], [r for _, r in pr],
                                    max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_response_tokens)
     u = pref(state.to(dev))  # (B, 64)
@@ -184,7 +196,7 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
                 install_text(sr, reembed(), catalogue)
             samples = build_samples(train, catalogue, cfg.n_samples, comment_share=cfg.comment_share,
                                     n_video_items=cfg.n_video_items, n_comment_items=n_items, max_len=sr_cfg.max_len,
-                                    swap_p=cfg.swap_p, seed=seed * 1000 + epoch)
+                                    swap_p=cfg.swap_p, swap_item_p=cfg.swap_item_p, seed=seed * 1000 + epoch)
             sr.train()
             pref.train()
             lm.model.train(cfg.lm_tuning != "frozen")
