@@ -95,7 +95,9 @@ class Stage1Config:
     the target, seen by the SR model; the prompt lists the last `prompt_video_items` /
     `prompt_comment_items` of them (the paper: 20 and 20) and fits `max_prompt_tokens` by cutting every
     text to its first W <= `words_per_text` words. Augmentation: `swap_p` per history, then
-    `swap_item_p` per item.
+    `swap_item_p` per item. `item_grad`: the batch's item texts are embedded inside the graph, at most
+    `item_grad_max_texts` distinct texts a step (0 = no limit; batch_text.py), so the SR-side losses
+    reach the LM through them.
     `max_seconds` caps stage 1's optimisation steps (the final re-embedding comes on top); under a
     whole-pipeline budget (`train_lsvcr(time_budget_s=...)`) it is set to `budget_share` of what the
     budget has left after the pre-trained embedding pass, so a cold cache shortens stage 1 instead of
@@ -118,6 +120,8 @@ class Stage1Config:
     words_per_text: int = 8
     swap_p: float = 0.5
     swap_item_p: float = 0.3
+    item_grad: bool = True
+    item_grad_max_texts: int = 256
     lm_tuning: str = "top"
     top_layers: int = 2
     lora_r: int = 8
@@ -148,6 +152,7 @@ class Stage1Config:
         _check(self.n_video_items >= 1 and self.n_comment_items >= 0, "Stage1Config: item counts")
         _check(self.prompt_video_items >= 0 and self.prompt_comment_items >= 0, "Stage1Config: prompt item counts")
         _check(self.words_per_text >= 1, "Stage1Config.words_per_text must be >= 1")
+        _check(self.item_grad_max_texts >= 0, "Stage1Config.item_grad_max_texts must be >= 0 (0 = no limit)")
         _check(self.text_max_tokens >= 4 and self.embed_batch >= 1, "Stage1Config: text embedding sizes")
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,9 +160,9 @@ class Stage1Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stage1Config:
-        # config.json files written before 2026-12-01 describe runs that swapped whole histories (their
-        # random item draw has no field)
-        return _from_dict(cls, {"swap_item_p": 1.0, **data})
+        # config.json files written before 2026-12-01 describe runs that swapped whole histories and read
+        # the item texts from the per-epoch tables only (their random item draw has no field)
+        return _from_dict(cls, {"swap_item_p": 1.0, "item_grad": False, **data})
 
 
 @dataclass

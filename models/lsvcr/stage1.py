@@ -10,23 +10,28 @@ Per batch (all samples of one task, so in-batch negatives are items of the same 
     L_VCC = CE([cos(u, s), cos(u, s')] / tau, 0)
     loss  = LM (decoders) + w_rec rec + w_align (L_SSC + L_VCC)       (1.0 and 0.5 by default)
 
-The SR side has no ID embeddings; its text inputs are the LM's embeddings of every title and comment,
-computed with no gradient and refreshed once per epoch (the cost of re-embedding 33k texts per step
-would be prohibitive on CPU), so the text MLP, the SR model, the preference head and the LM's tuned
+The SR side has no ID embeddings; its text inputs are the LM's embeddings of titles and comments. The
+items a batch reads (targets, watched videos, history items) are embedded inside the graph with the
+current LM weights (`Stage1Config.item_grad`, batch_text.py), so rec, L_SSC and L_VCC reach the LM through
+the item texts as well as through the prompts, as in the authors' code; every other row comes from a
+table of the whole catalogue, computed with no gradient and refreshed once per epoch (re-embedding 60k
+texts a step is out of reach on CPU). The text MLP, the SR model, the preference head and the LM's tuned
 weights all train. After the last epoch the tuned LM embeds every title and comment once; its tuned
 weights (`Stage1Result.lm_state`) go into the checkpoint, to embed new titles and comments at serving time.
 
-With lm_tuning="top" those re-embeddings run only the tuned top blocks when the caller passes the
-pre-trained LM's states entering them (`boundary`, see text.py; `stage1_boundary_layer` says which block):
-the frozen blocks below give the same states before and after tuning, so this is the full pass at about
-top_layers / n_blocks of its cost. Any other case (LoRA, full, decoders, other architectures, states that
-do not reproduce the full pass) re-embeds with the full LM.
+With lm_tuning="top" those re-embeddings, and the in-graph embeddings of a batch's items, run only the
+tuned top blocks when the caller passes the pre-trained LM's states entering them (`boundary`, see
+text.py; `stage1_boundary_layer` says which block): the frozen blocks below give the same states before
+and after tuning, so this is the full pass at about top_layers / n_blocks of its cost. The states are
+checked against the full LM once at the start (`probe_boundary`). Any other case (LoRA, full, decoders,
+other architectures, states that do not reproduce the full pass) runs the full LM.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +42,7 @@ from tqdm.auto import tqdm
 from models.budget import StepBudget
 from models.catalogue import Catalogue
 from models.histories import EventLog
+from models.lsvcr.batch_text import BatchTextEmbedder
 from models.lsvcr.config import SRConfig, Stage1Config
 from models.lsvcr.llm import (
     FastEmbedUnavailable,
@@ -51,7 +57,13 @@ from models.lsvcr.llm import (
 from models.lsvcr.losses import info_nce, ssc_loss, vcc_loss
 from models.lsvcr.prompts import Stage1Samples, build_samples, prompt_and_response
 from models.lsvcr.sr_model import LSVCRSR
-from models.lsvcr.text import CatalogueBoundary, TextTables, embed_catalogue, embed_catalogue_from_boundary
+from models.lsvcr.text import (
+    CatalogueBoundary,
+    TextTables,
+    embed_catalogue,
+    embed_catalogue_from_boundary,
+    probe_boundary,
+)
 from models.training_loop import seeded_torch
 
 
@@ -92,27 +104,31 @@ def batch_prompts(s: Stage1Samples, lm: LanguageModel, catalogue: Catalogue, cfg
 
 
 def stage1_batch_losses(sr: LSVCRSR, pref: PreferenceHead, lm: LanguageModel, s: Stage1Samples, catalogue: Catalogue,
-                        cfg: Stage1Config, rng: np.random.Generator) -> dict[str, Tensor]:
-    """All stage-1 losses of one single-task batch."""
+                        cfg: Stage1Config, rng: np.random.Generator,
+                        items: BatchTextEmbedder | None = None) -> dict[str, Tensor]:
+    """All stage-1 losses of one single-task batch. `items`: embeds the batch's item texts inside the
+    graph (None: the SR side reads the installed tables only, and no loss reaches the LM through them)."""
     dev = sr.pos_video.weight.device
     t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
     pr = batch_prompts(s, lm, catalogue, cfg, rng)
     state, lm_loss = prompt_states(lm, [p for p, _ in pr], [r for _, r in pr],
                                    max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_response_tokens)
     u = pref(state.to(dev))  # (B, 64)
-    st = sr.encode(t(s.hv), t(s.hv_time), t(s.hc), t(s.hc_comments_sr), t(s.hc_time), shown_comment=t(s.hv_shown_sr),
-                   video_pos=t(s.hv_pos), comment_pos=t(s.hc_pos))
-    qt = t(s.time)[:, None]  # (B, 1)
-    target = t(s.target)
-    if s.task[0] == 0:
-        s_vec = sr.pool(st.video, st.video_time, qt)[:, 0]  # (B, d)
-        s_alt = sr.pool(st.comment, st.comment_time, qt)[:, 0]
-        item = sr.video_item(target)
-    else:
-        watched = t(s.watched)[:, None]
-        s_vec = sr.attend(st.comment, st.comment_time, qt, watched)[:, 0]
-        s_alt = sr.attend(st.video, st.video_time, qt, watched)[:, 0]
-        item = sr.comment_item(target)
+    rows = items(s).to(dev) if items is not None else None
+    with sr.text_rows(rows.titles, rows.comments) if rows is not None else nullcontext():
+        st = sr.encode(t(s.hv), t(s.hv_time), t(s.hc), t(s.hc_comments_sr), t(s.hc_time),
+                       shown_comment=t(s.hv_shown_sr), video_pos=t(s.hv_pos), comment_pos=t(s.hc_pos))
+        qt = t(s.time)[:, None]  # (B, 1)
+        target = t(s.target)
+        if s.task[0] == 0:
+            s_vec = sr.pool(st.video, st.video_time, qt)[:, 0]  # (B, d)
+            s_alt = sr.pool(st.comment, st.comment_time, qt)[:, 0]
+            item = sr.video_item(target)
+        else:
+            watched = t(s.watched)[:, None]
+            s_vec = sr.attend(st.comment, st.comment_time, qt, watched)[:, 0]
+            s_alt = sr.attend(st.video, st.video_time, qt, watched)[:, 0]
+            item = sr.comment_item(target)
     tau = sr.cfg.temperature
     out = {"rec": info_nce(s_vec, item, tau, ids=target), "ssc": ssc_loss(s_vec, u, tau),
            "vcc": vcc_loss(u, s_vec, s_alt, tau)}
@@ -147,7 +163,8 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
     """Align a fresh SR model (no IDs) with the LM; returns it with the tuned LM's text tables.
 
     `boundary`: the pre-trained LM's states entering block `stage1_boundary_layer(lm, cfg)` (from
-    `cached_catalogue_embedding_and_boundary`); optional, it only makes the re-embeddings cheaper.
+    `cached_catalogue_embedding_and_boundary`); optional, it only makes the re-embeddings and the in-graph
+    item embeddings cheaper.
     The configs are read, never changed; torch's global random state is seeded inside and restored on
     return (`seeded_torch`). Stage 1 selects no epoch, so it keeps its own loop: its budget only ends it.
     """
@@ -159,7 +176,13 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         boundary.check_catalogue(catalogue, "run_stage1(boundary=...)")
         if fast is None and cfg.lm_tuning == "top":
             log(f"stage 1: the given boundary states (layer {boundary.layer}, max_tokens {boundary.max_tokens}) do "
-                "not fit this LM and config; re-embedding with the full language model")
+                "not fit this LM and config; embedding with the full language model")
+    if fast is not None:
+        try:
+            probe_boundary(lm, catalogue, fast)
+        except FastEmbedUnavailable as e:
+            log(f"stage 1: {e}; embedding with the full language model")
+            fast = None
 
     def reembed() -> TextTables:
         nonlocal fast
@@ -187,6 +210,9 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
         history: list[dict[str, float]] = []
         planned = cfg.epochs * max(1, -(-cfg.n_samples // cfg.batch_size))  # refined by the first epoch's batches
         n_items = cfg.n_comment_items if sr_cfg.use_comments else 0
+        items = (BatchTextEmbedder(lm, catalogue, max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch,
+                                   max_texts=cfg.item_grad_max_texts or None, boundary=fast, log=log)
+                 if cfg.item_grad and cfg.lm_tuning != "frozen" else None)
         budget = StepBudget(cfg.max_seconds, start=t0)
         budget.record_eval(0.0)  # nothing to validate: the re-embedding that follows is not budgeted here
         for epoch in range(cfg.epochs):
@@ -210,7 +236,7 @@ def run_stage1(train: EventLog, catalogue: Catalogue, lm: LanguageModel, pre_tab
                         f"of epoch {epoch + 1} ({budget.step_seconds:.2f} s a step)")
                     break
                 t_step = time.perf_counter()
-                losses = stage1_batch_losses(sr, pref, lm, samples.take(b), catalogue, cfg, rng)
+                losses = stage1_batch_losses(sr, pref, lm, samples.take(b), catalogue, cfg, rng, items)
                 opt.zero_grad(set_to_none=True)
                 losses["total"].backward()
                 torch.nn.utils.clip_grad_norm_(all_params, cfg.grad_clip)

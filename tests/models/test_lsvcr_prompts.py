@@ -208,13 +208,14 @@ def test_build_samples_swap_comments_per_item_and_keep_every_item_in_order():
 def test_stage1_config_records_the_new_rules_and_reads_old_records():
     cfg = Stage1Config()
     assert (cfg.n_video_items, cfg.n_comment_items, cfg.prompt_video_items, cfg.prompt_comment_items) == (20, 20, 20, 20)
-    assert (cfg.swap_p, cfg.swap_item_p) == (0.5, 0.3)
+    assert (cfg.swap_p, cfg.swap_item_p, cfg.item_grad) == (0.5, 0.3, True)
     assert Stage1Config.from_dict(cfg.to_dict()) == cfg
-    # a config.json written before them (as shipped/lsvcr's) describes whole-history swaps
-    old = {k: v for k, v in cfg.to_dict().items() if k not in ("swap_item_p", "prompt_video_items", "prompt_comment_items")}
+    # a config.json written before them (as shipped/lsvcr's) describes whole-history swaps and no in-graph texts
+    old = {k: v for k, v in cfg.to_dict().items()
+           if k not in ("swap_item_p", "item_grad", "item_grad_max_texts", "prompt_video_items", "prompt_comment_items")}
     read = LSVCRConfig.from_dict({"stage1": old}).stage1
-    assert read.swap_item_p == 1.0
-    for bad in ({"swap_item_p": 1.5}, {"words_per_text": 0}, {"prompt_video_items": -1}):
+    assert (read.swap_item_p, read.item_grad) == (1.0, False)
+    for bad in ({"swap_item_p": 1.5}, {"item_grad_max_texts": -1}, {"words_per_text": 0}, {"prompt_video_items": -1}):
         with pytest.raises(ValueError, match="Stage1Config"):
             Stage1Config(**bad)
     cat, splits = prepare_data(cyclic_world(n_users=2, n_requests=6))
