@@ -63,12 +63,13 @@ class EngineReport:
 
     start_s: float = 0.0  # ray.init (start a local runtime, or connect)
     fit_s: float = 0.0  # the driver's reward-model fit and its ray.put
-    ready_s: float = 0.0  # until the first actor was ready (its prepare)
+    ready_s: float = 0.0  # from the end of the fit until the first actor was ready (started and prepared)
     batches_s: float = 0.0  # from the first submission to the last result
     stop_s: float = 0.0  # killing the actors and shutting down (or disconnecting)
     compute_s: dict[int, float] = field(default_factory=dict)  # batch -> seconds inside run_batch
     round_trip_s: dict[int, float] = field(default_factory=dict)  # batch -> submission to result
     pid_of: dict[int, int] = field(default_factory=dict)  # batch -> the worker process that computed it
+    worker_cpu_s: dict[int, float] = field(default_factory=dict)  # pid -> its CPU seconds at its last batch
     workers: list[dict[str, Any]] = field(default_factory=list)  # per actor: pid, node, prepare_s
     resubmitted: int = 0  # batches handed to another actor after theirs died
     replaced_workers: int = 0
@@ -103,13 +104,13 @@ class ReplayWorker:
 
     def run(self, b: int, users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, float]]:
         """The batch's unit rows and statistics, and the seconds its steps took here (`run` = all of it; `pid` =
-        this worker's process)."""
+        this worker's process, `cpu` its CPU seconds so far)."""
         from harness.replay.run import run_batch
 
         t, before = time.perf_counter(), dict(self.ctx.timings)
         units, stats = run_batch(self.ctx, b, users)
         steps = {k: v - before.get(k, 0.0) for k, v in self.ctx.timings.items()}
-        return units, stats, {**steps, "run": time.perf_counter() - t, "pid": os.getpid()}
+        return units, stats, {**steps, "run": time.perf_counter() - t, "pid": os.getpid(), "cpu": time.process_time()}
 
 
 def worker_config(cfg: ReplayConfig) -> ReplayConfig:
@@ -142,11 +143,11 @@ class RayEngine:
         self.report = EngineReport()
 
     # ------------------------------------------------------------------------------------------ runtime
-    def _start(self) -> bool:
-        """Start or connect to Ray; True when this engine must shut it down (or disconnect) at the end."""
+    def _start(self) -> None:
+        """Start a local runtime or connect to the cluster at `address` (nothing when Ray is already up)."""
         ray = self.ray
         if ray.is_initialized():
-            return False
+            return
         if self.address is None:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.5x writes an auth token otherwise
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -158,7 +159,6 @@ class RayEngine:
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray runtime"
             raise RayEngineError(f"could not start or reach {where}: {exc}. Check the address (`ray status` "
                                  "on the head node) or run with --engine local") from None
-        return True
 
     def _new_actor(self, cfg: ReplayConfig, fit_ref: Any | None) -> Any:
         """An actor preparing its context; once `fit_ref` exists it is sent the reward model (calls run in order)."""
@@ -176,10 +176,11 @@ class RayEngine:
             return
         ray = self.ray
         self.report = rep = EngineReport()
-        t = time.perf_counter()
-        owns = self._start()
-        rep.start_s = time.perf_counter() - t
+        was_up = ray.is_initialized()  # a runtime found up is left up; one started (or joined) here is not
         try:
+            t = time.perf_counter()
+            self._start()
+            rep.start_s = time.perf_counter() - t
             cfg = worker_config(ctx.cfg)
             self.actors = [self._new_actor(cfg, None) for _ in range(min(self.workers, len(todo)))]
             t = time.perf_counter()  # the driver fits while the actors start and prepare
@@ -188,13 +189,16 @@ class RayEngine:
                 a.set_fit.remote(fit_ref)
             rep.fit_s = time.perf_counter() - t
             yield from self._drive(cfg, fit_ref, todo, ctx.timings)
-        finally:
+        finally:  # also on errors and Ctrl-C
             t = time.perf_counter()
             for a in self.actors:
-                ray.kill(a)
+                try:
+                    ray.kill(a)
+                except Exception:  # already gone with its node or the runtime: nothing left to stop
+                    pass
             self.actors = []
-            if owns:
-                ray.shutdown()
+            if not was_up and ray.is_initialized():
+                ray.shutdown()  # a local runtime stops; a cluster is only disconnected from, never stopped
             rep.stop_s = time.perf_counter() - t
 
     def _drive(self, cfg: ReplayConfig, fit_ref: Any, todo: list[tuple[int, np.ndarray]],
@@ -247,7 +251,8 @@ class RayEngine:
                 continue
             done.add(b)
             rep.compute_s[b], rep.round_trip_s[b] = steps.pop("run"), time.perf_counter() - sent
-            rep.pid_of[b] = int(steps.pop("pid"))
+            rep.pid_of[b] = pid = int(steps.pop("pid"))
+            rep.worker_cpu_s[pid] = steps.pop("cpu")
             for k, v in steps.items():  # the run's timings: worker seconds summed over batches, as run locally
                 timings[k] = timings.get(k, 0.0) + v
             yield b, units, stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -138,6 +139,15 @@ def test_missing_ray_says_how_to_install(tmp_path, monkeypatch) -> None:
     assert r.exit_code == 3, r.output
     assert "pip install 'lsvcr-harness[ray]'" in r.output
     assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_the_cli_does_not_import_ray() -> None:
+    """`harness --help` stays fast: ray is imported by the Ray engine only, when a run asks for it."""
+    code = ("import sys; from typer.testing import CliRunner; from harness.cli import app; "
+            "r = CliRunner().invoke(app, ['replay', '--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------------------ Ray
