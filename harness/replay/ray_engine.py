@@ -128,8 +128,9 @@ class RayEngine:
 
     `address=None` starts a local Ray runtime of workers x threads CPUs for the run and stops it at the end
     (errors and Ctrl-C included); an address ('auto', 'ray://host:10001', 'host:6379') connects to an
-    existing cluster, which is never shut down: only this run's actors are killed and the driver disconnects.
-    If Ray is already initialised in this process, that runtime is used and left running.
+    existing cluster (so does Ray's own RAY_ADDRESS variable), which is never shut down: only this run's actors
+    are killed and the driver disconnects. If Ray is already initialised in this process, that runtime is used
+    and left running.
     """
 
     def __init__(self, address: str | None = None, workers: int = 2, threads_per_worker: int = 1) -> None:
@@ -138,6 +139,7 @@ class RayEngine:
         if threads_per_worker < 1:
             raise RayEngineError(f"--threads-per-worker must be at least 1, got {threads_per_worker}")
         self.ray = import_ray()
+        _probe(address)
         self.address, self.workers, self.threads = address, workers, threads_per_worker
         self.actors: list[Any] = []  # the live pool during map_batches (tests kill one to check recovery)
         self.report = EngineReport()
@@ -148,15 +150,15 @@ class RayEngine:
         ray = self.ray
         if ray.is_initialized():
             return
-        if self.address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.5x writes an auth token otherwise
+        address = self.address or os.environ.get("RAY_ADDRESS")  # Ray's own variable names a cluster too
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-        if self.address is None:
+        if address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.5x writes an auth token otherwise
             kwargs["num_cpus"] = self.workers * self.threads
         try:
-            ray.init(address=self.address, **kwargs)
+            ray.init(address=address, **kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ...: say where and what to check
-            where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray runtime"
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray runtime"
             raise RayEngineError(f"could not start or reach {where}: {exc}. Check the address (`ray status` "
                                  "on the head node) or run with --engine local") from None
 
@@ -276,6 +278,23 @@ class RayEngine:
     def _where(cfg: ReplayConfig) -> str:
         return (f"Every worker opens the logs at {cfg.data} and the checkpoints under {cfg.checkpoints} itself: on a "
                 "cluster, that path must exist on every node (a shared mount) with this package installed")
+
+
+def _probe(address: str | None, timeout: float = 10.0) -> None:
+    """Fail fast on a cluster address nobody answers at (`ray.init` would retry for minutes): a TCP connect to
+    HOST:PORT, `ray://HOST:PORT` included; `auto` and other forms are left to Ray."""
+    if address is None:
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not (host and port.isdigit()):
+        return
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayEngineError(f"--ray-address {address}: nothing answers there ({exc}). Is the cluster up (`ray status` "
+                             "on its head node)? Or run with --engine local") from None
 
 
 def _last_line(exc: BaseException) -> str:

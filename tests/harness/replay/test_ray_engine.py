@@ -141,6 +141,15 @@ def test_missing_ray_says_how_to_install(tmp_path, monkeypatch) -> None:
     assert not (tmp_path / "r.duckdb").exists()
 
 
+@needs_ray
+def test_unreachable_cluster_exits_3_at_once(tmp_path) -> None:
+    r = runner.invoke(app, ["replay", "--engine", "ray", "--ray-address", "127.0.0.1:1", "--data",
+                            str(tmp_path / "none"), "--db", str(tmp_path / "r.duckdb"), "--no-progress"])
+    assert r.exit_code == 3, r.output
+    assert "--ray-address 127.0.0.1:1: nothing answers there" in r.output
+    assert not (tmp_path / "r.duckdb").exists()
+
+
 def test_the_cli_does_not_import_ray() -> None:
     """`harness --help` stays fast: ray is imported by the Ray engine only, when a run asks for it."""
     code = ("import sys; from typer.testing import CliRunner; from harness.cli import app; "
