@@ -114,22 +114,29 @@ class CascadeFit:
     seed: int
     report: list[dict[str, float | str]]
 
-    def predict(self, data: ReplayData) -> CascadeModel:
-        """Cross-fitted predictions for every candidate and logged slot of `data` (any subset of the window's
-        users: each user's rows go to the model of the folds without that user)."""
+    def predict(self, data: ReplayData, need: np.ndarray | None = None) -> CascadeModel:
+        """Cross-fitted predictions for every logged slot of `data` (any subset of the window's users: each
+        user's rows go to the model of the folds without that user) and for its candidates: all of them, or
+        with `need` ((R, n) bool) only those (nan elsewhere; a candidate's prediction does not depend on which
+        others are predicted)."""
         R, k = data.video.shape
         n = data.candidates.shape[1]
+        cells = np.arange(R * n) if need is None else np.flatnonzero(np.asarray(need, bool).ravel())
         X_logged = self.features.matrix(data, np.repeat(np.arange(R), k), data.video.ravel(), _logged_scores(data))
-        X_cand = self.features.matrix(data, np.repeat(np.arange(R), n), data.candidates.ravel(),
-                                      None if data.logging_score is None else data.logging_score.ravel())
+        X_cand = self.features.matrix(data, cells // n, data.candidates.ravel()[cells],
+                                      None if data.logging_score is None else data.logging_score.ravel()[cells])
         fold_req = user_folds(data.user_id, self.folds, self.seed)
-        fold_k, fold_c = np.repeat(fold_req, k), np.repeat(fold_req, n)
-        cand = {o: np.empty(R * n) for o in self.models}
+        fold_k, fold_c = np.repeat(fold_req, k), fold_req[cells // n]
+        part = {o: np.empty(len(cells)) for o in self.models}
         logged = {o: np.empty(R * k) for o in self.models}
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=tree_threads(), user_api="openmp"):
-            self._predict_into(X_logged, X_cand, fold_k, fold_c, cand, logged)
+            self._predict_into(X_logged, X_cand, fold_k, fold_c, part, logged)
+        cand = {}
+        for o, v in part.items():
+            cand[o] = np.full(R * n, np.nan)
+            cand[o][cells] = v
         return CascadeModel({o: v.reshape(R, n) for o, v in cand.items()},
                             {o: v.reshape(R, k) for o, v in logged.items()}, self.report)
 

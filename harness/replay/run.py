@@ -371,7 +371,7 @@ def run_batch(ctx: ReplayContext, b: int, batch_users: np.ndarray) -> tuple[pd.D
     for name in dict.fromkeys((cfg.control, *cfg.treatments)):
         inputs[name] = logging_inputs(data) if name == LOGGING else _policy(ctx, name, data, sections, section_of,
                                                                            where)
-    model = _reward_model(ctx, data, where)
+    model = _reward_model(ctx, data, where, _needed_candidates(inputs, data))
     logging_slots = None
     if ctx.examination is not None and data.logging_score is not None:
         logging_slots = policies.logging_by_slot(data.pscore, data.logging_score, data.candidates, data.video)
@@ -649,15 +649,31 @@ def _unit_table(cfg: ReplayConfig, users: np.ndarray, arm_est: dict[str, ArmEsti
     return pd.concat(parts, ignore_index=True)
 
 
-def _reward_model(ctx: ReplayContext, data: ReplayData, where: dict[str, str]) -> CascadeModel:
-    """The batch's cross-fitted reward-model predictions, from the cache when computed before."""
+def _needed_candidates(inputs: dict[str, PolicyInputs], data: ReplayData) -> np.ndarray | None:
+    """(R, n) the candidates whose reward-model predictions the estimators read, when every target is a
+    deterministic top-k: its own slate (`engine.continuation_values` reads f and c there only), k of the n
+    candidates per target, so the trees predict a fraction of the rows. None (every candidate) when a target
+    is stochastic (Plackett-Luce or the logging policy): its expectations run over all of them."""
+    if any(name == LOGGING or not p.slate.deterministic for name, p in inputs.items()):
+        return None
+    need = np.zeros(data.candidates.shape, bool)
+    for p in inputs.values():
+        np.put_along_axis(need, p.slate.slate, True, axis=1)
+    return need
+
+
+def _reward_model(ctx: ReplayContext, data: ReplayData, where: dict[str, str],
+                  need: np.ndarray | None = None) -> CascadeModel:
+    """The batch's cross-fitted reward-model predictions (the candidates in `need`, all when None), from the
+    cache when computed before."""
     def compute() -> dict[str, np.ndarray]:
-        m = ctx.fit().predict(data)
+        m = ctx.fit().predict(data, need)
         return {**{f"cand_{o}": v for o, v in m.cand.items()}, **{f"logged_{o}": v for o, v in m.logged.items()}}
 
     t = time.perf_counter()
+    only = {} if need is None else {"candidates": hashlib.sha256(np.packbits(need).tobytes()).hexdigest()}
     z = ctx.cache.arrays(ctx.cache.key("reward", folds=ctx.cfg.folds, seed=ctx.cfg.seed, fit_max=FIT_MAX_REQUESTS,
-                                       **where), compute)
+                                       **where, **only), compute)
     ctx.timings["reward_model"] = ctx.timings.get("reward_model", 0.0) + time.perf_counter() - t
     outcomes = (*METRICS, CONTINUE)
     return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes}, [])

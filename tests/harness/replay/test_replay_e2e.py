@@ -243,3 +243,34 @@ def test_aa_split_labels_the_repeated_arm(world, tmp_path) -> None:
     assert all(r["n_units"] < 160 for r in rows)  # each arm has part of the users
     r = _replay(world, tmp_path, "--control", "pop", "--treatment", "pop")
     assert r.exit_code == 3 and "identical by construction" in r.output
+
+
+def test_reward_model_predicts_only_the_candidates_read(world, tmp_path, monkeypatch) -> None:
+    """With deterministic top-k targets the reward model predicts only the targets' own slates, the only
+    candidates the estimators read (predicting all n candidates was most of a batch's time besides scoring):
+    the stored estimates and lifts are those of a run that predicts every candidate; a stochastic target
+    (Plackett-Luce, the logging policy) gets every candidate."""
+    from harness.replay import run as R
+
+    args = ("--control", "pop", "--treatment", "base", "--no-truth", "--json")
+    (tmp_path / "some").mkdir()
+    (tmp_path / "all").mkdir()
+    masks: list = []
+    needed = R._needed_candidates
+    monkeypatch.setattr(R, "_needed_candidates", lambda inputs, data: masks.append(needed(inputs, data)))
+    everything = _json(_replay(world, tmp_path / "all", *args))
+    monkeypatch.setattr(R, "_needed_candidates", lambda inputs, data: masks.append(needed(inputs, data)) or masks[-1])
+    some = _json(_replay(world, tmp_path / "some", *args))
+    for part in ("estimates", "lifts"):  # compared as JSON text: NaN (undefined lifts) equals itself there
+        assert json.dumps(some[part], sort_keys=True) == json.dumps(everything[part], sort_keys=True)
+    assert masks and all(m is not None for m in masks)
+    per_row = np.concatenate([m.sum(axis=1) for m in masks])
+    k, n = 6, masks[0].shape[1]  # the world's slate size; two top-k targets: between k and 2k of n per request
+    assert per_row.min() >= k and per_row.max() <= 2 * k < n
+
+    masks.clear()
+    _json(_replay(world, tmp_path / "all", "--control", "pop", "--treatment", "base", "--temperature", "1.0",
+                  "--no-truth", "--json", "--replace", "--run-id", "pl"))
+    _json(_replay(world, tmp_path / "all", "--control", "logging", "--treatment", "base", "--no-truth", "--json",
+                  "--replace", "--run-id", "lg"))
+    assert masks and all(m is None for m in masks)
