@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,15 @@ from harness.replay.engine import LOGGING, ArmEstimates
 
 RARE_PSCORE = 0.01  # "almost never shows": the logging policy puts the item at that slot < 1% of the time
 DEFAULT_BATCH_USERS = 1000
+
+
+def user_arms(users: np.ndarray, arms: Sequence[str], traffic: Sequence[float], salt: str) -> np.ndarray:
+    """Arm of each user by a salted sha256 of its id, as an online split would assign it."""
+    shares = np.asarray(traffic, float)
+    edges = np.cumsum(shares / shares.sum())
+    u = np.array([int.from_bytes(hashlib.sha256(f"{salt}:{x}".encode()).digest()[:8], "big") / 2**64
+                  for x in users])
+    return np.asarray(arms, dtype=object)[np.minimum(np.searchsorted(edges, u, side="right"), len(arms) - 1)]
 
 
 def batch_of(users: np.ndarray, n_batches: int) -> np.ndarray:

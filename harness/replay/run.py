@@ -33,11 +33,20 @@ from harness.logs.window import WindowError, experiment_start, parse_cut
 from harness.replay import batches as B
 from harness.replay import estimators as est
 from harness.replay import policies, scoring
+from harness.replay.batches import user_arms
 from harness.replay.cache import DEFAULT_DIR as DEFAULT_CACHE
 from harness.replay.cache import Cache
+from harness.replay.checks import (
+    ReplayError,
+    check_config,
+    check_estimators,
+    check_resumable,
+    check_split,
+    load_models,
+    window_start,
+)
 from harness.replay.data import (
     ReplayData,
-    WindowFacts,
     load_window,
     open_logs,
     user_totals,
@@ -53,22 +62,16 @@ from harness.replay.engine import (
     comment_target,
     estimate_arm,
     logging_inputs,
-    unavailable,
 )
 from harness.replay.reward_model import CONTINUE, METRICS, CascadeFit, CascadeModel, fit_cascade
 from harness.replay.test_plan import test_plan_rows
 from harness.replay.truth import Truth, deterministic_truth, logging_truth, plackett_luce_truth
 from harness.store import ResultsStore
-from harness.store.errors import UnknownRunError
 from harness.store.experiment import experiment_summary
 
 SEGMENTS = ("activity_level", "comment_level", "new_user")
 PRIMARY_ORDER = ("comment_watch_time_s", "comment_interactions", "watch_time_s", "video_interactions")
 FIT_MAX_REQUESTS = 200_000  # the reward model is fitted on at most this many of the window's requests
-
-
-class ReplayError(ValueError):
-    """A replay that cannot run as asked (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -150,15 +153,6 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-def user_arms(users: np.ndarray, arms: Sequence[str], traffic: Sequence[float], salt: str) -> np.ndarray:
-    """Arm of each user by a salted sha256 of its id, as an online split would assign it."""
-    shares = np.asarray(traffic, float)
-    edges = np.cumsum(shares / shares.sum())
-    u = np.array([int.from_bytes(hashlib.sha256(f"{salt}:{x}".encode()).digest()[:8], "big") / 2**64
-                  for x in users])
-    return np.asarray(arms, dtype=object)[np.minimum(np.searchsorted(edges, u, side="right"), len(arms) - 1)]
-
-
 class Engine(Protocol):
     """Runs user batches: yields (batch, unit rows, statistics rows) for each of `todo` = [(batch, user ids)],
     in any order, each exactly once. The driver stores every batch as it arrives, so an engine that loses a
@@ -226,19 +220,6 @@ class ReplayContext:
         return self.oracle_box[0]
 
 
-def _check_config(cfg: ReplayConfig) -> None:
-    names = (cfg.control, *cfg.treatments)
-    if len(set(names)) != len(names) and cfg.design == "paired":
-        raise ReplayError("the paired design puts every user under every policy, so a policy against itself is "
-                          "identical by construction; for an A/A test use --design split")
-    if any("#" in n for n in names):
-        raise ReplayError(f"policy names may not contain '#' (got {list(names)}); it marks repeated arms")
-    if cfg.default_estimator not in ESTIMATORS:
-        raise ReplayError(f"unknown estimator {cfg.default_estimator!r}; choose one of {list(ESTIMATORS)}")
-    if cfg.batch_users < 1:
-        raise ReplayError(f"--batch-users must be at least 1, got {cfg.batch_users}")
-
-
 def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | None = None,
                gate_path: Path | None = None, run_id: str | None = None, replace: bool = False,
                resume: bool = False, progress: Progress = _no_progress,
@@ -247,10 +228,10 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
     timings: dict[str, float] = {}
     warnings: list[str] = []
     t0 = time.perf_counter()
-    _check_config(cfg)
+    check_config(cfg)
     store.check_writable()
     if resume:
-        _check_resumable(store, run_id)
+        check_resumable(store, run_id)
     logs = open_logs(cfg.data)
     try:
         ctx = prepare(cfg, logs, progress, warnings, timings, log)
@@ -286,23 +267,10 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
     return out
 
 
-def _check_resumable(store: ResultsStore, run_id: str | None) -> None:
-    if run_id is None:
-        raise ReplayError("--resume needs the id of the run to resume")
-    try:
-        run = store.run(run_id)
-    except UnknownRunError:
-        raise ReplayError(f"no run {run_id!r} to resume in {store.path}; `harness runs list` shows the runs") from None
-    if run["status"] == "complete":
-        raise ReplayError(f"run {run_id!r} is already complete; nothing to resume (pass --replace to recompute it)")
-    if run["kind"] != "replay":
-        raise ReplayError(f"run {run_id!r} is a {run['kind']!r} run, not a replay")
-
-
 def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], timings: dict[str, float],
              log: Callable[[str], None]) -> ReplayContext:
     t0 = time.perf_counter()
-    start = _window_start(cfg, logs)
+    start = window_start(cfg, logs)
     try:
         end = parse_cut(cfg.window_end, logs) if cfg.window_end else None
     except WindowError as exc:
@@ -312,8 +280,8 @@ def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], ti
     users = window_users(logs, start, end)
     facts = validate_window(logs, start, end)
     examination = _examination(logs, start, end, warnings)
-    _check_estimators(cfg, facts, examination is not None)
-    _check_split(cfg, users)
+    check_estimators(cfg, facts, examination is not None)
+    check_split(cfg, users)
     fingerprint = logs.fingerprint()
     tables = logs.tables()
     users_tab = logs.table("users").to_pandas()
@@ -326,38 +294,13 @@ def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], ti
     catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
     event_log = event_log_from_tables(catalogue, tables)
     arms = (cfg.control, *cfg.treatments)
-    models, digests = _load_models(arms, cfg, catalogue, start, fingerprint, warnings)
+    models, digests = load_models(arms, cfg, catalogue, start, fingerprint, warnings)
     timings["prepare"] = time.perf_counter() - t0
     return ReplayContext(cfg, logs, start, end, fingerprint, users, catalogue, event_log, models, digests,
                     scoring.CommentIndex.build(catalogue), _list_size(logs), pre, users_tab,
                     examination, Cache(cfg.cache_dir),
                     {"logs": fingerprint, "start": str(start), "end": str(end)}, _has_world(logs), progress,
                     warnings, timings)
-
-
-def _check_estimators(cfg: ReplayConfig, facts: WindowFacts, examination: bool) -> None:
-    """Refuse, before anything is stored, a default estimator that these logs cannot feed for some arm."""
-    for arm in dict.fromkeys((cfg.control, *cfg.treatments)):  # policies
-        why = unavailable(arm, slot_pscore=facts.slot_pscore, logging_score=facts.logging_score,
-                          examination=examination)
-        if cfg.default_estimator in why:
-            can = [e for e in ESTIMATORS if e not in why]
-            raise ReplayError(f"--estimator {cfg.default_estimator} cannot run for {arm!r} on these logs: "
-                              f"{why[cfg.default_estimator]}. Estimators that still apply: {', '.join(can)} "
-                              "(pass one with --estimator)")
-
-
-def _check_split(cfg: ReplayConfig, users: np.ndarray) -> None:
-    """A split design must give every arm users (else no lift can be computed)."""
-    if cfg.design != "split":
-        return
-    arms = cfg.arms
-    got = user_arms(users, arms, cfg.traffic or [1.0] * len(arms), cfg.salt)
-    empty = [a for a in arms if not (got == a).any()]
-    if empty:
-        raise ReplayError(f"the split gives arm(s) {empty} no users of the {len(users):,} in the window (traffic "
-                          f"{'/'.join(f'{t:g}' for t in cfg.traffic or [1.0] * len(arms))}); give every arm a larger "
-                          "share, or use the paired design")
 
 
 def run_batch(ctx: ReplayContext, b: int, batch_users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -493,19 +436,6 @@ def _split(cfg: ReplayConfig) -> dict[str, float]:
     return {a: float(s) for a, s in zip(arms, shares, strict=True)}
 
 
-def _window_start(cfg: ReplayConfig, logs) -> np.datetime64:
-    try:
-        if cfg.window_start is not None:
-            return parse_cut(cfg.window_start, logs)
-    except WindowError as exc:
-        raise ReplayError(f"--window-start: {exc}") from None
-    start = experiment_start(logs)
-    if start is None:
-        raise ReplayError(f"{cfg.data} records no experiment start: pass --window-start (an ISO time); models must "
-                          "be trained on requests before it (`harness train --until <the same time>`)")
-    return start
-
-
 def _has_world(logs) -> bool:
     return experiment_start(logs) is not None
 
@@ -521,53 +451,6 @@ def _list_size(logs) -> int:
             return int(size)
     row = logs.query("SELECT max(position) + 1 AS n FROM comment_impressions").to_pylist()[0]
     return int(row["n"] or 1)
-
-
-def _load_models(arms, cfg: ReplayConfig, catalogue, start: np.datetime64, fingerprint: str,
-                 warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    from models.adapters import load_recommender, resolve_checkpoint
-    from models.checkpoint import CheckpointError, read_config
-
-    models, digests = {}, {}
-    for name in dict.fromkeys(arms):
-        if name == LOGGING:
-            continue
-        try:
-            folder = resolve_checkpoint(name, cfg.checkpoints)
-            meta = read_config(folder)
-            _check_training_window(name, folder, meta, start, fingerprint, cfg.allow_overlap, warnings)
-            rec = load_recommender(folder, catalogue=catalogue)
-        except CheckpointError as exc:
-            raise ReplayError(str(exc)) from None
-        models[name] = rec
-        digests[name] = getattr(rec, "digest", "")
-    return models, digests
-
-
-def _check_training_window(name: str, folder: Path, meta: dict, start: np.datetime64, fingerprint: str,
-                           allow_overlap: bool, warnings: list[str]) -> None:
-    """Refuse a checkpoint that may have seen the replayed window (unless allowed, then mark the run)."""
-    td = meta.get("training_data") or {}
-    problem = None
-    if not td:
-        problem = (f"{name} ({folder}) records no training window (trained without `--until`), so nothing shows it "
-                   "did not see the replayed requests")
-    elif td.get("logs_fingerprint") != fingerprint:
-        problem = (f"{name} ({folder}) was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., "
-                   f"these are {fingerprint[:12]}...); if these logs are a default world written by an older "
-                   "version, regenerate them with `harness simulate --out data/world --seed 0 --overwrite`")
-    elif td.get("until") is None or np.datetime64(td["until"]) > start:
-        problem = (f"{name} ({folder}) was trained on requests up to {td.get('last_request')}, inside the replayed "
-                   f"window that starts {start}")
-    if problem:
-        if not allow_overlap:
-            raise ReplayError(f"{problem}. Train it with `harness train --model ... --until experiment-start` (or "
-                              "--until <the window start>), or pass --allow-overlap to run anyway (the run is marked)")
-        warnings.append(f"OVERLAP: {problem}; estimates may favour this model")
-    stopped = (meta.get("training_metrics") or {}).get("stopped_by")
-    if stopped == "time_budget":
-        warnings.append(f"UNDER-TRAINED: {name} ({folder}) stopped at its time budget, not at convergence; its "
-                        "estimates understate what the model can do")
 
 
 def _logged_sections(data: ReplayData) -> tuple[np.ndarray, np.ndarray]:
