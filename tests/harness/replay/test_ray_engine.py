@@ -24,8 +24,6 @@ from typer.testing import CliRunner
 from analysis.gate import load_gate
 from harness.cli import app
 from harness.replay.run import LocalEngine, ReplayConfig, run_replay
-from harness.simulate.config import WorldConfig
-from harness.simulate.generate import simulate
 from harness.store import ResultsStore
 
 runner = CliRunner()
@@ -39,16 +37,8 @@ BATCH_USERS = 15
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray")
-    data = root / "world"
-    simulate(WorldConfig(users=90, videos=200, comments_per_video=6.0, days=4, seed=8), data, progress=False)
-    ck = root / "ck"
-    for model, extra in (("base", ["--epochs", "1"]), ("pop", [])):
-        r = runner.invoke(app, ["train", "--model", model, "--data", str(data), "--out", str(ck / model),
-                                "--until", "experiment-start", "--no-progress", *extra])
-        assert r.exit_code == 0, r.output
-    return data, ck
+def world(small_world):
+    return small_world
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.simulate.config import WorldConfig
-from harness.simulate.generate import simulate
 from harness.store import ResultsStore
+from tests.harness.replay.worlds import pre_period_world
 
 runner = CliRunner()
 METRICS = ("watch_time_s", "video_interactions", "comment_watch_time_s", "comment_interactions")
@@ -24,14 +23,8 @@ METRICS = ("watch_time_s", "video_interactions", "comment_watch_time_s", "commen
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("replay")
-    data = root / "world"
-    simulate(WorldConfig(users=160, videos=300, comments_per_video=8.0, days=4, seed=5), data, progress=False)
-    ck = root / "ck"
-    for model, extra in (("base", ["--epochs", "2"]), ("pop", [])):
-        r = runner.invoke(app, ["train", "--model", model, "--data", str(data), "--out", str(ck / model),
-                                "--until", "experiment-start", "--no-progress", *extra])
-        assert r.exit_code == 0, r.output
+    data, ck = pre_period_world(tmp_path_factory.mktemp("replay"), users=160, videos=300, comments_per_video=8.0,
+                                seed=5, base_epochs=2)
     r = runner.invoke(app, ["train", "--model", "pop", "--data", str(data), "--out", str(ck / "pop_all")])
     assert r.exit_code == 0, r.output
     return data, ck

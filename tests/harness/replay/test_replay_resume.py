@@ -28,16 +28,8 @@ TABLES = ("replay_estimates", "replay_lifts", "lifts", "checks", "heterogeneity"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    data = root / "world"
-    simulate(WorldConfig(users=90, videos=200, comments_per_video=6.0, days=4, seed=8), data, progress=False)
-    ck = root / "ck"
-    for model, extra in (("base", ["--epochs", "1"]), ("pop", [])):
-        r = runner.invoke(app, ["train", "--model", model, "--data", str(data), "--out", str(ck / model),
-                                "--until", "experiment-start", "--no-progress", *extra])
-        assert r.exit_code == 0, r.output
-    return data, ck
+def world(small_world):
+    return small_world
 
 
 def _args(world, db: Path, *extra: str) -> list[str]:
