@@ -2,6 +2,7 @@
 
     python bench/replay.py [--requests 1000000] [--batch-users 1000,250] [--large-batch-users 1000]
                            [--threads 2] [--work .harness-cache/bench-replay] [--cases score,e2e,reward]
+                           [--engines local,ray] [--ray-workers 1,2] [--ray-batch-users 250]
                            [--skip-default] [--skip-large]
 
 Two worlds. The default world (`data/world`, the shipped checkpoints, control `base`, treatment `lsvcr`)
@@ -14,15 +15,21 @@ treatment `base`). A world already in WORK is reused.
 
 Per world, each case in a fresh process (same torch threads; its peak RSS read from the process itself):
 * scoring alone: the window's users in the replay's user batches (the first `--batch-users`); per batch,
-  `load_window` as the replay reads it, then per model `scoring.score_videos` over every request's
-  candidates and `scoring.rank_comments` over the logged comment sections. Setup (the catalogue, the event
-  log of every user's history, the models) is timed apart and not counted: the replay pays it too.
+  the batch's rows and histories read as the replay reads them (its `WindowParts` partition), then per
+  model `scoring.score_videos` over every request's candidates and `scoring.rank_comments` over the
+  logged comment sections. Its requests/s counts the adapters' seconds only (the reads are reported
+  beside: `with_reads_requests_per_s`); setup (preparation, the partition) is timed apart.
 * end to end: `run_replay` with `cache_dir=None` (nothing cached) and `truth=False` (the oracle's truth is
   the synthetic world's own check of the estimates, not work a replay of real logs does), once per
   `--batch-users`; wall seconds, the run's own `timings`, and the peak RSS of each phase: preparation
-  (tables, catalogue, event log, models), the first user batch (which also fits the reward model), the
+  (window checks, catalogue, models), the first user batch (which also fits the reward model), the
   largest later batch, the final analysis (the per-user table read back from the store), reset between
   phases through /proc/self/clear_refs.
+
+`--engines local,ray`: also end to end on `RayEngine` (a local runtime started and stopped by each run, one
+torch thread per actor) with each `--ray-workers` count, against the local engine at `--ray-batch-users`
+in the same invocation: requests/s, their ratio (`over_local`; target >= 0.85 with 2 workers on 2 cores),
+Ray's start, fit, ready and stop seconds, and its overhead per batch (round trip minus the worker's compute).
 
 `--cases reward` (with the others, or alone) times, in another process, the reward model's predictions for the first batch: for
 every candidate, and for the candidates the top-k targets' estimators read (their slates), best of 2 each.
@@ -31,8 +38,8 @@ Prints one JSON line: per world the requests, the scoring-alone and end-to-end s
 their ratio (end to end over scoring alone, both at the first batch size; target >= 0.7), the same ratio
 measured inside the end-to-end run (the scoring's share of its seconds: on a shared machine the two
 processes see different loads), where the rest of the end-to-end time goes, peak RSS in MB per case and
-phase, what the preparation holds (the log tables read for the event log, the event log, the catalogue,
-the models' tensors), the load average (at the start and end of each case) and the torch threads.
+phase, what the preparation holds (the catalogue, the models' tensors) and the partition's size and
+seconds, the load average (at the start and end of each case) and the torch threads.
 """
 
 from __future__ import annotations
@@ -72,6 +79,13 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cases", default="score,e2e",
                     help="comma-separated: score (scoring alone), e2e (end to end), reward (the reward model's "
                          "predictions of one batch: every candidate against the top-k targets' slates only)")
+    ap.add_argument("--engines", default="local",
+                    help="comma-separated: local, ray (end to end on Ray actors of one torch thread each, per "
+                         "--ray-workers, against the local engine at --ray-batch-users in the same run)")
+    ap.add_argument("--ray-workers", default="1,2", help="comma-separated worker counts of the Ray runs")
+    ap.add_argument("--ray-batch-users", type=int, default=250,
+                    help="user-batch size of the Ray runs and their local reference (small enough for a few "
+                         "batches per worker)")
     ap.add_argument("--skip-default", action="store_true")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one case, as JSON
@@ -110,9 +124,11 @@ def _max_rss_mb() -> float:
 
 # ------------------------------------------------------------------------------------------- cases
 def _setup(spec: dict):
-    """The replay's own preparation (`run.prepare`: window checks, pre-period totals, the log tables, the
-    catalogue, the event log of every user's history, the models), timed, with what it holds."""
+    """The replay's own preparation (`run.prepare`: window checks, pre-period totals, the catalogue, the models)
+    and the window split by user batch (`WindowParts`, in a temporary folder), timed, with what they hold."""
+    from harness.replay import batches as B
     from harness.replay.data import open_logs
+    from harness.replay.parts import WindowParts
     from harness.replay.run import ReplayConfig, prepare
 
     cfg = ReplayConfig(data=Path(spec["data"]), control=spec["control"], treatments=(spec["treatment"],),
@@ -128,10 +144,16 @@ def _setup(spec: dict):
     texts = sum(sys.getsizeof(x) for v in vars(ctx.catalogue).values() if isinstance(v, list) for x in v)
     mem["catalogue_mb"] = round((sum(getattr(v, "nbytes", 0) for v in vars(ctx.catalogue).values()) + texts)
                                 / 2**20, 1)
-    mem["event_log_mb"] = round(sum(getattr(v, "nbytes", 0) for v in vars(ctx.event_log).values()) / 2**20, 1)
     mem["model_parameters_mb"] = {n: round(sum(p.numel() * p.element_size() for p in _parameters(m)) / 2**20, 1)
                                   for n, m in ctx.models.items()}
-    return ctx, {"seconds": round(seconds, 2), "memory": mem}
+    t = time.perf_counter()
+    batch = B.batch_of(ctx.users, B.n_batches(len(ctx.users), spec["batch_users"]))
+    ctx.parts = WindowParts.ensure(logs, ctx.start, ctx.end, ctx.users, batch, folder=None,
+                                   fingerprint=ctx.fingerprint)
+    partition_s = time.perf_counter() - t
+    mem["peak_partition"] = _status_mb("VmHWM")
+    return ctx, {"seconds": round(seconds, 2), "partition_s": round(partition_s, 2),
+                 "partition_mb": round(ctx.parts.bytes / 1e6, 1), "memory": mem}
 
 
 def _parameters(model) -> list:
@@ -154,42 +176,46 @@ def _score_case(spec: dict) -> dict:
     from harness.replay import scoring
     from harness.replay.data import load_window
     from harness.replay.run import _logged_sections
+    from models.histories import event_log_from_tables
 
     names = [spec["control"], spec["treatment"]]
     ctx, setup = _setup(spec)
     users = ctx.users
     batch = B.batch_of(users, B.n_batches(len(users), spec["batch_users"]))
-    secs = {"load_window": 0.0, **{f"{n}.score_videos": 0.0 for n in names},
+    secs = {"load_window": 0.0, "histories": 0.0, **{f"{n}.score_videos": 0.0 for n in names},
             **{f"{n}.rank_comments": 0.0 for n in names}}
     requests = sections = 0
     _reset_peak()
     t0 = time.perf_counter()
     for b in range(int(batch.max()) + 1):
         t = time.perf_counter()
-        data = load_window(ctx.logs, ctx.start, ctx.end, users=users[batch == b])
-        secs["load_window"] += time.perf_counter() - t
+        with ctx.parts.source(b) as src:
+            data = load_window(src, ctx.start, ctx.end, users=users[batch == b])
+            secs["load_window"] += time.perf_counter() - t
+            t = time.perf_counter()
+            events = event_log_from_tables(ctx.catalogue, {**src.tables(), "videos": ctx.videos})
+            secs["histories"] += time.perf_counter() - t
         sec, _ = _logged_sections(data)
         requests += data.n_requests
         sections += len(sec)
         for n in names:
             rec = ctx.models[n]
             t = time.perf_counter()
-            scoring.score_videos(rec, ctx.event_log, ctx.catalogue, data)
+            scoring.score_videos(rec, events, ctx.catalogue, data)
             secs[f"{n}.score_videos"] += time.perf_counter() - t
             t = time.perf_counter()
-            scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, sec // data.k,
+            scoring.rank_comments(rec, events, ctx.catalogue, ctx.index, data, sec // data.k,
                                   data.video.ravel()[sec], ctx.list_size)
             secs[f"{n}.rank_comments"] += time.perf_counter() - t
-        del data
+        del data, events
     total = time.perf_counter() - t0
     peak_batches = _status_mb("VmHWM")
-    tables = ctx.logs.tables()  # what prepare read for the event log (read again, after every peak was taken)
-    setup["memory"]["log_tables_read_mb"] = {n: round(tb.nbytes / 2**20, 1) for n, tb in tables.items()}
-    setup["memory"]["log_rows"] = {n: tb.num_rows for n, tb in tables.items()}
-    del tables
+    ctx.parts.discard()
+    scoring_s = sum(v for k, v in secs.items() if "." in k)
     return {"requests": int(requests), "users": int(len(users)), "batches": int(batch.max()) + 1,
-            "comment_sections": int(sections), "seconds": round(total, 2),
-            "requests_per_s": round(requests / total, 1),
+            "comment_sections": int(sections), "seconds": round(total, 2), "scoring_seconds": round(scoring_s, 2),
+            "requests_per_s": round(requests / scoring_s, 1),
+            "with_reads_requests_per_s": round(requests / total, 1),
             "parts_s": {k: round(v, 2) for k, v in secs.items()}, "setup": setup,
             "peak_rss_batches_mb": peak_batches, "peak_rss_mb": max(_PEAK_BEFORE_RESETS[0], peak_batches or 0.0)}
 
@@ -221,7 +247,12 @@ def _e2e_case(spec: dict) -> dict:
     cfg = ReplayConfig(data=Path(spec["data"]), control=spec["control"], treatments=(spec["treatment"],),
                        checkpoints=Path(spec["checkpoints"]), truth=False, cache_dir=None,
                        batch_users=spec["batch_users"])
-    out = run_replay(cfg, store=ResultsStore(db), progress=progress)
+    engine = None
+    if spec.get("engine") == "ray":
+        from harness.replay.ray_engine import RayEngine
+
+        engine = RayEngine(workers=spec["workers"], threads_per_worker=1)
+    out = run_replay(cfg, store=ResultsStore(db), progress=progress, engine=engine)
     wall = time.perf_counter() - t0
     phases["finish_mb"] = _status_mb("VmHWM")
     est = out.estimates
@@ -230,7 +261,18 @@ def _e2e_case(spec: dict) -> dict:
     timings = {k: round(v, 2) for k, v in out.timings.items()}
     for p in (db, Path(str(db) + ".wal")):
         p.unlink(missing_ok=True)
-    return {"requests": requests, "users": int(row["n_units"]), "batch_users": spec["batch_users"],
+    ray: dict = {}
+    if engine is not None:
+        r = engine.report
+        over = [r.round_trip_s[b] - r.compute_s[b] for b in r.compute_s]
+        ray = {"engine": "ray", "workers": spec["workers"], "start_s": round(r.start_s, 2),
+               "fit_s": round(r.fit_s, 2), "ready_s": round(r.ready_s, 2), "batches_s": round(r.batches_s, 2),
+               "stop_s": round(r.stop_s, 2),
+               "worker_prepare_s": [round(w["prepare_s"], 2) for w in r.workers],
+               "per_batch_overhead_s": round(sum(over) / len(over), 3) if over else None,
+               "per_batch_compute_s": round(sum(r.compute_s.values()) / len(over), 3) if over else None,
+               "resubmitted": r.resubmitted}
+    return {**ray, "requests": requests, "users": int(row["n_units"]), "batch_users": spec["batch_users"],
             "batches": len(phases["batches_mb"]), "seconds": round(wall, 2),
             "requests_per_s": round(requests / wall, 1), "timings": timings,
             "peak_rss_mb": _max_rss_mb(), "peak_rss_phases": {
@@ -244,16 +286,20 @@ def _reward_case(spec: dict) -> dict:
     top-k targets' estimators read (`run._needed_candidates`), alternated, best of `repeat` each."""
     from harness.replay import batches as B
     from harness.replay.data import load_window
-    from harness.replay.run import _logged_sections, _needed_candidates, _policy
+    from harness.replay.run import _BatchEvents, _logged_sections, _needed_candidates, _policy
 
     ctx, _ = _setup(spec)
     t = time.perf_counter()
     fit = ctx.fit()
     fit_s = time.perf_counter() - t
     batch = B.batch_of(ctx.users, B.n_batches(len(ctx.users), spec["batch_users"]))
-    data = load_window(ctx.logs, ctx.start, ctx.end, users=ctx.users[batch == 0])
-    sections, section_of = _logged_sections(data)
-    inputs = {n: _policy(ctx, n, data, sections, section_of, {}) for n in (spec["control"], spec["treatment"])}
+    with ctx.parts.source(0) as src:
+        data = load_window(src, ctx.start, ctx.end, users=ctx.users[batch == 0])
+        sections, section_of = _logged_sections(data)
+        events = _BatchEvents(ctx, src)
+        inputs = {n: _policy(ctx, n, data, events, sections, section_of, {})
+                  for n in (spec["control"], spec["treatment"])}
+    ctx.parts.discard()
     need = _needed_candidates(inputs, data)
     best = {"all": float("inf"), "needed": float("inf")}
     for _ in range(spec.get("repeat", 2)):
@@ -325,6 +371,8 @@ def _world(tag: str, data: Path, ck: Path, control: str, treatment: str, a: argp
     out: dict = {"data": str(data), "control": control, "treatment": treatment, "batch_users": sizes}
     if "reward" in cases:
         out["reward_predictions"] = _spawn({**base, "kind": "reward", "batch_users": sizes[0]})
+    if "ray" in a.engines.split(","):
+        out["ray"] = _ray(base, a, tag)
     if not {"score", "e2e"} <= cases:
         return out
     score = _spawn({**base, "kind": "score", "batch_users": sizes[0]})
@@ -351,6 +399,21 @@ def _world(tag: str, data: Path, ck: Path, control: str, treatment: str, a: argp
     return out
 
 
+def _ray(base: dict, a: argparse.Namespace, tag: str) -> dict:
+    """Ray with each --ray-workers count against the local engine at the same batch size, same world, same run;
+    each Ray run starts and stops its own local runtime (counted: `start_s`, `stop_s`)."""
+    size = a.ray_batch_users
+    local = _spawn({**base, "kind": "e2e", "batch_users": size, "db": str(a.work / f"run-{tag}-local-{size}.duckdb")})
+    out: dict = {"batch_users": size, "local": {k: local[k] for k in ("requests_per_s", "seconds", "batches")}}
+    for w in (int(x) for x in a.ray_workers.split(",")):
+        got = _spawn({**base, "kind": "e2e", "batch_users": size, "engine": "ray", "workers": w,
+                      "db": str(a.work / f"run-{tag}-ray{w}-{size}.duckdb")})
+        got.pop("timings", None)
+        got["over_local"] = round(got["requests_per_s"] / local["requests_per_s"], 3)
+        out[f"workers_{w}"] = got
+    return out
+
+
 def main() -> None:
     a = _parse()
     if a.child is not None:
@@ -362,7 +425,7 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    out: dict = {"bench": "replay", "threads": a.threads, "cpus": os.cpu_count(), "truth": False, "cache": False}
+    out: dict = {"bench": "replay", "threads": a.threads, "engines": a.engines, "cpus": os.cpu_count(), "truth": False, "cache": False}
     if not a.skip_default:
         out["default"] = _world("default", a.data.resolve(), a.checkpoints.resolve(), "base", "lsvcr", a, sizes)
     if not a.skip_large and a.requests > 0:

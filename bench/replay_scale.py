@@ -75,7 +75,9 @@ def costs(a: argparse.Namespace) -> dict:
     from harness.replay import batches as B
     from harness.replay import scoring
     from harness.replay.data import load_window, open_logs
+    from harness.replay.parts import WindowParts
     from harness.replay.run import _logged_sections, prepare, run_batch
+    from models.histories import event_log_from_tables
 
     cfg = _config(a)
     logs = open_logs(cfg.data)
@@ -89,13 +91,20 @@ def costs(a: argparse.Namespace) -> dict:
     out["reward_model_pickled_mb"] = round(len(pickle.dumps(fit, protocol=5)) / 2**20, 2)
     batch = B.batch_of(ctx.users, B.n_batches(len(ctx.users), cfg.batch_users))
     n_b = int(batch.max()) + 1
+    t = time.perf_counter()
+    ctx.parts = WindowParts.ensure(logs, ctx.start, ctx.end, ctx.users, batch, folder=None,
+                                   fingerprint=ctx.fingerprint)
+    out["partition_s"] = round(time.perf_counter() - t, 2)
+    out["partition_mb"] = round(ctx.parts.bytes / 1e6, 1)
     acc = {"requests": 0, "sections": 0, "read_s": 0.0, "read_rchar": 0, "read_logical": 0, "batch_s": 0.0,
            "result_bytes": 0, "batch_cpu": 0.0, **{f"{m}_s": 0.0 for m in ctx.models},
            **{f"{m}_cpu": 0.0 for m in ctx.models}}
     for b in range(min(a.batches, n_b)):
         users = ctx.users[batch == b]
         r0, t = _rchar(), time.perf_counter()
-        data = load_window(ctx.logs, ctx.start, ctx.end, users=users)
+        with ctx.parts.source(b) as src:  # the batch's rows and histories, as the replay reads them
+            data = load_window(src, ctx.start, ctx.end, users=users)
+            events = event_log_from_tables(ctx.catalogue, {**src.tables(), "videos": ctx.videos})
         acc["read_s"] += time.perf_counter() - t
         acc["read_rchar"] += _rchar() - r0
         acc["read_logical"] += sum(v.nbytes for v in _arrays(data))
@@ -104,8 +113,8 @@ def costs(a: argparse.Namespace) -> dict:
         acc["sections"] += len(sec)
         for name, rec in ctx.models.items():
             t, c = time.perf_counter(), time.process_time()
-            scoring.score_videos(rec, ctx.event_log, ctx.catalogue, data)
-            scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, sec // data.k,
+            scoring.score_videos(rec, events, ctx.catalogue, data)
+            scoring.rank_comments(rec, events, ctx.catalogue, ctx.index, data, sec // data.k,
                                   data.video.ravel()[sec], ctx.list_size)
             acc[f"{name}_s"] += time.perf_counter() - t
             acc[f"{name}_cpu"] += time.process_time() - c
@@ -115,6 +124,7 @@ def costs(a: argparse.Namespace) -> dict:
         acc["batch_s"] += time.perf_counter() - t
         acc["batch_cpu"] += time.process_time() - c
         acc["result_bytes"] += len(pickle.dumps((units, stats), protocol=5))
+    ctx.parts.discard()
     R = acc["requests"]
     on_disk = sum((cfg.data / f"{t}.parquet").stat().st_size for t in LOG_TABLES if (cfg.data / f"{t}.parquet").exists())
     logged = int(logs.query("SELECT count(*) AS n FROM requests").to_pylist()[0]["n"])

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from harness.logs.store import LogStore
 from harness.logs.window import event_range
+
+if TYPE_CHECKING:
+    from harness.replay.parts import BatchSource
 
 
 class ReplayDataError(ValueError):
@@ -139,11 +142,12 @@ def validate_window(store: LogStore, start: np.datetime64, end: np.datetime64 | 
     return WindowFacts(slot_pscore=bool(slot), logging_score="logging_score" in have_cand)
 
 
-def load_window(store: LogStore, start: np.datetime64, end: np.datetime64 | None = None, *,
+def load_window(store: LogStore | BatchSource, start: np.datetime64, end: np.datetime64 | None = None, *,
                 users: np.ndarray | None = None) -> ReplayData:
     """Read requests with start <= ts < end (end None: to the end of the logs) into `ReplayData`; with
-    `users`, only those users' requests (a batch of the window)."""
+    `users`, only those users' requests (a batch of the window, from the logs or the batch's own rows)."""
     if users is None:
+        assert isinstance(store, LogStore), "a batch's rows are read with its users"
         window_users(store, start, end)  # the empty-window error
     elif len(users) == 0:
         raise ReplayDataError("load_window: an empty batch of users")

@@ -93,9 +93,11 @@ class ReplayWorker:
         self.ctx = prepare(cfg, self.logs, _no_progress, [], {}, lambda s: None)
         self.prepare_s = time.perf_counter() - t0
 
-    def set_fit(self, fit: Any) -> None:
-        """The driver's reward model (sent once, after construction, so the driver fits while actors prepare)."""
+    def set_shared(self, fit: Any, parts: Any) -> None:
+        """The driver's reward model and window partition (sent once, after construction, so the driver fits
+        while actors prepare)."""
         self.ctx.fit_box[:] = [fit]
+        self.ctx.parts = parts
 
     def ready(self) -> dict[str, Any]:
         import socket
@@ -142,6 +144,7 @@ class RayEngine:
         _probe(address)
         self.address, self.workers, self.threads = address, workers, threads_per_worker
         self.actors: list[Any] = []  # the live pool during map_batches (tests kill one to check recovery)
+        self.parts: Any = None
         self.report = EngineReport()
 
     # ------------------------------------------------------------------------------------------ runtime
@@ -166,7 +169,7 @@ class RayEngine:
         """An actor preparing its context; once `fit_ref` exists it is sent the reward model (calls run in order)."""
         a = self.ray.remote(ReplayWorker).options(num_cpus=self.threads, max_restarts=0).remote(cfg, self.threads)
         if fit_ref is not None:
-            a.set_fit.remote(fit_ref)
+            a.set_shared.remote(fit_ref, self.parts)
         return a
 
     # ------------------------------------------------------------------------------------------ the pool
@@ -184,11 +187,12 @@ class RayEngine:
             self._start()
             rep.start_s = time.perf_counter() - t
             cfg = worker_config(ctx.cfg)
+            self.parts = ctx.parts  # a folder every worker reads (the cache folder: shared on a cluster)
             self.actors = [self._new_actor(cfg, None) for _ in range(min(self.workers, len(todo)))]
             t = time.perf_counter()  # the driver fits while the actors start and prepare
             fit_ref = ray.put(ctx.fit())  # once in the object store; each actor deserialises it once
             for a in self.actors:
-                a.set_fit.remote(fit_ref)
+                a.set_shared.remote(fit_ref, self.parts)
             rep.fit_s = time.perf_counter() - t
             yield from self._drive(cfg, fit_ref, todo, ctx.timings)
         finally:  # also on errors and Ctrl-C

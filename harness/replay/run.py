@@ -63,6 +63,7 @@ from harness.replay.engine import (
     estimate_arm,
     logging_inputs,
 )
+from harness.replay.parts import BatchSource, WindowParts
 from harness.replay.reward_model import CONTINUE, METRICS, CascadeFit, CascadeModel, fit_cascade
 from harness.replay.test_plan import test_plan_rows
 from harness.replay.truth import Truth, deterministic_truth, logging_truth, plackett_luce_truth
@@ -184,7 +185,7 @@ class ReplayContext:
     fingerprint: str
     users: np.ndarray
     catalogue: Any
-    event_log: Any
+    videos: Any  # the videos table (durations: the event log's watch rule)
     models: dict[str, Any]
     digests: dict[str, str]
     index: scoring.CommentIndex
@@ -200,6 +201,7 @@ class ReplayContext:
     timings: dict[str, float]
     fit_box: list[CascadeFit] = field(default_factory=list)
     oracle_box: list[Any] = field(default_factory=list)
+    parts: WindowParts | None = None  # the window split by batch (`WindowParts.ensure`, set by the driver)
 
     def fit(self) -> CascadeFit:
         """The reward model, fitted on first use (not at all when every batch's predictions are cached)."""
@@ -252,12 +254,22 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
                 log(f"resuming run {rid}: {len(done)} of {n_b} batches already stored")
             tick = progress("replaying user batches", n_b)
             tick(len(done & set(range(n_b))))
-            t1 = time.perf_counter()
             todo = [(b, ctx.users[batch == b]) for b in range(n_b) if b not in done]
-            for b, units, stats in (engine or LocalEngine()).map_batches(ctx, todo):
-                store.append_replay_batch(rid, b, units, stats)  # as each batch finishes: resumable
-                log(f"batch {b + 1}/{n_b} stored ({int((batch == b).sum())} users)")
-                tick(1)
+            if todo:
+                t1 = time.perf_counter()
+                ctx.parts = WindowParts.ensure(logs, ctx.start, ctx.end, ctx.users, batch, folder=cfg.cache_dir,
+                                               fingerprint=ctx.fingerprint)
+                timings["partition"] = time.perf_counter() - t1
+                log(f"window split by batch: {ctx.parts.bytes / 1e6:,.0f} MB under {ctx.parts.root}")
+            t1 = time.perf_counter()
+            try:
+                for b, units, stats in (engine or LocalEngine()).map_batches(ctx, todo):
+                    store.append_replay_batch(rid, b, units, stats)  # as each batch finishes: resumable
+                    log(f"batch {b + 1}/{n_b} stored ({int((batch == b).sum())} users)")
+                    tick(1)
+            finally:
+                if ctx.parts is not None:
+                    ctx.parts.discard()
             timings["batches"] = time.perf_counter() - t1
             out = _finish(ctx, store, rid, gate, gate_path)
             out.resumed_batches = len(done)
@@ -283,20 +295,18 @@ def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], ti
     check_estimators(cfg, facts, examination is not None)
     check_split(cfg, users)
     fingerprint = logs.fingerprint()
-    tables = logs.tables()
+    videos = logs.table("videos")
     users_tab = logs.table("users").to_pandas()
     pre = user_totals(logs, None, start)
     log(f"window: {len(users):,} users from {start}")
 
     from models.catalogue import Catalogue
-    from models.histories import event_log_from_tables
 
-    catalogue = Catalogue.from_tables(tables["videos"], tables.get("comments"))
-    event_log = event_log_from_tables(catalogue, tables)
+    catalogue = Catalogue.from_tables(videos, logs.table("comments"))
     arms = (cfg.control, *cfg.treatments)
     models, digests = load_models(arms, cfg, catalogue, start, fingerprint, warnings)
     timings["prepare"] = time.perf_counter() - t0
-    return ReplayContext(cfg, logs, start, end, fingerprint, users, catalogue, event_log, models, digests,
+    return ReplayContext(cfg, logs, start, end, fingerprint, users, catalogue, videos, models, digests,
                     scoring.CommentIndex.build(catalogue), _list_size(logs), pre, users_tab,
                     examination, Cache(cfg.cache_dir),
                     {"logs": fingerprint, "start": str(start), "end": str(end)}, _has_world(logs), progress,
@@ -305,15 +315,42 @@ def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], ti
 
 def run_batch(ctx: ReplayContext, b: int, batch_users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """One user batch: scores, reward-model predictions, estimates, truth; its unit rows and statistics."""
+    if ctx.parts is None:
+        raise ReplayError("run_batch needs the window split by batch (ReplayContext.parts, set by run_replay)")
+    with ctx.parts.source(b) as src:
+        data = load_window(src, ctx.start, ctx.end, users=batch_users)
+        events = _BatchEvents(ctx, src)
+        units, stats = _run_batch(ctx, b, data, events)
+    return units, stats
+
+
+class _BatchEvents:
+    """The batch's users' event log (the models' histories), built from the batch's rows on first use: not at
+    all when the batch's scores and truth come from the cache."""
+
+    def __init__(self, ctx: ReplayContext, src: BatchSource) -> None:
+        self.ctx, self.src, self.log = ctx, src, None
+
+    def __call__(self):
+        if self.log is None:
+            from models.histories import event_log_from_tables
+
+            t = time.perf_counter()
+            self.log = event_log_from_tables(self.ctx.catalogue, {**self.src.tables(), "videos": self.ctx.videos})
+            self.ctx.timings["histories"] = self.ctx.timings.get("histories", 0.0) + time.perf_counter() - t
+        return self.log
+
+
+def _run_batch(ctx: ReplayContext, b: int, data: ReplayData, events: _BatchEvents
+               ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     cfg = ctx.cfg
-    data = load_window(ctx.logs, ctx.start, ctx.end, users=batch_users)
     users, user_index = np.unique(data.user_id, return_inverse=True)
     where = {**ctx.where, "users": hashlib.sha256(users.tobytes()).hexdigest()}
     sections, section_of = _logged_sections(data)
     inputs: dict[str, PolicyInputs] = {}
     for name in dict.fromkeys((cfg.control, *cfg.treatments)):
-        inputs[name] = logging_inputs(data) if name == LOGGING else _policy(ctx, name, data, sections, section_of,
-                                                                           where)
+        inputs[name] = logging_inputs(data) if name == LOGGING else _policy(ctx, name, data, events, sections,
+                                                                           section_of, where)
     model = _reward_model(ctx, data, where, _needed_candidates(inputs, data))
     logging_slots = None
     if ctx.examination is not None and data.logging_score is not None:
@@ -325,20 +362,20 @@ def run_batch(ctx: ReplayContext, b: int, batch_users: np.ndarray) -> tuple[pd.D
                                        examination=ctx.examination if logging_slots is not None else None,
                                        logging_slots=logging_slots, clip=cfg.clip, samples=cfg.dm_samples, seed=seed)
     arm_est = {a: by_policy[cfg.policy(a)] for a in cfg.arms}
-    truth = _truth(ctx, data, inputs, where, seed) if cfg.truth and ctx.has_world else {}
+    truth = _truth(ctx, data, events, inputs, where, seed) if cfg.truth and ctx.has_world else {}
     truth = {a: truth[cfg.policy(a)] for a in cfg.arms if cfg.policy(a) in truth}
     rare = {a: B.rare_mass(inputs[cfg.policy(a)].slate.target_prob, data.pscore) for a in cfg.arms}
     units = _unit_table(cfg, users, arm_est, ctx.pre, ctx.users_tab)
     return units, B.stats_rows(arm_est, user_index, len(users), data.k, rare, truth)
 
 
-def _policy(ctx: ReplayContext, name: str, data: ReplayData, sections: np.ndarray, section_of: np.ndarray,
-            where: dict[str, str]) -> PolicyInputs:
+def _policy(ctx: ReplayContext, name: str, data: ReplayData, events: _BatchEvents, sections: np.ndarray,
+            section_of: np.ndarray, where: dict[str, str]) -> PolicyInputs:
     rec, L = ctx.models[name], ctx.list_size
 
     def score() -> dict[str, np.ndarray]:
-        scores = scoring.score_videos(rec, ctx.event_log, ctx.catalogue, data)
-        ranked = scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, sections // data.k,
+        scores = scoring.score_videos(rec, events(), ctx.catalogue, data)
+        ranked = scoring.rank_comments(rec, events(), ctx.catalogue, ctx.index, data, sections // data.k,
                                        data.video.ravel()[sections], L)
         return {"scores": scores, "ranked": ranked}
 
@@ -562,7 +599,7 @@ def _reward_model(ctx: ReplayContext, data: ReplayData, where: dict[str, str],
     return CascadeModel({o: z[f"cand_{o}"] for o in outcomes}, {o: z[f"logged_{o}"] for o in outcomes}, [])
 
 
-def _truth(ctx: ReplayContext, data: ReplayData, inputs: dict[str, PolicyInputs], where: dict[str, str],
+def _truth(ctx: ReplayContext, data: ReplayData, events: _BatchEvents, inputs: dict[str, PolicyInputs], where: dict[str, str],
            seed: int) -> dict[str, Truth]:
     t = time.perf_counter()
     out: dict[str, Truth] = {}
@@ -570,7 +607,7 @@ def _truth(ctx: ReplayContext, data: ReplayData, inputs: dict[str, PolicyInputs]
     for name, pol in inputs.items():
         key = ctx.cache.key("truth", model=ctx.digests.get(name, LOGGING), temperature=cfg.temperature,
                             samples=cfg.truth_samples, seed=seed, **where)
-        z = ctx.cache.arrays(key, lambda name=name, pol=pol: _truth_arrays(_one_truth(ctx, data, name, pol, seed)))
+        z = ctx.cache.arrays(key, lambda name=name, pol=pol: _truth_arrays(_one_truth(ctx, data, events, name, pol, seed)))
         out[name] = Truth({m: z[f"value_{m}"] for m in METRICS}, {m: z[f"se_{m}"] for m in METRICS},
                           str(z["method"]))
     ctx.timings["truth"] = ctx.timings.get("truth", 0.0) + time.perf_counter() - t
@@ -582,7 +619,7 @@ def _truth_arrays(t: Truth) -> dict[str, np.ndarray]:
             "method": np.array(t.method)}
 
 
-def _one_truth(ctx: ReplayContext, data: ReplayData, name: str, pol: PolicyInputs, seed: int) -> Truth:
+def _one_truth(ctx: ReplayContext, data: ReplayData, events: _BatchEvents, name: str, pol: PolicyInputs, seed: int) -> Truth:
     R, k = data.video.shape
     cfg, oracle = ctx.cfg, ctx.oracle()
     if name == LOGGING:
@@ -591,12 +628,12 @@ def _one_truth(ctx: ReplayContext, data: ReplayData, name: str, pol: PolicyInput
     if pol.slate.deterministic:
         videos = np.take_along_axis(data.candidates, pol.slate.slate, 1)
         rows = np.repeat(np.arange(R), k)
-        rk = scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, rows, videos.ravel(), L)
+        rk = scoring.rank_comments(rec, events(), ctx.catalogue, ctx.index, data, rows, videos.ravel(), L)
         return deterministic_truth(oracle, data.request_id, videos, rk.reshape(R, k, L))
     n = data.candidates.shape[1]
 
     def rank_all() -> np.ndarray:
-        return scoring.rank_comments(rec, ctx.event_log, ctx.catalogue, ctx.index, data, np.repeat(np.arange(R), n),
+        return scoring.rank_comments(rec, events(), ctx.catalogue, ctx.index, data, np.repeat(np.arange(R), n),
                                      data.candidates.ravel(), L).reshape(R, n, L)
 
     assert pol.slate.log_weights is not None

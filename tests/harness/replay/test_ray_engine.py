@@ -165,6 +165,7 @@ def test_own_runtime_is_sized_and_stopped_on_ctrl_c(world, monkeypatch) -> None:
     class Interrupted:  # a context whose reward-model fit is interrupted (Ctrl-C) once the runtime is up
         cfg = _config(world)
         timings: dict[str, float] = {}
+        parts = None
 
         def fit(self):
             seen["cpus"] = ray.cluster_resources().get("CPU")
