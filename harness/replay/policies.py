@@ -119,9 +119,14 @@ def logging_by_slot(pscore: np.ndarray, logging_score: np.ndarray, candidates: n
     R, k = logged.shape
     cols = logged_columns(candidates, logged)
     is_cand = cols >= 0
+    # a slot outside the candidates borrows a column no logged item uses (item_marginals wants distinct ones)
+    used = np.zeros(candidates.shape, dtype=bool)
+    used[np.nonzero(is_cand)[0], cols[is_cand]] = True
+    free = np.argsort(used, axis=1, kind="stable")  # unused columns first
+    nth = np.maximum(np.cumsum(~is_cand, axis=1) - 1, 0)
+    items = np.where(is_cand, cols, np.take_along_axis(free, nth, axis=1))
     lw = logging_score - logging_score.max(axis=1, keepdims=True)
-    marg = pl.marginals(np.exp(lw), k, workers=workers)
-    m = np.take_along_axis(marg, np.maximum(cols, 0)[:, :, None], axis=1)  # (R, k, k)
+    m = pl.item_marginals(np.exp(lw), items, k, workers=workers)  # (R, k, k): the logged items' rows only
     at_logged = np.take_along_axis(m, np.arange(k)[None, :, None], axis=2)  # (R, k, 1)
     scaled = m * (pscore[:, :, None] / np.maximum(at_logged, np.finfo(float).tiny))
     return np.where(is_cand[:, :, None], scaled, pscore[:, :, None])

@@ -170,3 +170,26 @@ def test_slate_marginals_equal_enumeration_with_mixed_panels() -> None:
     ref = brute_force_rows(W, 4)
     expect = np.take_along_axis(ref, slates[:, :, None], axis=1)[:, np.arange(4), np.arange(4)]
     np.testing.assert_allclose(pl.slate_marginals(W, slates), expect, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("n", "k", "scale"), [(7, 3, 1.0), (6, 6, 2.0), (8, 4, 3.0)])
+def test_item_marginals_equal_enumeration(n: int, k: int, scale: float) -> None:
+    """A few items' rows at every position against brute force, in any order the items are asked for."""
+    rng = np.random.default_rng(n * 10 + k)
+    w = np.exp(rng.normal(0, scale, size=(4, n)))
+    items = np.argsort(rng.random((4, n)), axis=1)[:, :k]
+    got = pl.item_marginals(w, items, k)
+    for r in range(4):
+        np.testing.assert_allclose(got[r], brute_force(w[r], k)[items[r]], atol=1e-8)
+
+
+def test_item_marginals_equal_the_full_matrix_rows_on_the_same_nodes() -> None:
+    """n = 50, k = 10, peaked and flat rows mixed (several panel counts), 2 threads: the full matrix's rows."""
+    rng = np.random.default_rng(3)
+    lw = rng.normal(0, 1, size=(60, 50)) * rng.choice([0.3, 1.0, 4.0], size=(60, 1))
+    w = np.exp(lw - lw.max(axis=1, keepdims=True))
+    items = np.argsort(rng.random((60, 50)), axis=1)[:, :10]
+    ref = np.take_along_axis(pl.marginals(w, 10), items[:, :, None], axis=1)
+    np.testing.assert_allclose(pl.item_marginals(w, items, 10, workers=2), ref, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="distinct"):
+        pl.item_marginals(w, np.zeros((60, 2), np.int64), 10)
