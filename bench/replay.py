@@ -381,11 +381,12 @@ def _world(tag: str, data: Path, ck: Path, control: str, treatment: str, a: argp
     main = e2e[str(sizes[0])]
     t = main["timings"]
     rest = {"score_in_replay": t.get("score"), "reward_model_fit_and_predict": t.get("reward_model"),
-            "of_which_fit": t.get("reward_fit"), "prepare": t.get("prepare"), "analysis": t.get("analysis")}
-    rest["other_batch_work"] = round(t.get("batches", 0.0) - (t.get("score") or 0.0) - (t.get("reward_model") or 0.0),
-                                     2)
-    rest["registering_and_rest"] = round(t["total"] - t.get("batches", 0.0) - t.get("prepare", 0.0)
-                                         - t.get("analysis", 0.0), 2)
+            "of_which_fit": t.get("reward_fit"), "prepare": t.get("prepare"), "partition": t.get("partition"),
+            "histories": t.get("histories"), "store_appends": t.get("store"), "analysis": t.get("analysis")}
+    rest["other_batch_work"] = round(t.get("batches", 0.0) - sum(t.get(k) or 0.0 for k in
+                                                                  ("score", "reward_model", "histories", "store")), 2)
+    rest["opening_logs_registering_and_rest"] = round(t["total"] - t.get("batches", 0.0) - t.get("prepare", 0.0)
+                                                      - t.get("partition", 0.0) - t.get("analysis", 0.0), 2)
     out.update({
         "requests": main["requests"], "users": main["users"], "scoring_alone": score, "end_to_end": e2e,
         "ratio_end_to_end_over_scoring": round(main["requests_per_s"] / score["requests_per_s"], 3),

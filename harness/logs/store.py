@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -227,11 +229,33 @@ class _ColumnDigest:
 # reading
 
 
+MEMORY_ENV = "HARNESS_DUCKDB_MEMORY"
+DEFAULT_MEMORY = "1GB"
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's memory limit for a log store: $HARNESS_DUCKDB_MEMORY or 1GB.
+
+    Why a fixed limit: the whole-log checks (validation's distinct keys, the fingerprint's sorted read, the
+    window checks) are hash tables and sorts over every row; DuckDB's default limit (80% of RAM) let them
+    take 3 GB on a 1M-request log and grow with it. Under a limit DuckDB spills them to a temporary folder,
+    so a command's memory does not follow the log size; measured on that log with 500 MB: peak RSS 0.7 GB
+    instead of 3.0 GB, validation 13 s instead of 27 s, the fingerprint 16 s instead of 13 s. Results read
+    into Arrow are not bounded by it (they stream out of DuckDB).
+    """
+    value = os.environ.get(MEMORY_ENV, DEFAULT_MEMORY).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise LogFileError(f"${MEMORY_ENV} = {value!r} is not a memory size: use a number and a unit, e.g. 1GB or "
+                         "512MB (DuckDB's memory limit for reading logs)")
+    return value
+
+
 class LogStore:
     """Read-only access to logged sessions through DuckDB views named like the schema tables.
 
-    `con` is an in-memory DuckDB connection; `present` holds the tables that exist in the source
-    (absent optional tables are empty views with the schema's columns).
+    `con` is an in-memory DuckDB connection under a memory limit (`duckdb_memory_limit`, spilling to a
+    temporary folder removed by `close`); `present` holds the tables that exist in the source (absent
+    optional tables are empty views with the schema's columns).
     """
 
     def __init__(self, path: Path, fmt: Format, con: duckdb.DuckDBPyConnection,
@@ -240,6 +264,7 @@ class LogStore:
         self._extra_names = extra_names
         self._fingerprint: str | None = None
         self._validation: ValidationReport | None = None
+        self._spill: str | None = None
 
     # -- construction ---------------------------------------------------------------------------------
 
@@ -248,8 +273,12 @@ class LogStore:
         """Open a Parquet folder or a DuckDB file; with `validate`, raise `LogValidationError` on bad data."""
         path = Path(path)
         fmt = detect_format(path)
+        limit = duckdb_memory_limit()
         con = duckdb.connect(":memory:")
+        spill = tempfile.mkdtemp(prefix="harness-duckdb-")
         try:
+            con.execute(f"SET memory_limit = '{limit}'")
+            con.execute(f"SET temp_directory = {_sql_str(spill)}")
             present: set[str] = set()
             if fmt == "parquet":
                 for name in TABLE_ORDER:
@@ -281,10 +310,12 @@ class LogStore:
                                      for c in TABLES[name].columns)
                     con.execute(f"CREATE VIEW {_q(name)} AS SELECT {cols} WHERE false")
             store = cls(path, fmt, con, frozenset(present), extras)
+            store._spill = spill
             if validate:
                 store.validation().raise_if_errors(f"logs at {path}")
         except BaseException:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
             raise
         return store
 
@@ -388,6 +419,8 @@ class LogStore:
 
     def close(self) -> None:
         self.con.close()
+        if self._spill is not None:
+            shutil.rmtree(self._spill, ignore_errors=True)
 
     def __enter__(self) -> LogStore:
         return self

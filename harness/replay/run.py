@@ -264,7 +264,9 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
             t1 = time.perf_counter()
             try:
                 for b, units, stats in (engine or LocalEngine()).map_batches(ctx, todo):
+                    t2 = time.perf_counter()
                     store.append_replay_batch(rid, b, units, stats)  # as each batch finishes: resumable
+                    timings["store"] = timings.get("store", 0.0) + time.perf_counter() - t2
                     log(f"batch {b + 1}/{n_b} stored ({int((batch == b).sum())} users)")
                     tick(1)
             finally:

@@ -213,3 +213,21 @@ def test_bad_paths_and_names(tmp_path: Path) -> None:
     with LogStore.open(write_logs(valid_tables(), tmp_path / "ok")) as s, pytest.raises(KeyError):
         s.table("impresions")
     assert not (tmp_path / "x").exists()
+
+
+def test_duckdb_works_under_a_memory_limit_and_spills_to_a_folder_removed_on_close(tmp_path, monkeypatch) -> None:
+    """The whole-log checks run under $HARNESS_DUCKDB_MEMORY (default 1GB), so their hash tables and sorts
+    spill instead of growing with the logs; a limit far below what a sort needs still gives its result."""
+    out = write_logs(valid_tables(), tmp_path / "logs")
+    monkeypatch.setenv(store_mod.MEMORY_ENV, "64MB")
+    with LogStore.open(out) as s:
+        limit, spill = s.con.sql("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+        assert limit == "61.0 MiB" and Path(spill).is_dir()
+        big = s.query("SELECT i AS k, random() AS x FROM range(4000000) t(i) ORDER BY x")  # ~64 MB to sort
+        assert big.num_rows == 4_000_000
+    assert not Path(spill).exists()
+    monkeypatch.delenv(store_mod.MEMORY_ENV)
+    assert store_mod.duckdb_memory_limit() == "1GB"
+    monkeypatch.setenv(store_mod.MEMORY_ENV, "lots")
+    with pytest.raises(store_mod.LogFileError, match="HARNESS_DUCKDB_MEMORY = 'lots' is not a memory size"):
+        LogStore.open(out)
