@@ -74,6 +74,10 @@ def register(app: typer.Typer) -> None:
                                  "slice): models x tasks x metrics.")(evaluate)
 
 
+THREADS_HELP = ("Torch threads: a number, or 'auto' to time a probe step at 1 thread and at every core when the "
+                "run starts and keep the faster (on a busy machine one thread wins; on an idle one, every core).")
+
+
 def _read_logs(path: Path, until: str | None = None, *, cut: bool = True) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """The model tables (requests before `until` when given and `cut`), the logs' fingerprint and what the cut
     keeps (the `training_data` record a checkpoint carries: the replay and the temporal protocol refuse
@@ -125,6 +129,7 @@ def train(
                                        help="LSVCR only: add the learned like-count prior to comment scores "
                                             "(--no-comment-prior = the paper's text-only comment tower)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
     until: str | None = typer.Option(None, "--until",
                                      help="Train on requests before this time only: an ISO timestamp or "
                                           "'experiment-start' (the synthetic world's; what `harness replay` "
@@ -140,8 +145,15 @@ def train(
         from models.checkpoint import CheckpointError
         from models.errors import ModelInputError
 
+        n_threads = _threads(threads)
         tables, _, provenance = _read_logs(data, until)
         target = out or Path("checkpoints") / model.value
+        if device is Device.cpu and model is not ModelKind.pop:  # pop counts, it has no torch work
+            from models.threads import choose_threads
+
+            choice = choose_threads(n_threads)
+            typer.echo(choice.describe())
+            provenance = {**provenance, "threads": choice.record()}
         try:
             _train(model, tables, target, stage=stage.value, llm=llm,
                    device=device.value, epochs=epochs, seed=seed, patience=patience,
@@ -155,6 +167,15 @@ def train(
             from models.checkpoint import record_training_data
 
             record_training_data(target, provenance)
+
+
+def _threads(value: str) -> int | None:
+    from models.threads import parse_threads
+
+    try:
+        return parse_threads(value)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, llm: str | None, device: str,
@@ -247,8 +268,10 @@ def evaluate(
     as_json: bool = JsonOpt,
     db: Path | None = DbOpt,
     store: bool = typer.Option(True, "--store/--no-store", help="Record the metrics in the results database."),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
 ) -> None:
     with cli_errors():
+        n_threads = _threads(threads)
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names:
             raise UserError("--models is empty; pass e.g. --models base,pop")
@@ -267,6 +290,12 @@ def evaluate(
         from models.errors import ModelInputError
 
         tables, log_fp, info = _read_logs(data, until, cut=False)
+        if device is Device.cpu:
+            from models.threads import choose_threads
+
+            choice = choose_threads(n_threads)
+            if not as_json:
+                typer.echo(choice.describe())
         settings = {"protocol": protocol.value, "until": info["until"],
                     "queries_per_user": queries_per_user if temporal else None}
         try:
