@@ -3,30 +3,50 @@
     python bench/quality.py                                   # default world, base + pop, seeds 0,1,2
     python bench/quality.py --models base,pop,lsvcr,no_align,no_comments,no_text --seeds 0
     python bench/quality.py --data /tmp/world0 --lsvcr-budget 900 --threads 1
+    python bench/quality.py --data data/world --protocol temporal --until experiment-start \
+        --models base,pop,lsvcr,lsvcr_no_prior,no_align,no_comments,no_text
     python bench/quality.py --movielens /tmp/recbole/recbole-1.2.1-py3-none-any.whl --seeds 0
 
-Protocol: leave-one-out by time, 100 stored candidates for videos (target + 99 uniform negatives),
-comment candidates per docs/lsvcr-method.md; test split; mean and std (ddof=1 when >1 seed) over training seeds.
-The evaluation candidates are the same for every model and seed (seed 0). `base` and `pop` rank
-comments by like count (the production rule; neither has a comment model).
+Protocols (docs/models.md "Evaluation protocols"), the test split; mean and std (ddof=1 when >1 seed)
+over training seeds; the evaluation candidates are the same for every model and seed (seed 0):
+- `leave_one_out` (default): each user's last events, 100 stored candidates for videos (target + 99
+  uniform negatives), comment candidates per docs/lsvcr-method.md.
+- `temporal` (`--until CUT`, needs `--data`): what `harness train --until CUT` and `harness evaluate
+  --protocol temporal --until CUT` do, through the same calls: every model trains on the requests before
+  the cut only (the tables `harness.cli.models_cmd._read_logs` cuts, its validation split inside them;
+  each checkpoint records that `training_data` and is refused at evaluation without it), and is scored
+  on up to `--queries-per-user` events per user and task after the cut (`models.protocols`: negatives
+  among the videos published by the query time, like counts as of it), on all queries and on the warm
+  and cold slices (cold: the target, or the watched video, published after the cut).
+`base` and `pop` rank comments by like count (the production rule; neither has a comment model).
+`lsvcr_no_prior` is LSVCR without the like-count prior on comment scores (the paper's comment tower).
 
 Budgets: `base` trains up to `--epochs` epochs with early stopping (`--patience`, 5) and, when given,
 `--base-budget` seconds; each LSVCR model gets `--lsvcr-budget` seconds for the whole pipeline
 (`train_lsvcr(time_budget_s=...)`: stage 1 a share, stage 2 the rest, both stopped at step granularity,
 the best validated epoch kept; 0 = no budget, early stopping alone decides). The pre-trained LM's
-embedding of the catalogue is cached in the work folder and shared by every LSVCR run.
+embedding of the catalogue is cached in the work folder and shared by every LSVCR run and protocol.
 
 Gap checks (issue 4): LSVCR beats base on NDCG@10 by >= 5% relative on both tasks, and every ablation
-sits below full LSVCR; a gap "exceeds 2 std" when mean difference > 2 sqrt(s_a^2 + s_b^2) (the std of
-the difference of two independent runs); with one seed the std test is reported as null (unknown).
+(and lsvcr_no_prior) sits below full LSVCR; a gap "exceeds 2 std" when mean difference > 2 sqrt(s_a^2 +
+s_b^2) (the std of the difference of two independent runs); with one seed the std test is null (unknown).
+Paired intervals (`paired`, issue 14): LSVCR against base, each ablation and lsvcr_no_prior, per task and
+slice, on the same queries: each query's NDCG@10 difference averaged over the seeds both models ran, then
+its mean with a normal 95% interval, the standard error clustered by user (bench/protocols.py's
+`clustered`: a user's temporal queries are not independent; under leave-one-out, one query per user and
+task, it is the plain paired standard error). It reflects which queries were drawn and the seed noise left
+after averaging, not a between-seed variance component: the std test above covers seeds.
+
 A per-run log (one line per trained model, with timings and validation figures) goes to stderr.
-Every trained model is saved as `<workdir>/<model>-<seed>/`; `--resume` evaluates those that exist
-instead of training them again (an interrupted run, or runs trained separately with the same settings).
-With `--jobs 2` two runs train at once, one process (and one torch thread) each. When `--data` is a
-synthetic world, the output also holds the oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the
-headroom the world leaves above the production rules. `--train-users 0.2` trains every model on a
-random fifth of the users (the same users for every model and seed) and still evaluates every user:
-how the gaps depend on the interactions per video that ID embeddings get.
+Every trained model is saved as `<workdir>/<protocol folder>/<model>-<seed>/` (`leave_one_out/`, or
+`temporal-<cut>/`), the stored candidates beside them; `--resume` evaluates those that exist instead of
+training them again (an interrupted run, or runs trained separately with the same settings), never a
+checkpoint of the other protocol or cut. With `--jobs 2` two runs train at once, one process (and one
+torch thread) each. Under leave-one-out, when `--data` is a synthetic world, the output also holds the
+oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the headroom the world leaves above the production
+rules. `--train-users 0.2` trains every model on a random fifth of the users (the same users for every
+model and seed) and still evaluates every user: how the gaps depend on the interactions per video that ID
+embeddings get.
 """
 
 from __future__ import annotations
@@ -36,19 +56,31 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.adapters import load_recommender
-from models.evaluation import EvalConfig, evaluate, load_or_sample_candidates
-from models.histories import prepare_data
-from models.pop import PopRecommender
-from models.train_sasrec import TrainConfig, train_sasrec
+# bench/analysis.py would shadow the `analysis` package that harness.cli imports (the script's folder comes
+# first on sys.path); bench/'s own modules (oracle_ceiling, protocols) stay importable behind the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-LSVCR_NAMES = {"lsvcr": None, "no_align": "no_align", "no_comments": "no_comments", "no_text": "no_text"}
+from models.adapters import load_recommender  # noqa: E402
+from models.evaluation import EvalConfig, load_or_sample_candidates, score_candidates  # noqa: E402
+from models.histories import prepare_data  # noqa: E402
+from models.metrics import METRICS, mean_metrics, ranking_metrics  # noqa: E402
+from models.pop import PopRecommender  # noqa: E402
+from models.protocols import SLICES, TEMPORAL  # noqa: E402
+from models.train_sasrec import TrainConfig, train_sasrec  # noqa: E402
+
+# model name -> (ablation, comment_prior) of train_lsvcr
+LSVCR_NAMES = {"lsvcr": (None, True), "no_align": ("no_align", True), "no_comments": ("no_comments", True),
+               "no_text": ("no_text", True), "lsvcr_no_prior": (None, False)}
 ABLATION_NAMES = ("no_align", "no_comments", "no_text")
+COMPARED = ("base", *ABLATION_NAMES, "lsvcr_no_prior")  # what full LSVCR is paired against
+PROTOCOLS = ("leave_one_out", "temporal")
+SLICE_METRICS = ("ndcg@10", "recall@10")
 
 
 def err(msg: str) -> None:
@@ -92,28 +124,124 @@ def gap_checks(results: dict, metric: str = "ndcg@10") -> dict:
         base = results.get("base", {}).get(task)
         if base is not None:
             checks[f"lsvcr_vs_base_{task}"] = _gap(full[metric], base[metric], 0.05)
-        for abl in ABLATION_NAMES:
-            r = results.get(abl, {}).get(task)
+        for other in (*ABLATION_NAMES, "lsvcr_no_prior"):
+            r = results.get(other, {}).get(task)
             if r is not None:
-                checks[f"lsvcr_vs_{abl}_{task}"] = _gap(full[metric], r[metric], None)
+                checks[f"lsvcr_vs_{other}_{task}"] = _gap(full[metric], r[metric], None)
     return checks
+
+
+def paired_intervals(per_query: dict[tuple[str, int], dict[str, np.ndarray]], users: dict[str, np.ndarray],
+                     slices: dict[str, np.ndarray]) -> dict:
+    """LSVCR minus each model of COMPARED on NDCG@10, per task and slice, on the same queries (module
+    docstring): `per_query[(model, seed)][task]` in the stored candidates' row order, `users` and `slices`
+    per task in that order too."""
+    from protocols import clustered  # bench/protocols.py; bench/ is on sys.path when this script runs
+
+    out: dict = {}
+    for other in COMPARED:
+        seeds = sorted(s for m, s in per_query if m == "lsvcr" and (other, s) in per_query)
+        if not seeds:
+            continue
+        block: dict = {"seeds": seeds}
+        for task in users:
+            if any(task not in per_query[(m, s)] for m in ("lsvcr", other) for s in seeds):
+                continue
+            a = np.mean([per_query[("lsvcr", s)][task] for s in seeds], axis=0)
+            b = np.mean([per_query[(other, s)][task] for s in seeds], axis=0)
+            for sl in sorted(set(slices[task]) | {"all"}, key=SLICES.index):
+                keep = np.ones(a.shape[0], bool) if sl == "all" else slices[task] == sl
+                if not keep.any():
+                    continue
+                d, se = clustered(a[keep] - b[keep], users[task][keep])
+                ref = float(b[keep].mean())
+                block[f"{task}_{sl}"] = {"diff": d, "lo": d - 1.96 * se, "hi": d + 1.96 * se,
+                                         "rel": d / ref if ref else None, "queries": int(keep.sum()),
+                                         "users": int(np.unique(users[task][keep]).size)}
+        out[f"lsvcr_vs_{other}"] = block
+    return out
+
+
+def evaluate_per_query(rec, prep, cands) -> tuple[dict, dict[str, np.ndarray]]:
+    """What `models.evaluation.evaluate` reports, by its own steps (`score_candidates`, `ranking_metrics`,
+    `mean_metrics`): {task: {slice: {metric: mean, "queries": n}}} on the test split (slices all, warm and
+    cold under the temporal protocol, all under leave-one-out); plus the per-query NDCG@10 those means
+    average ({task: (N,)}, the stored candidates' row order), which `evaluate` does not return."""
+    rcat = getattr(rec, "catalogue", None)
+    if rcat is not None and rcat.digest() != prep.catalogue.digest():
+        raise ValueError(f"model {rec.name!r} uses a different catalogue than the data: "
+                         f"{rcat.describe_difference(prep.catalogue)}")
+    slices = SLICES if cands.protocol == TEMPORAL else ("all",)
+    means: dict = {}
+    ndcg: dict[str, np.ndarray] = {}
+    for task in ("video", "comment"):
+        scored = score_candidates(rec, prep.splits, cands, prep.catalogue, split="test", task=task)
+        if scored is None:  # e.g. no comment data (MovieLens): no task to report
+            continue
+        rows, scores, labels, valid = scored
+        per_query = ranking_metrics(scores, labels, valid, METRICS)
+        where = rows["slice"].to_numpy() if "slice" in rows.columns else np.full(len(rows), "all")
+        for sl in slices:
+            keep = np.ones(len(rows), bool) if sl == "all" else where == sl
+            n = int(keep.sum())
+            m = mean_metrics({k: v[keep] for k, v in per_query.items()}) if n else dict.fromkeys(METRICS)
+            means.setdefault(task, {})[sl] = m | {"queries": n}
+        ndcg[task] = per_query["ndcg@10"]
+    return means, ndcg
 
 
 _WORKER: dict = {}
 
 
-def _setup(args: argparse.Namespace) -> tuple:
-    """Tables, prepared data and stored candidates, once per process."""
-    if "prep" not in _WORKER:
+def protocol_folder(args: argparse.Namespace, cut: np.datetime64 | None) -> Path:
+    """Where one protocol's checkpoints and candidates go: `leave_one_out/`, or `temporal-<cut>/`."""
+    if cut is None:
+        return Path(args.workdir) / "leave_one_out"
+    return Path(args.workdir) / ("temporal-" + str(cut).removesuffix(".000000").replace(":", ""))
+
+
+def _setup(args: argparse.Namespace) -> dict:
+    """Once per process: the data models train on (`train`, with its leave-one-out candidates `train_cands`
+    for validation) and the data and candidates they are evaluated on (`eval`, `eval_cands`): the same
+    under leave-one-out; under the temporal protocol, the tables before the cut and the temporal splits."""
+    if "train" not in _WORKER:
         torch.set_num_threads(args.threads)
-        tables, source = load_tables(args)
-        prep = prepare_data(tables)
+        if args.protocol == "temporal":
+            _WORKER.update(_temporal_setup(args))
+        else:
+            tables, source = load_tables(args)
+            prep = prepare_data(tables)
+            folder = protocol_folder(args, None)
+            cands = load_or_sample_candidates(prep.splits, prep.catalogue, folder, EvalConfig(seed=0))
+            _WORKER.update(train=prep, train_cands=cands, eval=prep, eval_cands=cands, source=source, folder=folder,
+                           cut=None, log_fp=None, provenance=None)
         if args.train_users < 1.0:
-            prep = _subsample_training_users(prep, args.train_users)
-        work = Path(args.workdir)
-        _WORKER.update(prep=prep, source=source, work=work,
-                       cands=load_or_sample_candidates(prep.splits, prep.catalogue, work, EvalConfig(seed=0)))
-    return _WORKER["prep"], _WORKER["cands"], _WORKER["work"]
+            _WORKER["train"] = _subsample_training_users(_WORKER["train"], args.train_users)
+    return _WORKER
+
+
+def _temporal_setup(args: argparse.Namespace) -> dict:
+    """The tables `harness train --until` trains on and those `harness evaluate --protocol temporal` scores,
+    read by the same function (`_read_logs`), and the temporal splits and candidates `evaluate` builds."""
+    from harness.cli.models_cmd import _read_logs
+    from harness.cli.shared import UserError
+    from models.protocols import Temporal, prepare_temporal
+
+    try:
+        train_tables, log_fp, provenance = _read_logs(Path(args.data), args.until)
+        tables = _read_logs(Path(args.data), args.until, cut=False)[0]
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    cut = np.datetime64(provenance["until"], "us")
+    folder = protocol_folder(args, cut)
+    train = prepare_data(train_tables)
+    del train_tables
+    setup_t = Temporal(cut.astype(np.int64) / 1e6, args.queries_per_user, 0)
+    prep, setup = prepare_temporal(tables, setup_t)
+    return dict(train=train, eval=prep, source=str(args.data), folder=folder, cut=cut, log_fp=log_fp,
+                provenance=provenance,
+                train_cands=load_or_sample_candidates(train.splits, train.catalogue, folder, EvalConfig(seed=0)),
+                eval_cands=load_or_sample_candidates(prep.splits, prep.catalogue, folder, EvalConfig(seed=0), setup))
 
 
 def _subsample_training_users(prep, fraction: float):
@@ -128,15 +256,32 @@ def _subsample_training_users(prep, fraction: float):
     return dataclasses.replace(prep, splits=dataclasses.replace(prep.splits, train=train))
 
 
-def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]:
-    """Train (or fit) one model with one seed and evaluate it on the test split."""
-    prep, cands, work = _setup(args)
+def _window_problem(folder: Path) -> str | None:
+    """Under the temporal protocol, why a checkpoint may have trained past the cut (None: it did not), as
+    `harness evaluate --protocol temporal` checks; None under leave-one-out."""
+    if _WORKER["cut"] is None:
+        return None
+    from harness.logs.window import training_window_problem
+    from models.checkpoint import read_config
+
+    return training_window_problem(read_config(folder).get("training_data"), _WORKER["cut"], _WORKER["log_fp"])
+
+
+def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """Train (or fit) one model with one seed and evaluate it on the test split: the run's log line, the
+    metrics per task and slice, and the per-query NDCG@10 per task."""
+    w = _setup(args)
+    prep, cands = w["train"], w["train_cands"]
     t = time.perf_counter()
     info: dict = {"model": name, "seed": seed}
-    folder = work / f"{name}-{seed}"
+    folder = w["folder"] / f"{name}-{seed}"
+    resumable = args.resume and name != "pop" and (folder / "config.json").exists()
+    problem = _window_problem(folder) if resumable else None
+    if problem:
+        err(f"  {name}/{seed}: not resumed, training again: {folder} {problem}")
     if name == "pop":
         rec = PopRecommender.fit(prep.splits.train, prep.catalogue)
-    elif args.resume and (folder / "config.json").exists():  # a finished run of an interrupted bench
+    elif resumable and not problem:  # a finished run of an interrupted bench
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
         info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"]) | {"resumed": True}
     elif name == "base":
@@ -147,30 +292,45 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict]
                            log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
         rec = res.recommender
         rec.save(folder, data_fingerprint=prep.splits.full.fingerprint(), seed=seed, metrics=res.metrics())
+        _record_training_data(folder)
         info |= _run_info(res.metrics())
     else:
         from models.lsvcr.config import LSVCRConfig
         from models.lsvcr.train import train_lsvcr
 
-        cfg = LSVCRConfig()
-        cfg.stage2.patience = args.patience
-        folder = train_lsvcr(None, folder, ablation=LSVCR_NAMES[name], seed=seed, config=cfg,
+        ablation, prior = LSVCR_NAMES[name]
+        cfg = LSVCRConfig()  # as `harness train --model lsvcr [--no-comment-prior]` builds it
+        cfg = replace(cfg, sr=replace(cfg.sr, comment_prior=prior), stage2=replace(cfg.stage2, patience=args.patience))
+        folder = train_lsvcr(None, folder, ablation=ablation, seed=seed, config=cfg,
                              device=args.device, catalogue=prep.catalogue, splits=prep.splits,
-                             epochs=args.epochs, candidates_dir=work, cache_dir=work / ".lsvcr-cache",
+                             epochs=args.epochs, candidates_dir=w["folder"],
+                             cache_dir=Path(args.workdir) / ".lsvcr-cache",
                              time_budget_s=args.lsvcr_budget or None, progress=False,
                              log=lambda s, n=name, sd=seed: err(f"  {n}/{sd}: {s}"))
+        _record_training_data(folder)
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
         info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"])
     rec.name = name
-    metrics: dict = {}
-    for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test"):
-        if r.n_queries == 0:  # e.g. no comment data (MovieLens): no task to report
-            continue
-        metrics[r.task] = r.metrics
-        info[f"test_{r.task}_ndcg@10"] = r.metrics["ndcg@10"]
+    metrics, per_query = evaluate_per_query(rec, w["eval"], w["eval_cands"])
+    for task, by_slice in metrics.items():
+        for sl, m in by_slice.items():
+            info[f"test_{task}_ndcg@10" if sl == "all" else f"test_{task}_{sl}_ndcg@10"] = m["ndcg@10"]
     info["seconds"] = round(time.perf_counter() - t, 1)
     err("run " + json.dumps(info, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
-    return info, metrics
+    return info, metrics, per_query
+
+
+def _record_training_data(folder: Path) -> None:
+    """Under the temporal protocol, the `training_data` record `harness train --until` writes (which logs,
+    which cut), so the checkpoint passes the same check as `harness evaluate --protocol temporal`'s."""
+    if _WORKER["provenance"] is None:
+        return
+    from models.checkpoint import record_training_data
+
+    record_training_data(folder, _WORKER["provenance"])
+    problem = _window_problem(folder)
+    if problem:
+        raise RuntimeError(f"{folder}: {problem}")
 
 
 def _run_info(m: dict) -> dict:
@@ -191,11 +351,11 @@ def _warm_text_cache(args: argparse.Namespace) -> None:
     from models.lsvcr.stage1 import stage1_boundary_layer
     from models.lsvcr.text import cached_catalogue_embedding_and_boundary
 
-    prep, _, work = _setup(args)
+    prep = _setup(args)["train"]
     t = time.perf_counter()
     lm, cfg = load_llm(None, device=args.device), LSVCRConfig().stage1
     # the same key as train_lsvcr's: final embeddings plus the states entering the tuned top blocks
-    cached_catalogue_embedding_and_boundary(lm, prep.catalogue, work / ".lsvcr-cache",
+    cached_catalogue_embedding_and_boundary(lm, prep.catalogue, Path(args.workdir) / ".lsvcr-cache",
                                             boundary_layer=stage1_boundary_layer(lm, cfg),
                                             max_tokens=cfg.text_max_tokens, batch_size=cfg.embed_batch)
     err(f"pre-trained text cache ready in {time.perf_counter() - t:.1f} s")
@@ -215,8 +375,9 @@ def _watch_parent(parent: int) -> None:
 
 
 def oracle_ceiling(args: argparse.Namespace) -> dict | None:
-    """The oracle rankers of bench/oracle_ceiling.py on the same candidates, when --data is a world."""
-    if not args.data:
+    """The oracle rankers of bench/oracle_ceiling.py on the same candidates, when --data is a world
+    (leave-one-out only: bench/oracle_ceiling.py reads the leave-one-out candidates)."""
+    if not args.data or args.protocol != "leave_one_out":
         return None
     import contextlib
     import io
@@ -226,7 +387,7 @@ def oracle_ceiling(args: argparse.Namespace) -> dict | None:
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
-            ceiling_main(["--data", args.data, "--workdir", str(args.workdir)])
+            ceiling_main(["--data", args.data, "--workdir", str(_WORKER["folder"])])
     except (FileNotFoundError, ValueError, KeyError) as e:  # not a synthetic world: no oracle
         err(f"no oracle ceiling: {e}")
         return None
@@ -235,10 +396,24 @@ def oracle_ceiling(args: argparse.Namespace) -> dict | None:
             for task in ("video", "comment")}
 
 
-def main() -> None:
+def _stats(v: list) -> dict:
+    """Mean and std over seeds (None when the slice held no query)."""
+    if any(x is None for x in v):
+        return {"mean": None, "std": None, "n": len(v)}
+    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="base,pop", help="comma list of base, pop, lsvcr, no_align, no_comments, no_text")
+    ap.add_argument("--models", default="base,pop",
+                    help="comma list of base, pop, lsvcr, lsvcr_no_prior, no_align, no_comments, no_text")
     ap.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
+    ap.add_argument("--protocol", default="leave_one_out", choices=PROTOCOLS, type=lambda s: s.replace("-", "_"),
+                    help="leave_one_out (each user's last events) or temporal (train before --until, test after "
+                         "it, with warm and cold slices)")
+    ap.add_argument("--until", help="temporal only: the cut, an ISO time or experiment-start (synthetic worlds)")
+    ap.add_argument("--queries-per-user", type=int, default=10,
+                    help="temporal only: test queries drawn per user and task after the cut (0 = all)")
     ap.add_argument("--epochs", type=int, default=50, help="max epochs (base and LSVCR stage 2)")
     ap.add_argument("--patience", type=int, default=5,
                     help="early stopping: epochs without a better validation NDCG@5 (base and LSVCR stage 2)")
@@ -258,9 +433,17 @@ def main() -> None:
     ap.add_argument("--data", help="logs folder / .duckdb instead of the default synthetic world")
     ap.add_argument("--workdir", help="where checkpoints, candidates and the LM cache go (default: a temp folder)")
     ap.add_argument("--resume", action="store_true", help="evaluate the checkpoints already in --workdir "
-                    "(`<model>-<seed>/`, e.g. of an interrupted run) instead of training them again")
-    args = ap.parse_args()
+                    "(`<protocol folder>/<model>-<seed>/`, e.g. of an interrupted run) instead of training them again")
+    args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    _WORKER.clear()  # one setup per call (tests call main more than once in a process)
+    if args.protocol == "temporal" and (args.until is None or not args.data):
+        raise SystemExit("--protocol temporal needs --data (logs) and --until (the cut: an ISO time, or "
+                         "experiment-start on a synthetic world)")
+    if args.protocol != "temporal" and args.until is not None:
+        raise SystemExit("--until applies to --protocol temporal only; leave-one-out has no cut")
+    if args.queries_per_user < 0:
+        raise SystemExit(f"--queries-per-user must be >= 0 (0 = all), got {args.queries_per_user}")
     args.workdir = str(Path(args.workdir or tempfile.mkdtemp(prefix="bench-quality-")))
     if not 0.0 < args.train_users <= 1.0:
         raise SystemExit(f"--train-users must be in (0, 1], got {args.train_users}")
@@ -269,21 +452,24 @@ def main() -> None:
     unknown = [m for m in models if m not in ("base", "pop", *LSVCR_NAMES)]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; known: base, pop, {', '.join(LSVCR_NAMES)}")
-    prep, _, work = _setup(args)
+    w = _setup(args)
+    prep, evp, folder = w["train"], w["eval"], w["folder"]
     # checkpoints record the full log's fingerprint, which subsampling does not change: a marker keeps
     # --resume from mixing models trained on different fractions of the users in one work folder
-    marker = work / "train_users.json"
+    marker = folder / "train_users.json"
     held = json.loads(marker.read_text())["train_users"] if marker.exists() else args.train_users
     if held != args.train_users:
-        raise SystemExit(f"{work} holds models trained with --train-users {held}, not {args.train_users}: "
+        raise SystemExit(f"{folder} holds models trained with --train-users {held}, not {args.train_users}: "
                          "use another --workdir")
+    folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"train_users": args.train_users}))
-    source = _WORKER["source"]
-    err(f"data {source}: {prep.splits.full.n_users} users, {prep.catalogue.n_videos} videos; work {work}")
+    source = w["source"]
+    err(f"data {source}: {evp.splits.full.n_users} users, {evp.catalogue.n_videos} videos; protocol "
+        f"{args.protocol}{'' if w['cut'] is None else ' cut ' + str(w['cut'])}; work {folder}")
     if any(m in LSVCR_NAMES and m != "no_text" for m in models):
         _warm_text_cache(args)
     # longest runs first, so parallel jobs finish together
-    cost = {"lsvcr": 0, "no_comments": 1, "no_align": 2, "no_text": 3, "base": 4, "pop": 5}
+    cost = {"lsvcr": 0, "lsvcr_no_prior": 0, "no_comments": 1, "no_align": 2, "no_text": 3, "base": 4, "pop": 5}
     jobs = sorted(((m, s) for m in models for s in seeds), key=lambda j: (cost[j[0]], j[1]))
     if args.jobs > 1:
         import multiprocessing as mp
@@ -295,24 +481,42 @@ def main() -> None:
             done = list(ex.map(run_one, [args] * len(jobs), [m for m, _ in jobs], [s for _, s in jobs]))
     else:
         done = [run_one(args, m, s) for m, s in jobs]
-    per: dict[tuple[str, str], dict[str, list[float]]] = {}
+    per: dict[tuple[str, str, str], dict[str, list]] = {}
+    per_query: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     runs: list[dict] = []
-    for info, metrics in done:
+    for info, metrics, pq in done:
         runs.append(info)
-        for task, mt in metrics.items():
-            d = per.setdefault((info["model"], task), {})
-            for k, v in mt.items():
-                d.setdefault(k, []).append(v)
-    out: dict = {"bench": "quality", "data": source, "seeds": seeds, "threads": args.threads, "jobs": args.jobs,
+        per_query[(info["model"], info["seed"])] = pq
+        for task, by_slice in metrics.items():
+            for sl, mt in by_slice.items():
+                d = per.setdefault((info["model"], task, sl), {})
+                for k, v in mt.items():
+                    if k != "queries":
+                        d.setdefault(k, []).append(v)
+    out: dict = {"bench": "quality", "data": source, "protocol": args.protocol,
+                 "until": None if w["cut"] is None else str(w["cut"]),
+                 "queries_per_user": args.queries_per_user if w["cut"] is not None else None,
+                 "seeds": seeds, "threads": args.threads, "jobs": args.jobs,
                  "lsvcr_budget_s": args.lsvcr_budget, "base_budget_s": args.base_budget,
                  "train_users": args.train_users, "train_video_events": int(prep.splits.train.n_video_events().sum()),
-                 "n_users": prep.splits.full.n_users, "n_videos": prep.catalogue.n_videos, "results": {}}
-    for (name, task), d in per.items():
-        out["results"].setdefault(name, {})[task] = {
-            k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
-            for k, v in d.items()}
+                 "n_users": evp.splits.full.n_users, "n_videos": evp.catalogue.n_videos, "results": {}}
+    rows = {task: w["eval_cands"].rows("test", task) for task in ("video", "comment")}
+    slices = {task: (r["slice"].to_numpy() if "slice" in r.columns else np.full(len(r), "all"))
+              for task, r in rows.items()}
+    out["test_queries"] = {task: {sl: int((s == sl).sum()) if sl != "all" else len(s)
+                                  for sl in (SLICES if w["cut"] is not None else ("all",))}
+                           for task, s in slices.items() if len(s)}
+    for (name, task, sl), d in per.items():
+        if sl == "all":
+            out["results"].setdefault(name, {})[task] = {k: _stats(v) for k, v in d.items()}
+    out["slices"] = {}
+    for (name, task, sl), d in per.items():
+        out["slices"].setdefault(name, {}).setdefault(task, {})[sl] = {k: _stats(d[k]) for k in SLICE_METRICS}
     out["checks"] = gap_checks(out["results"])
+    users = {task: r["user_id"].to_numpy() for task, r in rows.items() if len(r)}
+    out["paired"] = paired_intervals(per_query, users, slices)
     out["oracle_ndcg@10"] = oracle_ceiling(args)
+    out["workdir"] = str(folder)
     out["runs"] = runs
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))

@@ -1,0 +1,104 @@
+"""bench/quality.py on a tiny log: the temporal protocol gives the figures `harness evaluate --protocol temporal`
+gives for the same checkpoints, leave-one-out those of `harness evaluate`, each protocol keeps its checkpoints
+in its own folder, and the paired intervals are the mean per-query difference with its clustered interval."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.logs.store import write_logs
+from tests.models.fixtures import cyclic_world
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+# cyclic_world: user u's 12 requests lie at T0 + u * 100,000 s + 0..660 s; the cut leaves users 0-4 before it
+CUT = "2024-01-06T05:00:00"
+
+
+@pytest.fixture
+def quality(monkeypatch):
+    # appended, not prepended: bench/analysis.py must not shadow the analysis package
+    monkeypatch.setattr(sys, "path", [*sys.path, str(ROOT / "bench")])
+    import quality
+
+    return quality
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    return write_logs(cyclic_world(n_users=10, n_videos=40, n_requests=12), tmp_path_factory.mktemp("q") / "logs")
+
+
+def _bench(quality, capsys, *argv) -> dict:
+    quality.main([str(a) for a in argv])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _cli_eval(*argv) -> dict[tuple[str, str, str], dict]:
+    r = runner.invoke(app, ["evaluate", *map(str, argv), "--json", "--no-store"])
+    assert r.exit_code == 0, r.output
+    return {(x["model"], x["task"], x["slice"]): x for x in json.loads(r.stdout.strip().splitlines()[-1])["results"]}
+
+
+def test_protocols_match_harness_evaluate_in_separate_folders(quality, logs, tmp_path, capsys) -> None:
+    work, ck = tmp_path / "work", tmp_path / "ck"
+    r = runner.invoke(app, ["train", "--model", "pop", "--data", str(logs), "--until", CUT, "--out", str(ck / "pop")])
+    assert r.exit_code == 0, r.output
+    common = ("--data", logs, "--workdir", work, "--models", "base,pop", "--seeds", "0", "--epochs", "1")
+    out = _bench(quality, capsys, *common, "--protocol", "temporal", "--until", CUT)
+    folder = work / "temporal-2024-01-06T050000"
+    assert out["protocol"] == "temporal" and out["until"].startswith("2024-01-06T05:00:00")
+    assert out["workdir"] == str(folder) and (folder / "base-0" / "config.json").exists()
+    for task, n in out["test_queries"].items():
+        assert n["all"] == n["warm"] + n["cold"] > 0, task
+    # the bench's base checkpoint passes the CLI's trained-before-the-cut check and ranks the same there
+    cli = _cli_eval("--models", f"base-0,{ck / 'pop'}", "--checkpoints", folder, "--data", logs,
+                    "--protocol", "temporal", "--until", CUT)
+    for (model, task, sl), x in cli.items():
+        got = out["slices"]["base" if model == "base-0" else model][task][sl]
+        for m in ("ndcg@10", "recall@10"):
+            assert (got[m]["mean"] is None) if x["n_queries"] == 0 else got[m]["mean"] == pytest.approx(x["metrics"][m])
+        if sl == "all":
+            assert out["results"]["base" if model == "base-0" else model][task]["ndcg@10"]["mean"] == \
+                pytest.approx(x["metrics"]["ndcg@10"])
+
+    loo = _bench(quality, capsys, *common)
+    assert loo["protocol"] == "leave_one_out" and loo["until"] is None
+    assert (work / "leave_one_out" / "base-0" / "config.json").exists()
+    cli = _cli_eval("--models", "base-0", "--checkpoints", work / "leave_one_out", "--data", logs)
+    for (_, task, _), x in cli.items():
+        assert loo["results"]["base"][task]["ndcg@10"]["mean"] == pytest.approx(x["metrics"]["ndcg@10"])
+        assert set(loo["slices"]["base"][task]) == {"all"}
+
+    again = _bench(quality, capsys, *common, "--protocol", "temporal", "--until", CUT, "--resume")
+    base = [r for r in again["runs"] if r["model"] == "base"][0]
+    assert base.get("resumed") is True  # its own protocol's checkpoint, not leave-one-out's
+    assert again["slices"]["base"] == out["slices"]["base"]
+
+
+def test_paired_intervals_pair_queries_and_average_seeds(quality) -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    users = {"video": np.arange(n) // 2}  # two queries per user
+    slices = {"video": np.where(np.arange(n) % 4 == 0, "cold", "warm")}
+    base = rng.random(n)
+    per_query = {("lsvcr", s): {"video": base + 0.1 + 0.01 * s} for s in (0, 1)}
+    per_query |= {("base", s): {"video": base} for s in (0, 1, 2)} | {("no_text", 0): {"video": base + 0.2}}
+    out = quality.paired_intervals(per_query, users, slices)
+    assert set(out) == {"lsvcr_vs_base", "lsvcr_vs_no_text"}
+    b = out["lsvcr_vs_base"]
+    assert b["seeds"] == [0, 1] and set(b) == {"seeds", "video_all", "video_warm", "video_cold"}
+    assert b["video_all"]["diff"] == pytest.approx(0.105) and b["video_all"]["queries"] == n
+    assert b["video_cold"]["queries"] == n // 4 and b["video_all"]["users"] == n // 2
+    assert b["video_all"]["hi"] - b["video_all"]["lo"] == pytest.approx(0, abs=1e-9)  # a constant difference
+    assert out["lsvcr_vs_no_text"]["video_all"]["diff"] == pytest.approx(-0.1)
+    noisy = {k: {"video": v["video"] + rng.normal(0, 0.1, n)} for k, v in per_query.items()}
+    w = quality.paired_intervals(noisy, users, slices)["lsvcr_vs_base"]["video_all"]
+    assert w["lo"] < w["diff"] < w["hi"] and 0.0 < w["hi"] - w["lo"] < 0.1
