@@ -42,7 +42,7 @@ def _bench(quality, capsys, *argv) -> dict:
 
 
 def _cli_eval(*argv) -> dict[tuple[str, str, str], dict]:
-    r = runner.invoke(app, ["evaluate", *map(str, argv), "--json", "--no-store"])
+    r = runner.invoke(app, ["evaluate", *map(str, argv), "--json", "--no-store", "--threads", "1"])
     assert r.exit_code == 0, r.output
     return {(x["model"], x["task"], x["slice"]): x for x in json.loads(r.stdout.strip().splitlines()[-1])["results"]}
 
