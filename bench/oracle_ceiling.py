@@ -53,7 +53,9 @@ def comment_scores(world: World, users: np.ndarray, cand: np.ndarray) -> dict[st
     laws = oc.comment_laws(world, a, c)
     p_dwell = 1.0 - ndtr((np.log(3.0) - laws["dwell_mu"]) / b.dwell_sigma)
     p_eng = 1.0 - (1.0 - p_dwell) * (1.0 - laws["p_like"]) * (1.0 - laws["p_reply"])
-    ex = world.comment_exposure[c]
+    # the logging ranking the user saw under that video (world v2 personalises it: comment_variant)
+    variant = world.comment_variant(users, world.comment_video[c[:, 0]])  # a query's candidates share a video
+    ex = world.comment_exposure[c, variant[:, None]]
     return {"oracle": ex * p_eng, "exposure": ex, "affinity": p_eng,
             "like_count": world.comment_likes[c].astype(np.float64)}
 
