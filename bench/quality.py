@@ -67,11 +67,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.adapters import load_recommender  # noqa: E402
-from models.evaluation import EvalConfig, load_or_sample_candidates, score_candidates  # noqa: E402
+from models.evaluation import EvalConfig, evaluate, load_or_sample_candidates  # noqa: E402
 from models.histories import prepare_data  # noqa: E402
-from models.metrics import METRICS, mean_metrics, ranking_metrics  # noqa: E402
+from models.metrics import METRICS  # noqa: E402
 from models.pop import PopRecommender  # noqa: E402
-from models.protocols import SLICES, TEMPORAL  # noqa: E402
+from models.protocols import SLICES  # noqa: E402
 from models.train_sasrec import TrainConfig, train_sasrec  # noqa: E402
 
 # model name -> (ablation, comment_prior) of train_lsvcr
@@ -163,30 +163,19 @@ def paired_intervals(per_query: dict[tuple[str, int], dict[str, np.ndarray]], us
 
 
 def evaluate_per_query(rec, prep, cands) -> tuple[dict, dict[str, np.ndarray]]:
-    """What `models.evaluation.evaluate` reports, by its own steps (`score_candidates`, `ranking_metrics`,
-    `mean_metrics`): {task: {slice: {metric: mean, "queries": n}}} on the test split (slices all, warm and
-    cold under the temporal protocol, all under leave-one-out); plus the per-query NDCG@10 those means
-    average ({task: (N,)}, the stored candidates' row order), which `evaluate` does not return."""
-    rcat = getattr(rec, "catalogue", None)
-    if rcat is not None and rcat.digest() != prep.catalogue.digest():
-        raise ValueError(f"model {rec.name!r} uses a different catalogue than the data: "
-                         f"{rcat.describe_difference(prep.catalogue)}")
-    slices = SLICES if cands.protocol == TEMPORAL else ("all",)
+    """`models.evaluation.evaluate` on the test split as {task: {slice: {metric: mean, "queries": n}}} (slices
+    all, warm and cold under the temporal protocol, all under leave-one-out; an empty slice's means are
+    null), and each query's NDCG@10 ({task: (N,)}, the stored candidates' row order) for the paired
+    intervals; a task without data (MovieLens has no comments) is left out."""
     means: dict = {}
     ndcg: dict[str, np.ndarray] = {}
-    for task in ("video", "comment"):
-        scored = score_candidates(rec, prep.splits, cands, prep.catalogue, split="test", task=task)
-        if scored is None:  # e.g. no comment data (MovieLens): no task to report
+    for r in evaluate(rec, prep.splits, cands, prep.catalogue, split="test", metrics=METRICS, per_query=True):
+        if r.slice == "all" and r.per_query is None:  # no queries of this task at all
             continue
-        rows, scores, labels, valid = scored
-        per_query = ranking_metrics(scores, labels, valid, METRICS)
-        where = rows["slice"].to_numpy() if "slice" in rows.columns else np.full(len(rows), "all")
-        for sl in slices:
-            keep = np.ones(len(rows), bool) if sl == "all" else where == sl
-            n = int(keep.sum())
-            m = mean_metrics({k: v[keep] for k, v in per_query.items()}) if n else dict.fromkeys(METRICS)
-            means.setdefault(task, {})[sl] = m | {"queries": n}
-        ndcg[task] = per_query["ndcg@10"]
+        means.setdefault(r.task, {})[r.slice] = {k: (None if np.isnan(v) else v) for k, v in r.metrics.items()} | {
+            "queries": r.n_queries}
+        if r.per_query is not None:
+            ndcg[r.task] = r.per_query["ndcg@10"]
     return means, ndcg
 
 

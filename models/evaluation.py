@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,9 @@ class TaskResult:
     metrics: dict[str, float]
     protocol: str = LEAVE_ONE_OUT
     slice: str = "all"
+    # with evaluate(..., per_query=True), on the "all" result: each query's metrics (N,) in the stored
+    # candidates' row order (paired comparisons of two models on the same queries)
+    per_query: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def to_rows(self, seed: int) -> list[dict]:
         """Rows for the results store's `ranking_metrics` table."""
@@ -269,9 +272,11 @@ def evaluate(
     tasks: tuple[str, ...] = TASKS,
     batch_users: int = 256,
     metrics: tuple[str, ...] = METRICS,
+    per_query: bool = False,
 ) -> list[TaskResult]:
     """Score the stored candidates with `recommender` and average the metrics over queries: one result per
-    task on all queries, and under the temporal protocol one per slice (warm, cold) as well.
+    task on all queries, and under the temporal protocol one per slice (warm, cold) as well; `per_query`
+    keeps each query's metrics on the "all" results.
 
     `catalogue` is the data's; the recommender must use the same one (checked by digest when it
     exposes `catalogue`), since histories are built in its index space.
@@ -293,12 +298,13 @@ def evaluate(
                         for sl in slices]
             continue
         rows, scores, labels, valid = scored
-        per_query = ranking_metrics(scores, labels, valid, metrics)
+        each = ranking_metrics(scores, labels, valid, metrics)
         where = rows["slice"].to_numpy() if "slice" in rows.columns else np.full(len(rows), "all")
         for sl in slices:
             keep = np.ones(len(rows), bool) if sl == "all" else where == sl
             n = int(keep.sum())
-            means = (mean_metrics({m: v[keep] for m, v in per_query.items()}) if n
+            means = (mean_metrics({m: v[keep] for m, v in each.items()}) if n
                      else {m: float("nan") for m in metrics})
-            results.append(TaskResult(recommender.name, task, split, n, means, protocol, sl))
+            results.append(TaskResult(recommender.name, task, split, n, means, protocol, sl,
+                                      each if per_query and sl == "all" else None))
     return results

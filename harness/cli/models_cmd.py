@@ -309,7 +309,7 @@ def evaluate(
             _store(results, db, names, seed, log_fp, digests, checkpoints, split.value, settings)
     if as_json:
         print_json({"split": split.value, "seed": seed, "data_fingerprint": log_fp, **settings,
-                    "results": [r.__dict__ for r in results]})
+                    "results": [{k: v for k, v in r.__dict__.items() if k != "per_query"} for r in results]})
         return
     _print_table(results, split.value, settings)
 

@@ -74,3 +74,7 @@ def test_evaluate_pop_against_direct_rank(prep) -> None:
     assert video.metrics["recall@10"] == pytest.approx(np.mean(hits))
     # the fixture likes each video's most-liked comment: the like-count rule is perfect
     assert comment.metrics["recall@1"] == pytest.approx(1.0)
+    # per_query=True keeps each query's metrics on the "all" results: the hand-ranked hits, in row order
+    (video_q, _) = evaluate(pop, prep.splits, c, prep.catalogue, per_query=True)
+    assert video.per_query is None and video_q.metrics == video.metrics
+    np.testing.assert_array_equal(video_q.per_query["recall@10"], np.asarray(hits, float))
