@@ -132,8 +132,10 @@ def replay_cmd(
     as_json: bool = JsonOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse scores, the reward model and the truth of an "
-                                                                "earlier run on the same logs and checkpoints "
-                                                                "(.harness-cache/replay)."),
+                                                                "earlier run on the same logs and checkpoints, and "
+                                                                "the window split by user batch "
+                                                                "(.harness-cache/replay; --no-cache: a temporary "
+                                                                "split, removed after the run)."),
     engine: str = typer.Option("local", "--engine", help="Where the user batches run: local (this process) or ray "
                                                          "(a pool of Ray actors; docs/scale.md). Same results."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="--engine ray: connect to this Ray cluster "
