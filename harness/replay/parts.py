@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from harness.logs.store import LogStore
+from harness.replay.data import ReplayDataError
 
 VERSION = 1
 WINDOW_TABLES = ("requests", "impressions", "comment_impressions", "candidates")
@@ -157,6 +158,11 @@ class WindowParts:
 
     def source(self, b: int) -> BatchSource:
         """Batch b's rows under the log tables' names (a table the logs lack stays absent)."""
+        if not (self.root / "manifest.json").is_file():
+            raise ReplayDataError(
+                f"the window split by batch is not readable at {self.root} from this process: a Ray worker on "
+                "another node sees only shared storage. Run the replay with the cache on (not --no-cache) from a "
+                "working directory every node mounts at the same path, or with --engine local")
         con = duckdb.connect()
         for name in WINDOW_TABLES:
             schema = self.root / "_schema" / f"{name}.parquet"

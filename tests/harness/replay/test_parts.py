@@ -14,7 +14,7 @@ import pytest
 from harness.logs.store import LogStore
 from harness.logs.window import experiment_start
 from harness.replay import batches as B
-from harness.replay.data import load_window, window_users
+from harness.replay.data import ReplayDataError, load_window, window_users
 from harness.replay.parts import WindowParts
 from harness.simulate.config import WorldConfig
 from harness.simulate.generate import simulate
@@ -109,3 +109,12 @@ def test_a_temporary_partition_is_removed(store) -> None:
     assert parts.owned and top.exists()
     parts.discard()
     assert not top.exists()
+
+
+def test_a_partition_a_worker_cannot_see_is_a_clear_error(store, tmp_path) -> None:
+    """A Ray worker on another node given a temporary (driver-local) partition: the message says what to do."""
+    start, end, users, batch = _window(store)
+    parts = WindowParts.ensure(store, start, end, users, batch, folder=tmp_path, fingerprint=store.fingerprint())
+    elsewhere = WindowParts(tmp_path / "not-mounted-here", parts.n_batches, parts.rows, parts.bytes)
+    with pytest.raises(ReplayDataError, match="not readable at .*not-mounted-here.*shared storage"):
+        elsewhere.source(0)
