@@ -113,7 +113,6 @@ class WindowParts:
     def _build(cls, logs: LogStore, start: np.datetime64, end: np.datetime64 | None, users: np.ndarray,
                batch: np.ndarray, root: Path, n_b: int, *, owned: bool) -> WindowParts:
         root.mkdir(parents=True)
-        have = set(logs.query("SELECT table_name FROM information_schema.tables").column("table_name").to_pylist())
         assign = pa.table({"user_id": pa.array(users, pa.int64()), "batch": pa.array(batch, pa.int64())})
         con: duckdb.DuckDBPyConnection = logs.con
         view = f"__batch_of_{os.getpid()}"
@@ -135,8 +134,6 @@ class WindowParts:
         try:
             con.execute("SET preserve_insertion_order = false")  # lets COPY stream without keeping row order
             for name, (sql, params) in selects.items():
-                if name not in have:
-                    continue
                 (root / name).mkdir()
                 schema = root / "_schema" / f"{name}.parquet"  # the columns, for a batch without rows here
                 schema.parent.mkdir(exist_ok=True)
@@ -157,7 +154,7 @@ class WindowParts:
         return sorted(str(p) for p in (self.root / table / f"batch={b}").glob("*.parquet"))
 
     def source(self, b: int) -> BatchSource:
-        """Batch b's rows under the log tables' names (a table the logs lack stays absent)."""
+        """Batch b's rows under the log tables' names (a table the logs lack is empty, as in the `LogStore`)."""
         if not (self.root / "manifest.json").is_file():
             raise ReplayDataError(
                 f"the window split by batch is not readable at {self.root} from this process: a Ray worker on "
@@ -166,8 +163,6 @@ class WindowParts:
         con = duckdb.connect()
         for name in WINDOW_TABLES:
             schema = self.root / "_schema" / f"{name}.parquet"
-            if not schema.exists():
-                continue
             files = self.files(name, b) or [str(schema)]
             listed = ", ".join(_sql_path(Path(f)) for f in files)
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = false)")
@@ -189,8 +184,7 @@ class BatchSource:
         return self.con.sql(sql, params=params).to_arrow_table()
 
     def tables(self, names: Sequence[str] = HISTORY_TABLES) -> dict[str, pa.Table]:
-        have = {r[0] for r in self.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        return {n: self.con.sql(f"SELECT * FROM {n}").to_arrow_table() for n in names if n in have}
+        return {n: self.con.sql(f"SELECT * FROM {n}").to_arrow_table() for n in names}
 
     def close(self) -> None:
         self.con.close()
