@@ -2,7 +2,9 @@
 
 Video recommendation: for each user's validation / test target (leave-one-out, `models.histories`),
 rank the target among 99 negatives drawn uniformly without replacement from the videos the user never
-engaged with (in the whole log); fewer when the catalogue is too small. Comment recommendation: for
+engaged with (in the whole log) among those published by the data's last request (`Splits.available`:
+the validation of a model trained on logs cut before later uploads never meets them); fewer when the
+catalogue is too small. Comment recommendation: for
 the user's validation / test comment-history record, rank the watched video's comments: all of them
 when there are at most 100, else all positives (the comments the user engaged with) plus uniformly
 sampled negatives up to 100. The query time is the target's time: the model is handed only the events
@@ -90,6 +92,8 @@ def candidates_key(splits: Splits, catalogue: Catalogue, config: EvalConfig,
     h.update(repr(sorted(asdict(config).items())).encode())
     if temporal is not None:  # leave-one-out keys stay what they were, so stored files are reused
         h.update(temporal.digest().encode())
+    if splits.available is not None:  # likewise: only data cut before later uploads changes the key
+        h.update(b"available:" + np.packbits(splits.available).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -108,6 +112,8 @@ def sample_candidates(splits: Splits, catalogue: Catalogue, config: EvalConfig |
         for row in targets.video.itertuples(index=False):
             seen = np.unique(log.user_videos(row.user_row))
             pool = np.arange(1, V + 1)
+            if splits.available is not None:  # data cut before later uploads: those are no negatives
+                pool = pool[splits.available[1:]]
             if temporal is not None:
                 pool = pool[temporal.published[1:] <= row.time]
             # Uniform without replacement over the unseen videos of the pool: draw a rank among them and map it

@@ -290,6 +290,10 @@ class Splits:
     valid: EvalTargets
     test: EvalTargets
     likes: CommentLikes | None = None  # comment like counts as of any time; None = the catalogue's snapshot
+    # (V+1,) the videos published by the data's last request (`publish_times`), index 0 False; None = every
+    # video. Trained on data cut before later uploads, a model must not meet those uploads as training or
+    # validation negatives: that would teach it the future catalogue (and to rank new uploads last)
+    available: np.ndarray | None = None
 
 
 def first_query_times(n_users: int, *targets: pd.DataFrame) -> np.ndarray:
@@ -357,4 +361,24 @@ def prepare_data(tables: dict, config: HistoryConfig | None = None) -> PreparedD
         raise ModelInputError("the logs hold no engaged video event (liked or watched); nothing to train or evaluate")
     splits = leave_one_out(log)
     splits.likes = CommentLikes.from_tables(catalogue, tables["requests"], tables.get("comment_impressions"))
+    splits.available = available_videos(catalogue, tables)
     return PreparedData(catalogue, splits)
+
+
+def available_videos(catalogue: Catalogue, tables: dict) -> np.ndarray | None:
+    """`Splits.available`: the videos whose `videos.published_at` is not after the last request of `tables`
+    (None when that is all of them). Only a known upload time counts: without `published_at` every video is
+    available, as before (a video the logs never showed may still have existed)."""
+    videos, requests = tables["videos"], tables["requests"]
+    vdf = videos.to_pandas() if isinstance(videos, pa.Table) else videos
+    ts = requests.column("ts").to_pandas() if isinstance(requests, pa.Table) else requests["ts"]
+    if "published_at" not in vdf.columns or len(ts) == 0:
+        return None
+    later = vdf[vdf["published_at"].notna()]
+    later = later[_seconds(later["published_at"]) > float(_seconds(ts).max())]
+    if later.empty:
+        return None
+    available = np.ones(catalogue.n_videos + 1, bool)
+    available[0] = False
+    available[catalogue.video_index(later["video_id"].to_numpy(np.int64))] = False
+    return available

@@ -6,7 +6,8 @@ read from the state at its last visible event i (time < t_j) in the window the s
 i from. So an epoch predicts every training event once, with the same context it gets at scoring time.
 
 Loss per target: -log softmax(h_i E^T)[v_j] over all V videos (the pad column excluded), averaged over
-the batch's targets. After each epoch the model scores the stored validation candidates; the epoch
+the batch's targets; on data cut before later uploads (`Splits.available`), over the videos published by
+then: an upload after the cut is no negative, so its row stays as initialised until the model meets it. After each epoch the model scores the stored validation candidates; the epoch
 with the best validation NDCG@5 is kept and training stops after `patience` epochs without
 improvement (LSVCR's protocol), or at the time budget (`max_seconds`, step granularity); the epoch
 loop, its budget and `stopped_by` are `models.training_loop`'s, shared with LSVCR stage 2.
@@ -126,6 +127,11 @@ class _SASRecEpochs:
     catalogue: Catalogue
     total: float = 0.0  # the epoch's summed target losses
     count: int = 0  # and targets
+    unavailable: torch.Tensor | None = None  # (V+1,) videos published after the data's end: no negatives
+
+    def __post_init__(self) -> None:
+        if self.splits.available is not None:
+            self.unavailable = torch.from_numpy(~self.splits.available).to(self.cfg.device)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         self.total, self.count = 0.0, 0
@@ -138,7 +144,10 @@ class _SASRecEpochs:
         local = np.repeat(np.arange(batch.shape[0]), np.diff(data.offsets)[batch])
         h = model.encode(data.seqs[batch].to(dev))  # (Bw, T, d)
         user = h[torch.from_numpy(local).to(dev), data.pos[idx].to(dev)]  # (Nt, d)
-        loss = F.cross_entropy(model.logits_all(user), data.item[idx].to(dev))
+        logits = model.logits_all(user)
+        if self.unavailable is not None:
+            logits = logits.masked_fill(self.unavailable, float("-inf"))
+        loss = F.cross_entropy(logits, data.item[idx].to(dev))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -165,12 +165,17 @@ class Stage1Config:
         return _from_dict(cls, {"swap_item_p": 1.0, "item_grad": False, **data})
 
 
+STAGE2_TASKS = ("both", "video", "comment")
+
+
 @dataclass
 class Stage2Config:
     """Stage 2 (fine-tuning). `batch_users` users per step; each contributes all its queries.
 
     The paper's batch of 512 samples corresponds to a few users' worth of (query, target) pairs here,
-    since one causal pass per user yields a training query at every history event.
+    since one causal pass per user yields a training query at every history event. `task`: "both" (the
+    default: one joint model) or "video" / "comment", one model per task as the paper trains them: the
+    other task's loss is left out and the epoch is chosen on this task's validation NDCG@5 alone.
     """
 
     epochs: int = 50
@@ -184,8 +189,10 @@ class Stage2Config:
     w_idtext: float = 0.1
     grad_clip: float = 1.0
     max_seconds: float | None = None
+    task: str = "both"
 
     def __post_init__(self) -> None:
+        _check(self.task in STAGE2_TASKS, f"Stage2Config.task must be one of {STAGE2_TASKS}, got {self.task!r}")
         _check(self.epochs >= 1, f"Stage2Config.epochs must be >= 1, got {self.epochs}")
         _check(self.patience >= 1, "Stage2Config.patience must be >= 1")
         _check(self.lr > 0 and self.weight_decay >= 0, "Stage2Config: lr > 0 and weight_decay >= 0")

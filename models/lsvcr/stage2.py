@@ -5,11 +5,15 @@ ablations), add the video ID table and the scalar gate (init 1.0); the LM is gon
 every title and comment are fixed inputs. One causal pass per user gives a training query at every
 history event:
 
-    video:   -log softmax_v(cos(u_i, item_v) / tau)[v_i]  over all videos, u_i read as of t_i
+    video:   -log softmax_v(cos(u_i, item_v) / tau)[v_i]  over all videos (those published by the data's
+             last request, `Splits.available`: a later upload is no negative), u_i read as of t_i
     comment: -log softmax(cos(u_j, A t(c)) / tau)[0] over the record's positive c_0 and up to 19
              other comments of the same video (uniform, without replacement)
     ID-text: 1/2 InfoNCE(id -> text) + 1/2 InfoNCE(text -> id) over the distinct videos of the batch
     loss = video + w_comment * comment + 0.1 * ID-text
+
+(`Stage2Config.task` "video" or "comment" trains one model per task, as the paper does: the other task's
+term is not computed and validation reads this task alone.)
 
 AdamW (lr 1e-3, weight decay 1e-5). After every epoch the stored validation candidates are scored
 (`models.evaluation.evaluate`); the selection metric is the mean of the two tasks' NDCG@5, the best
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 from models.batch import UserHistories, visible_count
 from models.budget import StepBudget
 from models.catalogue import Catalogue
-from models.evaluation import EvalCandidates, evaluate
+from models.evaluation import TASKS, EvalCandidates, evaluate
 from models.histories import EventLog, Splits
 from models.lsvcr.adapter import LSVCRRecommender
 from models.lsvcr.config import LSVCRConfig, SRConfig, Stage2Config
@@ -181,19 +185,20 @@ def segment_histories(log: EventLog, seg: Segments, idx: np.ndarray) -> tuple[Us
 
 def stage2_batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor, cfg: Stage2Config,
                         rng: np.random.Generator, known: torch.Tensor, vmask: torch.Tensor | None = None,
-                        cmask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        cmask: torch.Tensor | None = None, unavailable: torch.Tensor | None = None
+                        ) -> dict[str, torch.Tensor]:
     """Losses of one batch; `vmask` / `cmask` select the events to predict (default: all).
 
     The text MLP runs once per step: over every title and over the union of the comment rows the
     step reads (history videos' popular comments, the users' comments, the candidates)."""
     rows = torch.cat([model.popular_comment[hist.video_ids].flatten(), hist.comment_ids.flatten(), cands.flatten()])
     with model.text_cache(comments=rows):
-        return _batch_losses(model, hist, cands, cfg, rng, known, vmask, cmask)
+        return _batch_losses(model, hist, cands, cfg, rng, known, vmask, cmask, unavailable)
 
 
 def _batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor, cfg: Stage2Config,
                   rng: np.random.Generator, known: torch.Tensor, vmask: torch.Tensor | None,
-                  cmask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                  cmask: torch.Tensor | None, unavailable: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     st = model.encode(hist.video_ids, hist.video_time, hist.comment_video_ids, hist.comment_ids, hist.comment_time)
     zero = model.pos_video.weight.sum() * 0.0
     out: dict[str, torch.Tensor] = {}
@@ -202,15 +207,22 @@ def _batch_losses(model: LSVCRSR, hist: UserHistories, cands: torch.Tensor, cfg:
     ok = (hist.video_ids > 0) & (visible_count(hist.video_time, qv) >= 1)
     if vmask is not None:
         ok &= vmask
+    if cfg.task == "comment":
+        ok = torch.zeros_like(ok)
     if ok.any():
         u = model.user_video(st, qv)[ok]  # (N, d)
-        out["video"] = F.cross_entropy(model.score_all_videos(u), hist.video_ids[ok])
+        logits = model.score_all_videos(u)
+        if unavailable is not None:  # uploads after the data's end are no negatives (Splits.available)
+            logits = logits.masked_fill(unavailable, float("-inf"))
+        out["video"] = F.cross_entropy(logits, hist.video_ids[ok])
     else:
         out["video"] = zero
     # comment task: every record with a positive and at least one negative
     okc = (cands[..., 0] > 0) & (cands[..., 1] > 0)
     if cmask is not None:
         okc &= cmask
+    if cfg.task == "video":
+        okc = torch.zeros_like(okc)
     if okc.any():
         u = model.user_comment(st, hist.comment_time, hist.comment_video_ids)  # (B, Lc, d)
         s = model.comment_logits(u[okc], cands[okc])  # (N, 1 + n_neg)
@@ -259,6 +271,11 @@ class _Stage2Epochs:
     candidates: EvalCandidates
     catalogue: Catalogue
     sums: dict[str, float] = field(default_factory=dict)  # the epoch's summed losses
+    unavailable: torch.Tensor | None = None  # (V+1,) uploads after the data's end (Splits.available)
+
+    def __post_init__(self) -> None:
+        if self.splits.available is not None:
+            self.unavailable = torch.from_numpy(~self.splits.available).to(self.device)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         self.sums = {}
@@ -269,7 +286,7 @@ class _Stage2Epochs:
         hist, vmask, cmask = segment_histories(self.train, self.seg, batch)
         cands = comment_candidates(hist, self.off, self.by_video, self.cfg.n_comment_neg, self.rng).to(dev)
         losses = stage2_batch_losses(model, hist.to(dev), cands, self.cfg, self.rng, self.known, vmask.to(dev),
-                                     cmask.to(dev))
+                                     cmask.to(dev), self.unavailable)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
@@ -283,7 +300,8 @@ class _Stage2Epochs:
     def validate(self, run: EpochPass) -> Validation:
         sums = {k: v / max(run.steps, 1) for k, v in self.sums.items()} or {
             k: float("nan") for k in ("video", "comment", "idtext", "total")}
-        res = evaluate(self.rec, self.splits, self.candidates, self.catalogue, split="valid")
+        tasks = TASKS if self.cfg.task == "both" else (self.cfg.task,)
+        res = evaluate(self.rec, self.splits, self.candidates, self.catalogue, split="valid", tasks=tasks)
         valid = {f"{r.task}_{m}": v for r in res if r.n_queries for m, v in r.metrics.items()}
         ndcg = [r.metrics["ndcg@5"] for r in res if r.n_queries]
         score = float(np.mean(ndcg)) if ndcg else -float(sums["total"])
@@ -317,14 +335,17 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
         off, by_video = _comments_by_video(catalogue)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         seg = make_segments(train, cfg.segment_len, sr_cfg.max_len)
-        useful = ((seg.v1 - seg.vq) > 0) & ((seg.v1 - seg.v0) >= 2) | ((seg.c1 - seg.cq) > 0)
+        has_video = ((seg.v1 - seg.vq) > 0) & ((seg.v1 - seg.v0) >= 2)
+        has_comment = (seg.c1 - seg.cq) > 0
+        useful = {"both": has_video | has_comment, "video": has_video, "comment": has_comment}[cfg.task]
         rows = np.flatnonzero(useful)
         if not len(rows):
             raise ValueError("stage 2 needs users with at least 2 video events or 1 comment record in training")
         trainer = _Stage2Epochs(model, rec, opt, cfg, train, seg, rows, known, off, by_video, rng, device, splits,
                                 candidates, catalogue)
         settings = LoopSettings(cfg.epochs, cfg.patience, label="stage 2", progress=progress,
-                                score_name="validation NDCG@5 (mean of the tasks)")
+                                score_name="validation NDCG@5 (mean of the tasks)" if cfg.task == "both"
+                                else f"validation {cfg.task} NDCG@5")
         loop = run_epochs(model, trainer, settings, budget=StepBudget(cfg.max_seconds, start=t0), log=log)
     best_valid = loop.best.metrics if loop.best is not None else {}
     return Stage2Result(rec, loop.best_epoch, best_valid, loop.history, time.perf_counter() - t0, loop.stopped_by)

@@ -186,3 +186,42 @@ def test_sasrec_time_budget_stops_at_step_granularity(tmp_path):
     assert len(res.history) == 3 and res.stopped_by == "max_epochs"
     with pytest.raises(ValueError, match="max_seconds"):
         TrainConfig(max_seconds=0)
+
+
+def test_one_model_per_task_leaves_the_other_task_out():
+    """Stage2Config.task: the joint loss is the sum of the terms; "video" / "comment" drop the other task's
+    term (its value and its gradient), keep the ID-text term, and the joint terms are unchanged."""
+    torch.manual_seed(0)
+    cat, tab = catalogue(), tables()
+    model = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, dropout=0.0))
+    model.set_text(tab.title_emb, tab.title_has, tab.comment_emb, tab.comment_has, torch.from_numpy(cat.popular_comment))
+    hist = random_histories(3, 12, 6, 3, V, C, seed=1)
+    off, by_video = _comments_by_video(cat)
+    cands = comment_candidates(hist, off, by_video, 2, np.random.default_rng(0))
+    known = torch.ones(V + 1, dtype=torch.bool)
+    known[0] = False
+
+    def run(task: str):
+        cfg = Stage2Config(task=task, w_comment=0.7)
+        model.zero_grad()
+        out = stage2_batch_losses(model, hist, cands, cfg, np.random.default_rng(1), known)
+        out["total"].backward()
+        return ({k: float(v.detach()) for k, v in out.items()},
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    (both, _), (video, gv), (comment, gc) = run("both"), run("video"), run("comment")
+    assert both["video"] > 0 and both["comment"] > 0 and both["idtext"] > 0
+    assert both["total"] == pytest.approx(both["video"] + 0.7 * both["comment"] + 0.1 * both["idtext"], rel=1e-6)
+    assert video["comment"] == 0.0 and video["video"] == pytest.approx(both["video"], rel=1e-6)
+    assert video["total"] == pytest.approx(video["video"] + 0.1 * video["idtext"], rel=1e-6)
+    assert comment["video"] == 0.0 and comment["comment"] == pytest.approx(both["comment"], rel=1e-6)
+    assert comment["total"] == pytest.approx(0.7 * comment["comment"] + 0.1 * comment["idtext"], rel=1e-6)
+    # the comment tower's own head and like prior learn from the comment model only, the video head from
+    # the video model only
+    def moved(grads: dict, prefix: str) -> bool:
+        return any(bool(g.abs().any()) for n, g in grads.items() if n.startswith(prefix))
+
+    assert moved(gc, "comment_head.") and moved(gc, "like_") and not moved(gc, "video_head.")
+    assert moved(gv, "video_head.") and not moved(gv, "comment_head.") and not moved(gv, "like_")
+    with pytest.raises(ValueError, match="Stage2Config.task"):
+        Stage2Config(task="videos")

@@ -159,6 +159,29 @@ def test_stage2_budget_validates_a_partial_last_epoch(world):
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("task", ["video", "comment"])
+def test_one_stage2_model_per_task_selects_on_its_task(world, task):
+    """Stage2Config.task: validation scores this task only, and the kept epoch is the one with its best
+    NDCG@5 (the joint model's score is the mean of both tasks)."""
+    from models.lsvcr.stage2 import run_stage2
+    from models.lsvcr.text import TextTables
+
+    cfg = small_config(epochs=4, batch_users=4, patience=4, task=task)
+    cfg.sr.n_videos, cfg.sr.n_comments = world["catalogue"].n_videos, world["catalogue"].n_comments
+    cfg.sr.use_ids, cfg.sr.use_text, cfg.sr.lm_dim = True, False, 8
+    cands = load_or_sample_candidates(world["splits"], world["catalogue"], world["root"] / "ck")
+    logs: list[str] = []
+    res = run_stage2(world["splits"], world["catalogue"], cands, TextTables.empty(world["catalogue"], 8), cfg,
+                     log=logs.append)
+    other = "comment" if task == "video" else "video"
+    scores = [row[f"{task}_ndcg@5"] for row in res.history]
+    assert len(scores) == 4 and not any(f"{other}_ndcg@5" in row for row in res.history)
+    assert all(row["valid_score"] == row[f"{task}_ndcg@5"] for row in res.history)
+    assert res.best_epoch == 1 + int(np.argmax(scores))  # the first of equal bests
+    assert all(row[other] == 0.0 for row in res.history)  # the other task's loss is not trained
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_stage2_records_early_stopping(world):
     """With a zero learning rate validation never improves after epoch 1, so patience 1 stops at epoch 2."""
     from models.lsvcr.stage2 import run_stage2
