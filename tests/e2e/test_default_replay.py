@@ -30,9 +30,13 @@ def test_shipped_checkpoints_are_converged_and_cut_at_the_window() -> None:
         assert meta["training_metrics"]["stopped_by"] == "early_stopping", name
         assert meta["training_data"]["until"].startswith("2023-10-08"), name  # the default world's experiment start
         assert meta["training_data"]["last_request"] < meta["training_data"]["until"]
-    assert json.loads((SHIPPED / "lsvcr" / "config.json").read_text())["hyperparameters"]["sr"]["text_projected"]
+    lsvcr = json.loads((SHIPPED / "lsvcr" / "config.json").read_text())
+    assert lsvcr["hyperparameters"]["sr"]["text_projected"]
+    # the tuned LM part (14 MB) is what lets the shipped LSVCR embed the videos uploaded after its cut
+    assert lsvcr.get("tuned_lm") and (SHIPPED / "lsvcr" / "tuned_lm.safetensors").is_file()
+    assert lsvcr["training_metrics"]["stage1_truncated"] is False
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
-    assert size < 20e6, f"shipped checkpoints hold {size / 1e6:.1f} MB; keep them small"
+    assert size < 30e6, f"shipped checkpoints hold {size / 1e6:.1f} MB; keep them small"
 
 
 @pytest.mark.slow
