@@ -71,8 +71,9 @@ def test_comment_negatives_are_uniform_without_replacement():
     assert stats.binomtest(int(pos[4]), n, 0.5).pvalue > 1e-3 and pos[4] + pos[9] == n
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_text_cache_gives_identical_losses_and_gradients():
+def stage2_batch():
+    """A small LSVCR SR model with texts, 3 users' random histories, their comment candidates and every video
+    known: the inputs of one stage-2 step."""
     torch.manual_seed(0)
     cat, tab = catalogue(), tables()
     model = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, dropout=0.0))
@@ -82,6 +83,12 @@ def test_text_cache_gives_identical_losses_and_gradients():
     cands = comment_candidates(hist, off, by_video, 2, np.random.default_rng(0))
     known = torch.ones(V + 1, dtype=torch.bool)
     known[0] = False
+    return model, hist, cands, known
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_text_cache_gives_identical_losses_and_gradients():
+    model, hist, cands, known = stage2_batch()
     cfg = Stage2Config()
 
     def run(cached: bool):
@@ -191,15 +198,7 @@ def test_sasrec_time_budget_stops_at_step_granularity(tmp_path):
 def test_one_model_per_task_leaves_the_other_task_out():
     """Stage2Config.task: the joint loss is the sum of the terms; "video" / "comment" drop the other task's
     term (its value and its gradient), keep the ID-text term, and the joint terms are unchanged."""
-    torch.manual_seed(0)
-    cat, tab = catalogue(), tables()
-    model = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, dropout=0.0))
-    model.set_text(tab.title_emb, tab.title_has, tab.comment_emb, tab.comment_has, torch.from_numpy(cat.popular_comment))
-    hist = random_histories(3, 12, 6, 3, V, C, seed=1)
-    off, by_video = _comments_by_video(cat)
-    cands = comment_candidates(hist, off, by_video, 2, np.random.default_rng(0))
-    known = torch.ones(V + 1, dtype=torch.bool)
-    known[0] = False
+    model, hist, cands, known = stage2_batch()
 
     def run(task: str):
         cfg = Stage2Config(task=task, w_comment=0.7)

@@ -11,15 +11,13 @@ import torch.nn.functional as F
 from models.batch import visible_count
 from models.evaluation import EvalConfig, candidates_key, sample_candidates
 from models.histories import prepare_data
-from models.lsvcr.config import SRConfig, Stage2Config
-from models.lsvcr.prompts import _comments_by_video
-from models.lsvcr.sr_model import LSVCRSR
-from models.lsvcr.stage2 import comment_candidates, stage2_batch_losses
+from models.lsvcr.config import Stage2Config
+from models.lsvcr.stage2 import stage2_batch_losses
 from models.sasrec import SASRec, SASRecConfig
 from models.train_sasrec import TrainConfig, train_sasrec
 from tests.models.fixtures import T0
-from tests.models.test_lsvcr_model import C, D, V, catalogue, tables
-from tests.models.test_lsvcr_support import random_histories
+from tests.models.test_lsvcr_model import V
+from tests.models.test_lsvcr_stage2 import stage2_batch
 from tests.models.test_split_leaks import hand_logs
 
 # videos 1-4 engaged, 5-6 published before the last request (70 s) but never engaged, 7-9 published later
@@ -79,15 +77,7 @@ def test_base_never_trains_against_a_later_upload(tmp_path) -> None:
 
 def test_lsvcr_stage2_video_loss_leaves_later_uploads_out() -> None:
     """The masked loss is the cross-entropy over the available columns only."""
-    torch.manual_seed(0)
-    cat, tab = catalogue(), tables()
-    model = LSVCRSR(SRConfig(lm_dim=D, text_dim=32, n_videos=V, n_comments=C, use_ids=True, dropout=0.0))
-    model.set_text(tab.title_emb, tab.title_has, tab.comment_emb, tab.comment_has, torch.from_numpy(cat.popular_comment))
-    hist = random_histories(3, 12, 6, 3, V, C, seed=1)
-    off, by_video = _comments_by_video(cat)
-    cands = comment_candidates(hist, off, by_video, 2, np.random.default_rng(0))
-    known = torch.ones(V + 1, dtype=torch.bool)
-    known[0] = False
+    model, hist, cands, known = stage2_batch()
     targets = set(hist.video_ids.flatten().tolist()) - {0}
     unavailable = torch.zeros(V + 1, dtype=torch.bool)
     later = [v for v in range(1, V + 1) if v not in targets][:3]
