@@ -20,7 +20,7 @@ convergence by its own early stopping, and scores **both checkpoints on both can
 (`--target` keeps RecBole and its pins out of the project's environment; torch, numpy, pandas and scipy
 are the project's.) Both models see the same queries: each user's last rating, with every earlier rating
 as history (RecBole's `LS: valid_and_test`, `order: TO`); the JSON reports how many test targets and
-history lengths agree between the two pipelines. RecBole's own test figures (its uni100 draw) are printed
+histories agree between the two pipelines. RecBole's own test figures (its uni100 draw) are printed
 beside ours as a check that our scoring of its model is its scoring.
 
 RecBole settings changed from its defaults, and why: `use_gpu False` (no GPU), `train_neg_sample_args
@@ -49,7 +49,7 @@ import quality  # noqa: E402  (puts the repository root on sys.path)
 from models.evaluation import EvalCandidates, EvalConfig, load_or_sample_candidates, score_candidates  # noqa: E402
 from models.histories import prepare_data  # noqa: E402
 from models.metrics import mean_metrics, ranking_metrics  # noqa: E402
-from models.movielens import INTER_MEMBER, load_ml100k, read_inter  # noqa: E402
+from models.movielens import INTER_MEMBER, load_ml100k  # noqa: E402
 from models.train_sasrec import TrainConfig, train_sasrec  # noqa: E402
 
 METRICS = ("recall@10", "ndcg@10")
@@ -166,8 +166,7 @@ def parity(args: argparse.Namespace) -> dict:
     prep = prepare_data(tables)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="movielens-parity-"))
     ours = load_or_sample_candidates(prep.splits, prep.catalogue, work, EvalConfig(seed=0))
-    item_ids = np.unique(read_inter(args.path)["item_id"].to_numpy(np.int64))
-    uni = uni100_candidates(ours, item_ids, args.seed)
+    uni = uni100_candidates(ours, prep.catalogue.video_ids, args.seed)  # every rated item, as RecBole's
     protocols = {"ours": ours, "uni100": uni}
 
     t = time.perf_counter()
@@ -182,8 +181,8 @@ def parity(args: argparse.Namespace) -> dict:
     base = {"seconds": round(base_s, 1), "best_epoch": res.best_epoch, "epochs_run": len(res.history),
             "stopped_by": res.stopped_by, "patience": args.patience}
     for name, cands in protocols.items():
-        rows, scores, labels, valid = score_candidates(rec, prep.splits, cands, prep.catalogue, split="test",
-                                                       task="video")
+        _, scores, labels, valid = score_candidates(rec, prep.splits, cands, prep.catalogue, split="test",
+                                                    task="video")
         base[name] = _metrics(scores, labels, valid)
     out["models"]["base"] = base
     quality.err(f"base: {json.dumps(base)}")

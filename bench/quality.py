@@ -306,9 +306,8 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
         joint_stage1 = stage1_dir(w["folder"] / f"lsvcr-{seed}")
         if name in PER_TASK and joint_stage1.is_dir():  # stage 1 is the joint model's, same seed and settings
             own = stage1_dir(folder)
-            if own.is_symlink():
-                own.unlink()
             if not own.exists():
+                own.unlink(missing_ok=True)  # a link left dangling
                 own.symlink_to(joint_stage1.resolve(), target_is_directory=True)
             stage = "finetune"
         folder = train_lsvcr(None, folder, stage=stage, ablation=ablation, seed=seed, config=cfg,

@@ -4,8 +4,8 @@ Video recommendation: for each user's validation / test target (leave-one-out, `
 rank the target among 99 negatives drawn uniformly without replacement from the videos the user never
 engaged with (in the whole log) among those published by the data's last request (`Splits.available`:
 the validation of a model trained on logs cut before later uploads never meets them); fewer when the
-catalogue is too small. Comment recommendation: for
-the user's validation / test comment-history record, rank the watched video's comments: all of them
+catalogue is too small. Comment recommendation: for the user's validation / test comment-history
+record, rank the watched video's comments: all of them
 when there are at most 100, else all positives (the comments the user engaged with) plus uniformly
 sampled negatives up to 100. The query time is the target's time: the model is handed only the events
 strictly before it (histories cut there, `EventLog.histories(before=...)`) and the candidate comments'

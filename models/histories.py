@@ -290,10 +290,14 @@ class Splits:
     valid: EvalTargets
     test: EvalTargets
     likes: CommentLikes | None = None  # comment like counts as of any time; None = the catalogue's snapshot
-    # (V+1,) the videos published by the data's last request (`publish_times`), index 0 False; None = every
+    # (V+1,) the videos published by the data's last request (`available_videos`), index 0 False; None = every
     # video. Trained on data cut before later uploads, a model must not meet those uploads as training or
     # validation negatives: that would teach it the future catalogue (and to rank new uploads last)
     available: np.ndarray | None = None
+
+    def later_uploads(self, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """(V+1,) True at the videos `available` leaves out: the columns a training softmax masks; None = none."""
+        return None if self.available is None else torch.from_numpy(~self.available).to(device)
 
 
 def first_query_times(n_users: int, *targets: pd.DataFrame) -> np.ndarray:

@@ -7,9 +7,9 @@ i from. So an epoch predicts every training event once, with the same context it
 
 Loss per target: -log softmax(h_i E^T)[v_j] over all V videos (the pad column excluded), averaged over
 the batch's targets; on data cut before later uploads (`Splits.available`), over the videos published by
-then: an upload after the cut is no negative, so its row stays as initialised until the model meets it. After each epoch the model scores the stored validation candidates; the epoch
-with the best validation NDCG@5 is kept and training stops after `patience` epochs without
-improvement (LSVCR's protocol), or at the time budget (`max_seconds`, step granularity); the epoch
+then: an upload after the cut is no negative, so its row stays as initialised until the model meets it.
+After each epoch the model scores the stored validation candidates; the epoch with the best validation
+NDCG@5 is kept and training stops after `patience` epochs without improvement (LSVCR's protocol), or at the time budget (`max_seconds`, step granularity); the epoch
 loop, its budget and `stopped_by` are `models.training_loop`'s, shared with LSVCR stage 2.
 Deterministic given the seed: batches come from a numpy generator seeded here, initialisation and
 dropout from torch's global generator seeded inside `seeded_torch` (the caller's random state is
@@ -129,10 +129,6 @@ class _SASRecEpochs:
     count: int = 0  # and targets
     unavailable: torch.Tensor | None = None  # (V+1,) videos published after the data's end: no negatives
 
-    def __post_init__(self) -> None:
-        if self.splits.available is not None:
-            self.unavailable = torch.from_numpy(~self.splits.available).to(self.cfg.device)
-
     def batches(self, epoch: int) -> list[np.ndarray]:
         self.total, self.count = 0.0, 0
         perm = self.keep[self.rng.permutation(self.keep.shape[0])]
@@ -184,7 +180,7 @@ def train_sasrec(
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         rec = SASRecRecommender(model, catalogue, name=name, device=cfg.device)
         trainer = _SASRecEpochs(model, rec, opt, data, np.flatnonzero(np.diff(data.offsets) > 0), rng, cfg,
-                                splits, candidates, catalogue)
+                                splits, candidates, catalogue, unavailable=splits.later_uploads(cfg.device))
         loop = run_epochs(model, trainer, LoopSettings(cfg.epochs, cfg.patience, progress=cfg.progress),
                           budget=StepBudget(cfg.max_seconds), log=log)
     return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by)

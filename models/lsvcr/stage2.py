@@ -273,10 +273,6 @@ class _Stage2Epochs:
     sums: dict[str, float] = field(default_factory=dict)  # the epoch's summed losses
     unavailable: torch.Tensor | None = None  # (V+1,) uploads after the data's end (Splits.available)
 
-    def __post_init__(self) -> None:
-        if self.splits.available is not None:
-            self.unavailable = torch.from_numpy(~self.splits.available).to(self.device)
-
     def batches(self, epoch: int) -> list[np.ndarray]:
         self.sums = {}
         return bucketed_batches(self.rows, self.seg, self.cfg.batch_users, self.rng)
@@ -342,7 +338,7 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
         if not len(rows):
             raise ValueError("stage 2 needs users with at least 2 video events or 1 comment record in training")
         trainer = _Stage2Epochs(model, rec, opt, cfg, train, seg, rows, known, off, by_video, rng, device, splits,
-                                candidates, catalogue)
+                                candidates, catalogue, unavailable=splits.later_uploads(device))
         settings = LoopSettings(cfg.epochs, cfg.patience, label="stage 2", progress=progress,
                                 score_name="validation NDCG@5 (mean of the tasks)" if cfg.task == "both"
                                 else f"validation {cfg.task} NDCG@5")
