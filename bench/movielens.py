@@ -25,9 +25,19 @@ beside ours as a check that our scoring of its model is its scoring.
 
 RecBole settings changed from its defaults, and why: `use_gpu False` (no GPU), `train_neg_sample_args
 None` (required by its CE loss), `eval_args.mode uni100` (the protocol above), `show_progress False`,
-`checkpoint_dir`/`data_path` in a temporary folder. RecBole 1.2.1 restores the aliases NumPy 1.24 removed
+`checkpoint_dir`/`data_path` under `--workdir`. RecBole 1.2.1 restores the aliases NumPy 1.24 removed
 (`np.float = np.float_`, ...) from names that NumPy 2 removed as well, so the script defines `np.float_`,
 `np.complex_` and `np.unicode_` before RecBole runs; nothing else is patched.
+
+RecBole's training takes hours of two cores here, more than one working session, so it can be split:
+
+    PYTHONPATH=/tmp/rblib python bench/movielens.py WHEEL --parity --workdir W --budget 9000
+
+trains for about `--budget` seconds, saves its state after the epoch (model, Adam moments, the early-
+stopping count and every random stream: bench/support/resumable.py, through RecBole's own `callback_fn` hook),
+prints `"status": "paused"` and exits 75; the same command again continues exactly where it stopped
+(base's checkpoint is kept in W too), and the call that finishes prints the results. A run killed
+mid-epoch loses only that epoch.
 """
 
 from __future__ import annotations
@@ -45,7 +55,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (puts the repository root on sys.path)
+from support.resumable import load_state, save_state  # noqa: E402
 
+from models.adapters import load_recommender  # noqa: E402
 from models.evaluation import EvalCandidates, EvalConfig, load_or_sample_candidates, score_candidates  # noqa: E402
 from models.histories import prepare_data  # noqa: E402
 from models.metrics import mean_metrics, ranking_metrics  # noqa: E402
@@ -84,8 +96,15 @@ def _gather(full: np.ndarray, rows_of_user: dict[int, int], item_col: dict[int, 
     return out
 
 
-def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stopping_step: int) -> dict:
-    """RecBole's SASRec with its own Trainer and early stopping; returns its full-sort test scores."""
+class _Paused(Exception):
+    """RecBole's training spent this invocation's budget; its state is saved after the last epoch."""
+
+
+def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stopping_step: int,
+                  budget: float | None = None, overrides: dict | None = None) -> dict:
+    """RecBole's SASRec with its own Trainer and early stopping; returns its full-sort test scores, or
+    {"paused": ...} when `budget` seconds ran out first. The run's state is saved after every epoch in
+    `workdir` (bench/support/resumable.py), and a later call with the same `workdir` continues it exactly."""
     try:
         import recbole  # noqa: F401
     except ImportError:
@@ -118,15 +137,51 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
             "seed": seed, "show_progress": False, "epochs": epochs, "stopping_step": stopping_step,
             "train_neg_sample_args": None,
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni100", "group_by": "user"},
-        })
+        } | (overrides or {}))  # overrides: only for checking this glue on a smaller model
         init_seed(config["seed"], config["reproducibility"])
         dataset = create_dataset(config)
         train, valid, test = data_preparation(config, dataset)
         model = SASRec(config, train._dataset).to(config["device"])
         trainer = Trainer(config, model)
+        state_path, generators = workdir / "resume.safetensors", {"train": train.generator}
+        counters = load_state(state_path, model=model, optimizer=trainer.optimizer, generators=generators)
+        done, prior_s, sessions = False, 0.0, 1
+        if counters is not None:  # a run an earlier call started: carry on from its last epoch
+            trainer.start_epoch = counters["epoch"] + 1
+            trainer.cur_step = counters["cur_step"]
+            trainer.best_valid_score = counters["best_valid_score"]
+            trainer.best_valid_result = counters["best_valid_result"]
+            trainer.train_loss_dict = {int(k): v for k, v in counters["train_loss"].items()}
+            trainer.saved_model_file = str(workdir / "saved" / counters["best_file"])
+            done = counters["cur_step"] > stopping_step or trainer.start_epoch >= epochs
+            prior_s, sessions = counters["seconds"], counters["sessions"] + (not done)  # calls that trained
+            quality.err(f"  recbole: resuming after epoch {counters['epoch'] + 1} ({prior_s:.0f} s so far, "
+                        f"best valid {counters['best_valid_score']:.4f})" + ("; already finished" if done else ""))
         t = time.perf_counter()
-        _, best_valid = trainer.fit(train, valid, saved=True, show_progress=False)
-        seconds = time.perf_counter() - t
+
+        def after_epoch(epoch_idx: int, valid_score: float) -> None:
+            result = trainer.best_valid_result
+            save_state(state_path, model=model, optimizer=trainer.optimizer, generators=generators, counters={
+                "epoch": epoch_idx, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
+                "best_valid_result": {k: float(v) for k, v in result.items()} if result else None,
+                "train_loss": {str(k): float(v) for k, v in trainer.train_loss_dict.items()},
+                "best_file": Path(trainer.saved_model_file).name, "seconds": prior_s + time.perf_counter() - t,
+                "sessions": sessions})
+            quality.err(f"  recbole: epoch {epoch_idx + 1} valid {valid_score:.4f} "
+                        f"(best {trainer.best_valid_score:.4f}, {trainer.cur_step} without better)")
+            stopping = trainer.cur_step > stopping_step or epoch_idx + 1 >= epochs
+            if budget is not None and time.perf_counter() - t > budget and not stopping:
+                raise _Paused
+
+        if not done:
+            try:
+                trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=after_epoch)
+            except _Paused:
+                return {"paused": {"epochs_run": len(trainer.train_loss_dict), "best_valid": round(float(
+                    trainer.best_valid_score), 4), "cur_step": trainer.cur_step, "seconds": round(
+                    prior_s + time.perf_counter() - t, 1), "sessions": sessions, "state": str(state_path)}}
+        seconds = prior_s + (time.perf_counter() - t if not done else 0.0)
+        best_valid = trainer.best_valid_result
         # RecBole's own checkpoint of its best epoch, written by this run (torch.save of a dict with its config)
         state = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
         model.load_state_dict(state["state_dict"])
@@ -149,7 +204,7 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
                 "own_test": {k: round(float(v), 4) for k, v in own.items()},
                 "best_valid": {k: round(float(v), 4) for k, v in best_valid.items()} if best_valid else None,
                 "best_epoch": int(state["epoch"]) + 1, "epochs_run": len(trainer.train_loss_dict),
-                "seconds": round(seconds, 1),
+                "seconds": round(seconds, 1), "sessions": sessions,
                 "config": {k: config[k] for k in ("epochs", "stopping_step", "train_batch_size", "learning_rate",
                                                   "hidden_size", "n_layers", "n_heads", "hidden_dropout_prob",
                                                   "attn_dropout_prob", "MAX_ITEM_LIST_LENGTH", "loss_type",
@@ -169,17 +224,10 @@ def parity(args: argparse.Namespace) -> dict:
     uni = uni100_candidates(ours, prep.catalogue.video_ids, args.seed)  # every rated item, as RecBole's
     protocols = {"ours": ours, "uni100": uni}
 
-    t = time.perf_counter()
-    res = train_sasrec(prep.splits, prep.catalogue, ours,
-                       config=TrainConfig(epochs=args.max_epochs, seed=args.seed, patience=args.patience,
-                                          progress=False),
-                       log=lambda s: quality.err(f"  base: {s}"))
-    base_s = time.perf_counter() - t
-    rec = res.recommender
-    out: dict = {"bench": "movielens_parity", "data": "movielens-100k", "seed": args.seed,
+    rec, base = _base(args, prep, ours, work / f"base-{args.seed}")
+    base_s = base["seconds"]
+    out: dict = {"bench": "movielens_parity", "status": "complete", "data": "movielens-100k", "seed": args.seed,
                  "test_queries": int(len(ours.rows("test", "video"))), "models": {}}
-    base = {"seconds": round(base_s, 1), "best_epoch": res.best_epoch, "epochs_run": len(res.history),
-            "stopped_by": res.stopped_by, "patience": args.patience}
     for name, cands in protocols.items():
         _, scores, labels, valid = score_candidates(rec, prep.splits, cands, prep.catalogue, split="test",
                                                     task="video")
@@ -187,7 +235,11 @@ def parity(args: argparse.Namespace) -> dict:
     out["models"]["base"] = base
     quality.err(f"base: {json.dumps(base)}")
 
-    rb = train_recbole(args.path, work / "recbole", args.seed, args.recbole_epochs, args.patience)
+    rb = train_recbole(args.path, work / "recbole", args.seed, args.recbole_epochs, args.patience, args.budget)
+    if "paused" in rb:
+        return {"bench": "movielens_parity", "status": "paused", "seed": args.seed, "workdir": str(work),
+                "models": {"base": base, "recbole_sasrec": rb["paused"]},
+                "resume": "run the same command again (same --workdir) to continue RecBole's training"}
     rows_of_user = {int(u): i for i, u in enumerate(rb["users"])}
     test = ours.rows("test", "video")
     ours_targets = test["video_id"].to_numpy(np.int64)
@@ -195,7 +247,8 @@ def parity(args: argparse.Namespace) -> dict:
     ours_hist = _histories(prep, test, rb["config"]["MAX_ITEM_LIST_LENGTH"])
     same_hist = sum(np.array_equal(h, rb["histories"][rows_of_user[int(u)]])
                     for h, u in zip(ours_hist, test["user_id"], strict=True))
-    recbole = {k: rb[k] for k in ("seconds", "best_epoch", "epochs_run", "best_valid", "own_test", "config")}
+    recbole = {k: rb[k] for k in ("seconds", "sessions", "best_epoch", "epochs_run", "best_valid", "own_test",
+                                  "config")}
     for name, cands in protocols.items():
         table = cands.rows("test", "video")
         scores = _gather(rb["full"], rows_of_user, rb["item_col"], cands)
@@ -206,6 +259,29 @@ def parity(args: argparse.Namespace) -> dict:
                             "same_history": int(same_hist), "of": int(len(test))}
     out["base_speedup"] = round(rb["seconds"] / base_s, 1)
     return out
+
+
+def _base(args: argparse.Namespace, prep, ours: EvalCandidates, folder: Path):
+    """`base` trained to early stopping, or the checkpoint an earlier call of the bench left in `folder`
+    (same seed, cap and patience), so that resuming RecBole's training does not train base again."""
+    settings = {"seed": args.seed, "max_epochs": args.max_epochs, "patience": args.patience}
+    config = folder / "config.json"
+    if config.exists():
+        metrics = json.loads(config.read_text()).get("training_metrics") or {}
+        if metrics.get("parity") == settings:
+            quality.err(f"  base: the checkpoint in {folder}, trained by an earlier call")
+            return load_recommender(folder, catalogue=prep.catalogue), metrics["summary"]
+        quality.err(f"  base: {folder} was trained with other settings ({metrics.get('parity')}); training again")
+    t = time.perf_counter()
+    res = train_sasrec(prep.splits, prep.catalogue, ours,
+                       config=TrainConfig(epochs=args.max_epochs, seed=args.seed, patience=args.patience,
+                                          progress=False),
+                       log=lambda s: quality.err(f"  base: {s}"))
+    summary = {"seconds": round(time.perf_counter() - t, 1), "best_epoch": res.best_epoch,
+               "epochs_run": len(res.history), "stopped_by": res.stopped_by, "patience": args.patience}
+    res.recommender.save(folder, data_fingerprint=prep.splits.full.fingerprint(), seed=args.seed,
+                         metrics=res.metrics() | {"parity": settings, "summary": summary})
+    return res.recommender, summary
 
 
 def _histories(prep, test, max_len: int) -> list[np.ndarray]:
@@ -235,12 +311,22 @@ if __name__ == "__main__":
                     help="--parity: epochs without a better validation figure, both models (RecBole's "
                          "stopping_step default: 10)")
     ap.add_argument("--threads", type=int, default=2, help="--parity: torch threads")
-    ap.add_argument("--workdir", help="--parity: where candidates and RecBole's files go (default: a temporary folder)")
+    ap.add_argument("--workdir", help="--parity: where candidates, base's checkpoint and RecBole's files and "
+                                      "training state go (default: a temporary folder); a second call with the "
+                                      "same folder continues an unfinished run")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="--parity: seconds this call may train RecBole; past them it saves its state after the "
+                         "epoch, prints status \"paused\" and exits 75 (needs --workdir)")
     args, rest = ap.parse_known_args()
     if args.parity:
         if rest:
             ap.error(f"--parity does not take {rest}")
-        print(json.dumps(parity(args)))
+        if args.budget is not None and not args.workdir:
+            ap.error("--budget needs --workdir: a paused run continues from the folder it saved its state in")
+        result = parity(args)
+        print(json.dumps(result))
+        if result["status"] == "paused":
+            sys.exit(75)  # EX_TEMPFAIL: not finished, run again
     else:
         sys.argv = [sys.argv[0], "--movielens", args.path, "--seeds", "0", *rest]
         quality.main()

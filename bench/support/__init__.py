@@ -1,0 +1,1 @@
+"""Helpers the bench scripts share; not scripts themselves (tests/test_bench_help.py runs bench/*.py)."""
