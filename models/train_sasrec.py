@@ -105,10 +105,11 @@ class TrainResult:
     best_epoch: int = 0
     best_valid_ndcg5: float = float("nan")
     stopped_by: StopReason = "max_epochs"  # or "early_stopping", "time_budget" (models.training_loop)
+    settings: dict = field(default_factory=dict)  # the TrainConfig it ran with, for the checkpoint's record
 
     def metrics(self) -> dict:
         return {"best_epoch": self.best_epoch, "best_valid_ndcg@5": self.best_valid_ndcg5,
-                "stopped_by": self.stopped_by, "epochs": self.history}
+                "stopped_by": self.stopped_by, "epochs": self.history, "settings": self.settings}
 
 
 @dataclass
@@ -183,7 +184,8 @@ def train_sasrec(
                                 splits, candidates, catalogue, unavailable=splits.later_uploads(cfg.device))
         loop = run_epochs(model, trainer, LoopSettings(cfg.epochs, cfg.patience, progress=cfg.progress),
                           budget=StepBudget(cfg.max_seconds), log=log)
-    return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "progress")}
+    return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by, settings)
 
 
 def train_config_dict(mcfg: SASRecConfig, cfg: TrainConfig) -> dict:

@@ -28,6 +28,10 @@ def test_train_and_evaluate(tmp_path, logs) -> None:
     assert "epoch   1  loss" in r.output and "valid ndcg@5" in r.output
     cfg = json.loads((ck / "base" / "config.json").read_text())
     assert cfg["seed"] == 1 and len(cfg["training_metrics"]["epochs"]) == 2
+    # base's default patience outlasts its flat validation stretch on world v2 (4-5 epochs); it is recorded
+    assert cfg["training_metrics"]["settings"] == {"epochs": 2, "batch_windows": 128, "lr": 1e-3,
+                                                   "weight_decay": 0.0, "patience": 10, "seed": 1,
+                                                   "max_seconds": None}
     assert len(list(ck.glob("eval_candidates-*.parquet"))) == 1
     r = runner.invoke(app, ["train", "--model", "pop", "--data", str(logs), "--out", str(ck / "pop")])
     assert r.exit_code == 0, r.output
@@ -74,6 +78,10 @@ def test_lsvcr_cli_options_reach_the_checkpoint(tmp_path, logs) -> None:
     hp = json.loads((out / "config.json").read_text())["hyperparameters"]
     assert hp["sr"]["comment_prior"] is False and hp["stage2"]["patience"] == 2
     assert hp["stage2"]["max_seconds"] is None and hp["ablation"] == "no_text"
+    r = runner.invoke(app, ["train", "--model", "lsvcr", "--ablation", "no_text", "--data", str(logs), "--out",
+                            str(out), "--epochs", "1", "--time-budget", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["hyperparameters"]["stage2"]["patience"] == 5  # default
 
 
 def test_evaluate_stores_ranking_metrics(tmp_path, logs) -> None:
