@@ -59,6 +59,7 @@ KIND_LOADERS: dict[str, str] = {
     "sasrec": "models.adapters:SASRecRecommender.load",
     "pop": "models.pop:PopRecommender.load",
     "lsvcr": "models.lsvcr.adapter:load_lsvcr",
+    "lsvcr_per_task": "models.lsvcr.pair:load_pair",  # one LSVCR model per task (models/lsvcr/pair.py)
 }
 KNOWN_NAMES: tuple[str, ...] = ("base", "pop", "lsvcr")
 DEFAULT_MODELS_DIR = Path("checkpoints")

@@ -1,0 +1,93 @@
+"""The per-task LSVCR pair (models/lsvcr/pair.py): each task is answered by the model trained for it, bit
+for bit; like counts reach the comment model; the checkpoint loads through the registry, keeps the replay's
+fields, and refuses a part of the wrong task, a swapped part, or parts trained on different data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from models.adapters import load_recommender
+from models.checkpoint import CheckpointError, read_config, record_training_data
+from models.lsvcr.adapter import LSVCRRecommender
+from models.lsvcr.config import LSVCRConfig, Stage2Config
+from models.lsvcr.pair import KIND, TaskPairRecommender, save_pair
+from tests.models.test_lsvcr_export import TRAINING_DATA, catalogue, queries, source_model, tables
+from tests.models.test_lsvcr_support import one_thread, random_histories  # noqa: F401
+
+
+def _part(folder, task: str, seed: int, metrics: dict | None = None, training_data: dict | None = TRAINING_DATA):
+    model = source_model(seed)
+    cfg = LSVCRConfig(sr=model.cfg, seed=seed, stage2=Stage2Config(task=task))
+    LSVCRRecommender(model, catalogue(), tables(), config=cfg).save(
+        folder, data_fingerprint="fp-world", seed=seed, metrics=metrics or {"stopped_by": "early_stopping"})
+    if training_data is not None:
+        record_training_data(folder, training_data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    return _part(root / "v", "video", 1), _part(root / "c", "comment", 2), root
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_each_task_is_scored_by_its_own_model(parts, tmp_path) -> None:
+    video, comment, _ = parts
+    pair = load_recommender(save_pair(tmp_path / "lsvcr", video, comment), catalogue=catalogue())
+    assert isinstance(pair, TaskPairRecommender) and pair.kind == KIND
+    v, c = (LSVCRRecommender.from_checkpoint(f, catalogue=catalogue()) for f in (video, comment))
+    hist = random_histories(4, 30, 12, 3, 50, 160, seed=5, lengths=[30, 20, 7, 0], clengths=[12, 5, 0, 3])
+    vq, cq = queries(hist, 6, 10, seed=6)
+    assert torch.equal(pair.score_videos(hist, vq), v.score_videos(hist, vq))
+    assert torch.equal(pair.score_comments(hist, cq), c.score_comments(hist, cq))
+    assert not torch.equal(pair.score_videos(hist, vq), c.score_videos(hist, vq))  # the parts differ
+    # like counts as of query time reach the comment model's prior, as they reach a single model's
+    likes = np.asarray(catalogue().comment_likes) * 3 + 1
+    pair.set_comment_likes(likes)
+    c.model.set_comment_likes(torch.from_numpy(likes.astype(np.int64)))
+    assert torch.equal(pair.score_comments(hist, cq), c.score_comments(hist, cq))
+
+
+def test_checkpoint_fields_for_the_replay(parts, tmp_path) -> None:
+    video, comment, root = parts
+    slow = _part(root / "slow", "comment", 3, metrics={"stopped_by": "time_budget"})
+    cfg = read_config(save_pair(tmp_path / "lsvcr", video, slow))
+    assert cfg["kind"] == KIND and cfg["training_data"] == TRAINING_DATA and cfg["data_fingerprint"] == "fp-world"
+    assert cfg["training_metrics"]["stopped_by"] == "time_budget"  # the replay's under-training warning
+    assert cfg["catalogue_digest"] == read_config(video)["catalogue_digest"]
+    assert {p: x["weights_sha256"] for p, x in cfg["parts"].items()} == {
+        "video": read_config(video)["weights_sha256"], "comment": read_config(slow)["weights_sha256"]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lsvcr"]  # no temporary folder left
+
+
+def test_refuses_wrong_parts(parts, tmp_path) -> None:
+    video, comment, root = parts
+    with pytest.raises(CheckpointError, match="fine-tuned for task 'video', not 'comment'"):
+        save_pair(tmp_path / "a", video, video)
+    joint = _part(root / "joint", "both", 4)
+    with pytest.raises(CheckpointError, match="fine-tuned for task 'both', not 'video'"):
+        save_pair(tmp_path / "b", joint, comment)
+    other = _part(root / "other", "comment", 5, training_data={**TRAINING_DATA, "until": "2024-02-01T00:00:00"})
+    with pytest.raises(CheckpointError, match="differ in training_data"):
+        save_pair(tmp_path / "c", video, other)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+    # a part swapped after assembly (another comment model's files) is refused at load
+    pair = save_pair(tmp_path / "d", video, comment)
+    shutil.rmtree(pair / "comment")
+    shutil.copytree(_part(root / "swap", "comment", 6), pair / "comment")
+    with pytest.raises(CheckpointError, match="not the comment model this pair was made of"):
+        load_recommender(pair, catalogue=catalogue())
+    # a config whose parts are edited no longer matches its digest
+    pair = save_pair(tmp_path / "e", video, comment)
+    cfg = json.loads((pair / "config.json").read_text())
+    cfg["parts"]["video"]["weights_sha256"] = cfg["parts"]["comment"]["weights_sha256"]
+    (pair / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="not the video model"):
+        load_recommender(pair, catalogue=catalogue())
