@@ -64,7 +64,7 @@ Ablation = StrEnum("Ablation", {a: a for a in ABLATIONS if a is not None})  # ty
 
 # LSVCR-only options of `harness train` (parameter name -> flag)
 _LSVCR_ONLY = {"stage": "--stage", "llm": "--llm", "ablation": "--ablation", "time_budget": "--time-budget",
-               "comment_prior": "--comment-prior"}
+               "comment_prior": "--comment-prior", "per_task": "--per-task"}
 
 
 def register(app: typer.Typer) -> None:
@@ -137,6 +137,10 @@ def train(
     comment_prior: bool = typer.Option(True, "--comment-prior/--no-comment-prior",
                                        help="LSVCR only: add the learned like-count prior to comment scores "
                                             "(--no-comment-prior = the paper's text-only comment tower)."),
+    per_task: bool = typer.Option(False, "--per-task/--joint",
+                                  help="LSVCR only: one stage-2 model per task from one stage 1, served as one "
+                                       "checkpoint (the paper's choice; better on video on the default world, "
+                                       "BENCHMARKS.md), or one joint model. --per-task needs --time-budget 0."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
     until: str | None = typer.Option(None, "--until",
@@ -154,6 +158,9 @@ def train(
         from models.checkpoint import CheckpointError
         from models.errors import ModelInputError
 
+        if per_task and (time_budget or stage is not Stage.all):
+            raise UserError("--per-task trains every stage to convergence in one call: pass --time-budget 0 and "
+                            "no --stage")
         if patience is None:
             patience = BASE_PATIENCE if model is ModelKind.base else LSVCR_PATIENCE
         n_threads = _threads(threads)
@@ -169,7 +176,7 @@ def train(
             _train(model, tables, target, stage=stage.value, llm=llm,
                    device=device.value, epochs=epochs, seed=seed, patience=patience,
                    ablation=ablation and ablation.value, time_budget=time_budget, comment_prior=comment_prior,
-                   progress=progress)
+                   per_task=per_task, progress=progress)
         except LOG_ERRORS as exc:
             raise log_error(exc) from None
         except (CheckpointError, ModelInputError) as exc:
@@ -191,7 +198,7 @@ def _threads(value: str) -> int | None:
 
 def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, llm: str | None, device: str,
            epochs: int, seed: int, patience: int, ablation: str | None, time_budget: float, comment_prior: bool,
-           progress: bool) -> None:
+           progress: bool, per_task: bool = False) -> None:
     from models.evaluation import EvalConfig, load_or_sample_candidates
     from models.histories import prepare_data
 
@@ -216,6 +223,13 @@ def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, l
         base = LSVCRConfig()
         cfg_l = replace(base, sr=replace(base.sr, comment_prior=comment_prior),
                         stage2=replace(base.stage2, patience=patience))
+        if per_task:
+            from models.lsvcr.pair import train_pair
+
+            train_pair(out, config=cfg_l, ablation=ablation, llm_path=llm, device=device, seed=seed, epochs=epochs,
+                       catalogue=prep.catalogue, splits=prep.splits, candidates_dir=out.parent, progress=progress,
+                       log=typer.echo)
+            return
         written = train_lsvcr(None, out, stage=stage, llm_path=llm, ablation=ablation, device=device, seed=seed,
                               epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
                               candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,

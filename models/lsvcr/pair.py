@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,10 @@ from torch import Tensor
 from models.batch import CommentQuery, UserHistories, VideoQuery
 from models.catalogue import Catalogue
 from models.checkpoint import CONFIG_FILE, FORMAT_VERSION, CheckpointError, code_version, read_config
+from models.errors import ModelInputError
 from models.lsvcr.adapter import KIND as PART_KIND
 from models.lsvcr.adapter import LSVCRRecommender
+from models.lsvcr.config import LSVCRConfig
 
 KIND = "lsvcr_per_task"
 PARTS = ("video", "comment")
@@ -138,3 +142,47 @@ def load_pair(folder: Path | str, *, catalogue: Catalogue | None = None, name: s
     if pair_digest({p: r.digest for p, r in recs.items()}) != config["weights_sha256"]:
         raise CheckpointError(f"{folder}/{CONFIG_FILE}: weights_sha256 is not the digest of its parts; re-assemble")
     return TaskPairRecommender(recs["video"], recs["comment"], name=name, digest=config["weights_sha256"])
+
+
+def train_pair(out_dir: Path | str, *, config: LSVCRConfig | None = None, ablation: str | None = None,
+               log: Callable[[str], None] = print, **kwargs) -> Path:
+    """Train the per-task pair: stage 1 once (at `stage1_dir(out_dir)`, as the joint model keeps it), then
+    stage 2 for each task from that stage 1, assembled at `out_dir`. `kwargs` go to `train_lsvcr` (data or
+    catalogue + splits, seed, epochs, device, candidates_dir, ...), except a time budget: the pair trains
+    to convergence (a budget split across three trainings would cover less than it claims)."""
+    from models.lsvcr.train import stage1_dir, train_lsvcr
+
+    if kwargs.pop("time_budget_s", None) is not None:
+        raise ModelInputError("the per-task pair trains without a time budget (each stage to convergence): pass "
+                              "--time-budget 0")
+    for reserved in ("stage", "name"):
+        if reserved in kwargs:
+            raise TypeError(f"train_pair sets {reserved!r} itself")
+    out_dir = Path(out_dir)
+    base = config or LSVCRConfig()
+    own_stage1 = ablation not in ("no_align", "no_text")
+    if own_stage1:
+        log("per-task pair: stage 1 (shared by both tasks)")
+        train_lsvcr(None, out_dir, stage="align", ablation=ablation, config=base, time_budget_s=None, log=log,
+                    **kwargs)
+    parts = {}
+    for task in PARTS:
+        folder = out_dir.with_name(f"{out_dir.name}-{task}")
+        if own_stage1:  # the part's stage-1 folder is the shared one
+            link = stage1_dir(folder)
+            if link.is_symlink() or link.exists():
+                if not link.is_symlink():
+                    raise ModelInputError(f"{link} exists and is not the link to the shared stage 1; remove it")
+                link.unlink()
+            link.symlink_to(stage1_dir(out_dir).resolve(), target_is_directory=True)
+        log(f"per-task pair: stage 2 for the {task} task")
+        cfg = replace(base, stage2=replace(base.stage2, task=task))
+        parts[task] = train_lsvcr(None, folder, stage="finetune" if own_stage1 else "all", ablation=ablation,
+                                  config=cfg, time_budget_s=None, name=f"lsvcr-{task}", log=log, **kwargs)
+    save_pair(out_dir, parts["video"], parts["comment"])
+    for folder in parts.values():  # the pair holds copies; its stage 1 stays beside it
+        shutil.rmtree(folder)
+        if own_stage1:
+            stage1_dir(folder).unlink()
+    log(f"per-task pair saved to {out_dir}")
+    return out_dir

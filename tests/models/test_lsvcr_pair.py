@@ -91,3 +91,36 @@ def test_refuses_wrong_parts(parts, tmp_path) -> None:
     (pair / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="not the video model"):
         load_recommender(pair, catalogue=catalogue())
+
+
+def test_cli_trains_the_pair_from_one_stage1(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.logs.store import write_logs
+    from tests.models.fixtures import cyclic_world
+
+    logs = write_logs(cyclic_world(n_users=8, n_videos=30, n_requests=10), tmp_path / "logs")
+    out = tmp_path / "ck" / "lsvcr"
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--model", "lsvcr", "--per-task", "--data", str(logs), "--out", str(out),
+                            "--epochs", "1", "--no-progress", "--threads", "1"])
+    assert r.exit_code == 3 and "--per-task trains every stage to convergence" in r.output and not out.exists()
+    r = runner.invoke(app, ["train", "--model", "lsvcr", "--per-task", "--time-budget", "0", "--data", str(logs),
+                            "--out", str(out), "--epochs", "1", "--no-progress", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("stage 1 done") == 1  # one alignment, shared by both tasks
+    cfg = read_config(out)
+    assert cfg["kind"] == KIND and cfg["training_data"]["logs_fingerprint"]
+    for task in ("video", "comment"):
+        part = read_config(out / task)
+        assert part["hyperparameters"]["stage2"]["task"] == task
+        assert part["stage1"] == read_config(out / "video")["stage1"]  # both parts record the same stage 1
+    # the parts' training folders are gone (the pair holds them); the shared stage 1 stays, as the joint model's
+    assert sorted(p.name for p in out.parent.iterdir() if not p.name.startswith((".", "eval_candidates"))) == [
+        "lsvcr", "lsvcr-stage1"]
+    r = runner.invoke(app, ["evaluate", "--models", "lsvcr", "--data", str(logs), "--checkpoints", str(out.parent),
+                            "--json", "--no-store", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    got = {(x["model"], x["task"]) for x in json.loads(r.stdout.strip().splitlines()[-1])["results"]}
+    assert got == {("lsvcr", "video"), ("lsvcr", "comment")}
