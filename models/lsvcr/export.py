@@ -12,18 +12,23 @@ To score videos and comments it was not exported with, the export keeps the sour
 for it (models/lsvcr/serving.py).
 
     python -m models.lsvcr.export SOURCE_FOLDER DEST_FOLDER
+
+A per-task pair (kind `lsvcr_per_task`, models/lsvcr/pair.py) is exported part by part and assembled again.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from models.checkpoint import read_config
+from models.checkpoint import read_config, record_training_data
 from models.lsvcr.adapter import LSVCRRecommender
+from models.lsvcr.pair import KIND as PAIR_KIND
+from models.lsvcr.pair import PARTS, save_pair
 from models.lsvcr.sr_model import LSVCRSR, TextProjection
 from models.lsvcr.text import TextTables
 
@@ -35,9 +40,12 @@ CARRIED = ("training_data", "ablation", "llm_path", "stage", "eval_candidates_ke
 
 @torch.no_grad()
 def export_serving(source: Path | str, dest: Path | str) -> Path:
-    """Write the serving export of the checkpoint at `source` to `dest` (atomically); returns `dest`."""
-    src = LSVCRRecommender.from_checkpoint(source)
+    """Write the serving export of the checkpoint at `source` to `dest` (atomically); returns `dest`.
+    A per-task pair (models/lsvcr/pair.py) is exported part by part and assembled again."""
     meta = read_config(source)
+    if meta["kind"] == PAIR_KIND:
+        return _export_pair(Path(source), Path(dest), meta)
+    src = LSVCRRecommender.from_checkpoint(source)
     if src.model.cfg.text_projected:
         raise ValueError(f"{source} is already a serving export")
     if src.config is None:
@@ -63,6 +71,15 @@ def export_serving(source: Path | str, dest: Path | str) -> Path:
     extra["serving_export_of"] = {"weights_sha256": meta["weights_sha256"], "code_version": meta.get("code_version")}
     return rec.save(dest, data_fingerprint=meta["data_fingerprint"], seed=int(meta["seed"]),
                     metrics=meta.get("training_metrics"), extra=extra)
+
+
+def _export_pair(source: Path, dest: Path, meta: dict) -> Path:
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest.parent if dest.parent.exists() else None) as tmp:
+        parts = {p: export_serving(source / meta["parts"][p]["folder"], Path(tmp) / p) for p in PARTS}
+        save_pair(dest, parts["video"], parts["comment"])
+    if meta.get("training_data") is not None and read_config(dest).get("training_data") is None:
+        record_training_data(dest, meta["training_data"])  # `harness train` records it on the pair only
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:

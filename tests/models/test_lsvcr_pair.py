@@ -124,3 +124,27 @@ def test_cli_trains_the_pair_from_one_stage1(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     got = {(x["model"], x["task"]) for x in json.loads(r.stdout.strip().splitlines()[-1])["results"]}
     assert got == {("lsvcr", "video"), ("lsvcr", "comment")}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_serving_export_of_a_pair(tmp_path) -> None:
+    from models.lsvcr.export import export_serving
+    from tests.models.test_lsvcr_export import SCORE_TOL
+
+    # as `harness train --per-task` leaves it: the window is recorded on the pair, not on its parts
+    src = save_pair(tmp_path / "src", _part(tmp_path / "v", "video", 1, training_data=None),
+                    _part(tmp_path / "c", "comment", 2, training_data=None))
+    record_training_data(src, TRAINING_DATA)
+    dest = export_serving(src, tmp_path / "serving")
+    cfg = read_config(dest)
+    assert cfg["kind"] == KIND and cfg["training_data"] == TRAINING_DATA
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "serving", "src", "v"]  # no temporary folder left
+    a, b = (load_recommender(f, catalogue=catalogue()) for f in (src, dest))
+    assert all(b.parts[p].model.cfg.text_projected for p in ("video", "comment"))
+    hist = random_histories(4, 30, 12, 3, 50, 160, seed=5, lengths=[30, 20, 7, 0], clengths=[12, 5, 0, 3])
+    vq, cq = queries(hist, 6, 10, seed=6)
+    for got, want in ((b.score_videos(hist, vq), a.score_videos(hist, vq)),
+                      (b.score_comments(hist, cq), a.score_comments(hist, cq))):
+        fin = torch.isfinite(want)
+        assert torch.equal(fin, torch.isfinite(got))
+        assert float((got[fin] - want[fin]).abs().max()) < SCORE_TOL
