@@ -9,6 +9,7 @@ replay refuses checkpoints trained on other logs, so a change to the default wor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,13 +31,23 @@ def test_shipped_checkpoints_are_converged_and_cut_at_the_window() -> None:
         assert meta["training_metrics"]["stopped_by"] == "early_stopping", name
         assert meta["training_data"]["until"].startswith("2023-10-08"), name  # the default world's experiment start
         assert meta["training_data"]["last_request"] < meta["training_data"]["until"]
-    lsvcr = json.loads((SHIPPED / "lsvcr" / "config.json").read_text())
-    assert lsvcr["hyperparameters"]["sr"]["text_projected"]
-    # the tuned LM part (14 MB) is what lets the shipped LSVCR embed the videos uploaded after its cut
-    assert lsvcr.get("tuned_lm") and (SHIPPED / "lsvcr" / "tuned_lm.safetensors").is_file()
-    assert lsvcr["training_metrics"]["stage1_truncated"] is False
-    size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
-    assert size < 30e6, f"shipped checkpoints hold {size / 1e6:.1f} MB; keep them small"
+    # LSVCR ships as the per-task pair (one stage-2 model per task over one stage 1): the joint model is
+    # worse on video on this world (BENCHMARKS.md, temporal protocol)
+    assert json.loads((SHIPPED / "lsvcr" / "config.json").read_text())["kind"] == "lsvcr_per_task"
+    stage1 = set()
+    for task in ("video", "comment"):
+        part = json.loads((SHIPPED / "lsvcr" / task / "config.json").read_text())
+        assert part["hyperparameters"]["stage2"]["task"] == task and part["hyperparameters"]["sr"]["text_projected"]
+        # the tuned LM part (14 MB) is what lets the shipped LSVCR embed the videos uploaded after its cut
+        assert part.get("tuned_lm") and (SHIPPED / "lsvcr" / task / "tuned_lm.safetensors").is_file()
+        assert part["training_metrics"]["stage1_truncated"] is False
+        assert part["training_metrics"]["stopped_by"] == "early_stopping", task
+        stage1.add(json.dumps(part["stage1"], sort_keys=True))
+    assert len(stage1) == 1  # both parts fine-tuned from the same stage 1
+    # git stores a file once however often it occurs (the parts share their tuned LM and catalogue)
+    unique = {hashlib.sha256(p.read_bytes()).hexdigest(): p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file()}
+    size = sum(unique.values())
+    assert size < 45e6, f"shipped checkpoints hold {size / 1e6:.1f} MB of distinct files; keep them small"
 
 
 @pytest.mark.slow
