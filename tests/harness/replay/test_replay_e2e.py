@@ -167,6 +167,22 @@ def test_bad_inputs(world, tmp_path, args, message) -> None:
     assert message in r.output and "Traceback" not in r.output
 
 
+def _assert_close(a, b, where: str) -> None:
+    """Equal structures; floats equal to 1e-12 relative (NaN equal to NaN)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and not isinstance(a, bool):
+        assert b == pytest.approx(a, rel=1e-12, abs=1e-12, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
 def test_cache_gives_the_same_run(world, tmp_path, monkeypatch) -> None:
     """A second run reuses the cached scores, reward model and truth, and stores the same numbers."""
     data, ck = world
@@ -176,8 +192,11 @@ def test_cache_gives_the_same_run(world, tmp_path, monkeypatch) -> None:
     first = _json(runner.invoke(app, args))
     assert len(list((tmp_path / ".harness-cache" / "replay").glob("*.npz"))) >= 4
     second = _json(runner.invoke(app, args))
-    assert first["lifts"] == second["lifts"] and first["estimates"] == second["estimates"]
-    assert first["reward_model"] == second["reward_model"]
+    # equal up to the last bits: a parallel sum's order (DuckDB's threads; the torch thread count that
+    # --threads auto picks afresh per run) may change between runs on a loaded machine, where CI once saw
+    # relative differences of 1e-16 in every lift
+    for key in ("lifts", "estimates", "reward_model"):
+        _assert_close(first[key], second[key], key)
     assert second["timings_s"]["score"] < first["timings_s"]["score"]
 
 
