@@ -310,6 +310,11 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
                 own.unlink(missing_ok=True)  # a link left dangling
                 own.symlink_to(joint_stage1.resolve(), target_is_directory=True)
             stage = "finetune"
+        elif args.resume and ablation not in ("no_align", "no_text") and stage1_dir(folder).is_dir():
+            # an interrupted run's finished stage 1 (written atomically; train_lsvcr checks its seed, ablation
+            # and LM): only stage 2 is trained again
+            err(f"  {name}/{seed}: resuming from the stage 1 in {stage1_dir(folder)}")
+            stage = "finetune"
         folder = train_lsvcr(None, folder, stage=stage, ablation=ablation, seed=seed, config=cfg,
                              device=args.device, catalogue=prep.catalogue, splits=prep.splits,
                              epochs=args.epochs, candidates_dir=w["folder"],

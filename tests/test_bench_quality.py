@@ -102,3 +102,20 @@ def test_paired_intervals_pair_queries_and_average_seeds(quality) -> None:
     noisy = {k: {"video": v["video"] + rng.normal(0, 0.1, n)} for k, v in per_query.items()}
     w = quality.paired_intervals(noisy, users, slices)["lsvcr_vs_base"]["video_all"]
     assert w["lo"] < w["diff"] < w["hi"] and 0.0 < w["hi"] - w["lo"] < 0.1
+
+
+def test_resume_after_stage1_trains_only_stage2(quality, logs, tmp_path, capsys) -> None:
+    """An LSVCR run killed in stage 2 left its finished stage 1; `--resume` fine-tunes from it."""
+    work = tmp_path / "work"
+    r = runner.invoke(app, ["train", "--model", "lsvcr", "--stage", "align", "--data", str(logs), "--out",
+                            str(work / "leave_one_out" / "lsvcr-0"), "--time-budget", "0", "--no-progress",
+                            "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    quality.main([str(a) for a in ("--data", logs, "--workdir", work, "--models", "lsvcr", "--seeds", "0",
+                                   "--epochs", "1", "--lsvcr-budget", "0", "--resume")])
+    cap = capsys.readouterr()
+    assert "lsvcr/0: resuming from the stage 1 in" in cap.err and "stage 1 done" not in cap.err
+    out = json.loads(cap.out.strip().splitlines()[-1])
+    assert out["results"]["lsvcr"]["video"]["ndcg@10"]["n"] == 1
+    stage1 = json.loads((work / "leave_one_out" / "lsvcr-0" / "config.json").read_text())["stage1"]
+    assert stage1["seed"] == 0 and stage1["ablation"] is None  # the stage 2 records the stage 1 it started from
