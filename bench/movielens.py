@@ -183,8 +183,7 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
                                    "cur_step": trainer.cur_step, "sessions": sessions, "state": str(state_path),
                                    "seconds": round(prior_s + time.perf_counter() - t, 1),
                                    "cpu_seconds": round(prior_cpu + time.process_time() - cpu, 1)}}
-        seconds = prior_s + (time.perf_counter() - t if not done else 0.0)
-        cpu_seconds = prior_cpu + (time.process_time() - cpu if not done else 0.0)
+        seconds, cpu_seconds = prior_s + time.perf_counter() - t, prior_cpu + time.process_time() - cpu
         best_valid = trainer.best_valid_result
         # RecBole's own checkpoint of its best epoch, written by this run (torch.save of a dict with its config)
         state = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
@@ -251,8 +250,8 @@ def parity(args: argparse.Namespace) -> dict:
     ours_hist = _histories(prep, test, rb["config"]["MAX_ITEM_LIST_LENGTH"])
     same_hist = sum(np.array_equal(h, rb["histories"][rows_of_user[int(u)]])
                     for h, u in zip(ours_hist, test["user_id"], strict=True))
-    recbole = {k: rb[k] for k in ("seconds", "cpu_seconds", "sessions", "best_epoch", "epochs_run", "best_valid", "own_test",
-                                  "config")}
+    recbole = {k: rb[k] for k in ("seconds", "cpu_seconds", "sessions", "best_epoch", "epochs_run", "best_valid",
+                                  "own_test", "config")}
     for name, cands in protocols.items():
         table = cands.rows("test", "video")
         scores = _gather(rb["full"], rows_of_user, rb["item_col"], cands)

@@ -186,7 +186,3 @@ def train_sasrec(
                           budget=StepBudget(cfg.max_seconds), log=log)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "progress")}
     return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by, settings)
-
-
-def train_config_dict(mcfg: SASRecConfig, cfg: TrainConfig) -> dict:
-    return {"model": asdict(mcfg), "train": asdict(cfg)}

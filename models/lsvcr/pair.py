@@ -48,14 +48,13 @@ class TaskPairRecommender:
 
     kind = KIND
 
-    def __init__(self, video: LSVCRRecommender, comment: LSVCRRecommender, *, name: str = "lsvcr",
-                 digest: str = "") -> None:
+    def __init__(self, video: LSVCRRecommender, comment: LSVCRRecommender, *, name: str = "lsvcr") -> None:
         if video.catalogue.digest() != comment.catalogue.digest():
             raise ValueError("the video and comment models were loaded with different catalogues")
         self.parts = {"video": video, "comment": comment}
         self.catalogue = video.catalogue
         self.name = name
-        self.digest = digest or pair_digest({p: r.digest for p, r in self.parts.items()})
+        self.digest = pair_digest({p: r.digest for p, r in self.parts.items()})
 
     def score_videos(self, hist: UserHistories, query: VideoQuery) -> Tensor:
         return self.parts["video"].score_videos(hist, query)
@@ -139,25 +138,20 @@ def load_pair(folder: Path | str, *, catalogue: Catalogue | None = None, name: s
         if task != part:
             raise CheckpointError(f"{folder}/{parts[part]['folder']} was fine-tuned for task {task!r}, not {part!r}")
         recs[part] = rec
-    if pair_digest({p: r.digest for p, r in recs.items()}) != config["weights_sha256"]:
+    pair = TaskPairRecommender(recs["video"], recs["comment"], name=name)
+    if pair.digest != config["weights_sha256"]:
         raise CheckpointError(f"{folder}/{CONFIG_FILE}: weights_sha256 is not the digest of its parts; re-assemble")
-    return TaskPairRecommender(recs["video"], recs["comment"], name=name, digest=config["weights_sha256"])
+    return pair
 
 
 def train_pair(out_dir: Path | str, *, config: LSVCRConfig | None = None, ablation: str | None = None,
                log: Callable[[str], None] = print, **kwargs) -> Path:
     """Train the per-task pair: stage 1 once (at `stage1_dir(out_dir)`, as the joint model keeps it), then
     stage 2 for each task from that stage 1, assembled at `out_dir`. `kwargs` go to `train_lsvcr` (data or
-    catalogue + splits, seed, epochs, device, candidates_dir, ...), except a time budget: the pair trains
-    to convergence (a budget split across three trainings would cover less than it claims)."""
+    catalogue + splits, seed, epochs, device, candidates_dir, ...), never a time budget: the pair trains to
+    convergence (a budget split across three trainings would cover less than it claims)."""
     from models.lsvcr.train import stage1_dir, train_lsvcr
 
-    if kwargs.pop("time_budget_s", None) is not None:
-        raise ModelInputError("the per-task pair trains without a time budget (each stage to convergence): pass "
-                              "--time-budget 0")
-    for reserved in ("stage", "name"):
-        if reserved in kwargs:
-            raise TypeError(f"train_pair sets {reserved!r} itself")
     out_dir = Path(out_dir)
     base = config or LSVCRConfig()
     own_stage1 = ablation not in ("no_align", "no_text")
@@ -170,10 +164,9 @@ def train_pair(out_dir: Path | str, *, config: LSVCRConfig | None = None, ablati
         folder = out_dir.with_name(f"{out_dir.name}-{task}")
         if own_stage1:  # the part's stage-1 folder is the shared one
             link = stage1_dir(folder)
-            if link.is_symlink() or link.exists():
-                if not link.is_symlink():
-                    raise ModelInputError(f"{link} exists and is not the link to the shared stage 1; remove it")
-                link.unlink()
+            if link.exists() and not link.is_symlink():
+                raise ModelInputError(f"{link} exists and is not the link to the shared stage 1; remove it")
+            link.unlink(missing_ok=True)  # a link an interrupted call left
             link.symlink_to(stage1_dir(out_dir).resolve(), target_is_directory=True)
         log(f"per-task pair: stage 2 for the {task} task")
         cfg = replace(base, stage2=replace(base.stage2, task=task))
