@@ -45,7 +45,9 @@ A per-run log (one line per trained model, with timings and validation figures) 
 Every trained model is saved as `<workdir>/<protocol folder>/<model>-<seed>/` (`leave_one_out/`, or
 `temporal-<cut>/`), the stored candidates beside them; `--resume` evaluates those that exist instead of
 training them again (an interrupted run, or runs trained separately with the same settings), never a
-checkpoint of the other protocol or cut. With `--jobs 2` two runs train at once, one process (and one
+checkpoint of the other protocol or cut; an LSVCR run killed after its stage 1 fine-tunes from that stage 1,
+and one killed in stage 2 continues from its last finished epoch (`<model>-<seed>.stage2-state.safetensors`,
+models/training_loop.py), ending with the checkpoint a run that never stopped would have saved. With `--jobs 2` two runs train at once, one process (and one
 torch thread) each. Under leave-one-out, when `--data` is a synthetic world, the output also holds the
 oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the headroom the world leaves above the production
 rules. `--train-users 0.2` trains every model on a random fifth of the users (the same users for every
@@ -315,11 +317,16 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
             # and LM): only stage 2 is trained again
             err(f"  {name}/{seed}: resuming from the stage 1 in {stage1_dir(folder)}")
             stage = "finetune"
+        # stage 2 keeps its state here after every epoch: a later --resume continues a run killed in stage 2
+        # from its last finished epoch (on the same saved stage 1; otherwise it starts afresh)
+        state = w["folder"] / f"{name}-{seed}.stage2-state.safetensors"
+        if not (args.resume and stage == "finetune"):
+            state.unlink(missing_ok=True)
         folder = train_lsvcr(None, folder, stage=stage, ablation=ablation, seed=seed, config=cfg,
                              device=args.device, catalogue=prep.catalogue, splits=prep.splits,
                              epochs=args.epochs, candidates_dir=w["folder"],
                              cache_dir=Path(args.workdir) / ".lsvcr-cache",
-                             time_budget_s=args.lsvcr_budget or None, progress=False,
+                             time_budget_s=args.lsvcr_budget or None, progress=False, resume_state=state,
                              log=lambda s, n=name, sd=seed: err(f"  {n}/{sd}: {s}"))
         _record_training_data(folder)
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
@@ -351,7 +358,7 @@ def _record_training_data(folder: Path) -> None:
 def _run_info(m: dict) -> dict:
     """The per-run log fields of a checkpoint's training metrics (base or LSVCR)."""
     keys = ("best_epoch", "pretrained_embedding_s", "stage1_s", "stage2_s", "total_s", "valid_video_ndcg@5",
-            "valid_comment_ndcg@5")
+            "valid_comment_ndcg@5", "stage2_resumed_after")
     out = {k: m[k] for k in keys if k in m}
     if "best_valid_ndcg@5" in m:  # base
         out["valid_video_ndcg@5"] = m["best_valid_ndcg@5"]

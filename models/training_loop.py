@@ -21,21 +21,31 @@ to record). `run_epochs` owns the rest, the same for every trainer:
 
 The loop draws no random numbers; trainers draw theirs from generators they own. Module
 initialisation and dropout, which read torch's global generator, run inside `seeded_torch`.
+
+With `resume` (`Resume`), the loop writes the run's whole state after every epoch (`models.run_state`:
+weights, optimizer, the trainer's generators, torch's, the best epoch's weights, the history and the
+early-stopping count), and a later call with the same `resume` continues after the last saved epoch,
+bit for bit as if it had never stopped; a state whose run has ended returns that run's result without
+training. A state saved by a run with another `key` (config, seed, data) is refused.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from models.budget import StepBudget
+from models.run_state import load_state, save_state
 
 StopReason = Literal["max_epochs", "early_stopping", "time_budget"]
 STOP_REASONS: tuple[StopReason, ...] = ("max_epochs", "early_stopping", "time_budget")
@@ -93,6 +103,20 @@ class Validation:
     metrics: dict[str, float] = field(default_factory=dict)  # reported for the best epoch (LoopResult.best)
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where `run_epochs` keeps the run's state between calls (see the module docstring)."""
+
+    path: Path
+    optimizer: torch.optim.Optimizer
+    generators: Mapping[str, np.random.Generator]  # every generator the trainer draws from
+    key: Mapping[str, Any]  # what the run is (JSON-able): config, seed, data; another run's state is refused
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=float))
+
+
 class EpochTrainer(Protocol[B]):
     def batches(self, epoch: int) -> Sequence[B]:
         """The epoch's batches, in order (called in train mode at the start of each epoch)."""
@@ -114,6 +138,8 @@ class LoopResult:
     best: Validation | None  # the best epoch's validation
     stopped_by: StopReason
     budget: StepBudget  # steps taken, mean step time, last validation time
+    seconds_before: float = 0.0  # wall seconds of earlier calls this run resumed from (`Resume`)
+    resumed_after: list[int] = field(default_factory=list)  # the epochs after which earlier calls stopped
 
     @property
     def best_score(self) -> float:
@@ -121,17 +147,41 @@ class LoopResult:
 
 
 def run_epochs(model: torch.nn.Module, trainer: EpochTrainer[B], settings: LoopSettings, *,
-               budget: StepBudget | None = None, log: Callable[[str], None] = print) -> LoopResult:
+               budget: StepBudget | None = None, log: Callable[[str], None] = print,
+               resume: Resume | None = None) -> LoopResult:
     """Train `model` epoch by epoch (see the module docstring); returns with the best epoch's weights
-    loaded and the model in eval mode. `budget`: None = no time budget."""
+    loaded and the model in eval mode. `budget`: None = no time budget; `resume`: None = nothing kept."""
     budget = budget if budget is not None else StepBudget(None)
     clock, pre = budget.clock, settings.prefix
+    t_call = clock()
     history: list[dict[str, Any]] = []
     best: Validation | None = None
     best_state: dict[str, torch.Tensor] | None = None
-    best_epoch, bad = 0, 0
+    best_epoch, bad, first, seconds_before = 0, 0, 1, 0.0
+    resumed_after: list[int] = []
     stopped_by: StopReason = "max_epochs"
-    for epoch in range(1, settings.epochs + 1):
+    ended = False
+    if resume is not None:
+        saved = load_state(resume.path, model=model, optimizer=resume.optimizer, np_generators=resume.generators,
+                           extra=True)
+        if saved is not None:
+            if saved["key"] != _jsonable(resume.key):
+                differ = sorted(k for k in set(saved["key"]) | set(resume.key)
+                                if saved["key"].get(k) != _jsonable(resume.key).get(k))
+                raise ValueError(f"{resume.path} holds the training state of another run (differs in: "
+                                 f"{', '.join(differ)}); delete it to train from the start")
+            history, best_epoch, bad = saved["history"], saved["best_epoch"], saved["bad"]
+            best = Validation(**saved["best"]) if saved["best"] is not None else None
+            best_state = saved["extra"] or None
+            first, seconds_before = saved["epoch"] + 1, saved["seconds"]
+            resumed_after = [*saved["resumed_after"], saved["epoch"]]
+            ended = saved["stopped_by"] is not None
+            stopped_by = saved["stopped_by"] or stopped_by
+            log(f"{pre}resumed after epoch {saved['epoch']} from {resume.path} (best epoch {best_epoch}, "
+                f"{seconds_before:.0f} s so far)" + ("; that run had ended" if ended else ""))
+    for epoch in range(first, settings.epochs + 1):
+        if ended:
+            break
         t_epoch = clock()
         model.train()
         batches = trainer.batches(epoch)
@@ -154,6 +204,7 @@ def run_epochs(model: torch.nn.Module, trainer: EpochTrainer[B], settings: LoopS
         history.append(row)
         log(f"{pre}epoch {epoch:3d}{f' ({done}/{len(batches)} steps)' if partial else ''}  {val.summary}  "
             f"{row['seconds']:.1f}s" + ("  *best" if improved else ""))
+        stop: StopReason | None = None
         if improved:
             best, best_epoch, bad = val, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -162,16 +213,23 @@ def run_epochs(model: torch.nn.Module, trainer: EpochTrainer[B], settings: LoopS
             if bad >= settings.patience:
                 log(f"{pre}early stop: no better {settings.score_name} for {settings.patience} epochs; "
                     f"best epoch {best_epoch}")
-                stopped_by = "early_stopping"
-                break
-        if partial or not budget.step_fits():
+                stop = "early_stopping"
+        if stop is None and (partial or not budget.step_fits()):
             log(f"{pre}time budget: training stops at its time budget ({budget.max_seconds:.0f} s; "
                 f"{budget.elapsed():.0f} s used, {budget.steps} steps of {budget.step_seconds:.2f} s, validation "
                 f"{budget.eval_seconds:.1f} s); best epoch {best_epoch}; early stopping had not ended training, "
                 "so the model may be under-trained")
-            stopped_by = "time_budget"
+            stop = "time_budget"
+        if resume is not None:
+            save_state(resume.path, model=model, optimizer=resume.optimizer, np_generators=resume.generators,
+                       extra=best_state, counters=_jsonable({
+                           "key": resume.key, "epoch": epoch, "history": history, "best_epoch": best_epoch,
+                           "bad": bad, "best": asdict(best) if best is not None else None, "stopped_by": stop,
+                           "seconds": seconds_before + clock() - t_call, "resumed_after": resumed_after}))
+        if stop is not None:
+            stopped_by = stop
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return LoopResult(history, best_epoch, best, stopped_by, budget)
+    return LoopResult(history, best_epoch, best, stopped_by, budget, seconds_before, resumed_after)

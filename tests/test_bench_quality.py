@@ -119,3 +119,5 @@ def test_resume_after_stage1_trains_only_stage2(quality, logs, tmp_path, capsys)
     assert out["results"]["lsvcr"]["video"]["ndcg@10"]["n"] == 1
     stage1 = json.loads((work / "leave_one_out" / "lsvcr-0" / "config.json").read_text())["stage1"]
     assert stage1["seed"] == 0 and stage1["ablation"] is None  # the stage 2 records the stage 1 it started from
+    # stage 2 kept its state after every epoch (models.training_loop.Resume) and deleted it with the model saved
+    assert not list((work / "leave_one_out").glob("*.stage2-state.safetensors"))

@@ -32,9 +32,11 @@ serving time alike.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +53,15 @@ from models.lsvcr.losses import id_text_loss
 from models.lsvcr.prompts import _comments_by_video
 from models.lsvcr.sr_model import LSVCRSR
 from models.lsvcr.text import TextTables
-from models.training_loop import EpochPass, LoopSettings, StopReason, Validation, run_epochs, seeded_torch
+from models.training_loop import (
+    EpochPass,
+    LoopSettings,
+    Resume,
+    StopReason,
+    Validation,
+    run_epochs,
+    seeded_torch,
+)
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Stage2Result:
     # "max_epochs": recorded so a comparison can tell a converged model from a budget-cut one
     # (models.training_loop, shared with base)
     stopped_by: StopReason = "max_epochs"
+    resumed_after: list[int] = field(default_factory=list)  # epochs after which earlier calls stopped (resume)
 
 
 def comment_candidates(hist: UserHistories, off: np.ndarray, by_video: np.ndarray, n_neg: int,
@@ -309,9 +320,12 @@ class _Stage2Epochs:
 
 def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates, tables: TextTables,
                config: LSVCRConfig, *, init_state: dict[str, torch.Tensor] | None = None, device: str = "cpu",
-               progress: bool = False, name: str = "lsvcr", log: Callable[[str], None] = print) -> Stage2Result:
+               progress: bool = False, name: str = "lsvcr", log: Callable[[str], None] = print,
+               resume: Path | None = None) -> Stage2Result:
     """Fine-tune (see the module docstring); returns the best-validation recommender. `config` is read,
-    never changed; torch's global random state is seeded inside and restored on return (`seeded_torch`)."""
+    never changed; torch's global random state is seeded inside and restored on return (`seeded_torch`).
+    `resume`: a file where the run's state is kept after every epoch, so a killed run continues from its
+    last finished epoch (`models.training_loop.Resume`; the caller deletes it once the model is saved)."""
     t0 = time.perf_counter()
     cfg, seed = config.stage2, config.seed
     sr_cfg: SRConfig = config.sr
@@ -342,6 +356,27 @@ def run_stage2(splits: Splits, catalogue: Catalogue, candidates: EvalCandidates,
         settings = LoopSettings(cfg.epochs, cfg.patience, label="stage 2", progress=progress,
                                 score_name="validation NDCG@5 (mean of the tasks)" if cfg.task == "both"
                                 else f"validation {cfg.task} NDCG@5")
-        loop = run_epochs(model, trainer, settings, budget=StepBudget(cfg.max_seconds, start=t0), log=log)
+        # the run's identity; time budgets are left out, as each call's budget is its own (and stage 1's
+        # result is in "init")
+        what = config.to_dict()
+        for stage in ("stage1", "stage2"):
+            what[stage] = {k: v for k, v in what[stage].items() if k != "max_seconds"}
+        keep = None if resume is None else Resume(resume, opt, {"stage2": rng}, {
+            "config": what, "train": train.fingerprint(), "catalogue": catalogue.digest(),
+            "init": _state_digest(init_state), "candidates": candidates.key})
+        loop = run_epochs(model, trainer, settings, budget=StepBudget(cfg.max_seconds, start=t0), log=log,
+                          resume=keep)
     best_valid = loop.best.metrics if loop.best is not None else {}
-    return Stage2Result(rec, loop.best_epoch, best_valid, loop.history, time.perf_counter() - t0, loop.stopped_by)
+    return Stage2Result(rec, loop.best_epoch, best_valid, loop.history,
+                        loop.seconds_before + time.perf_counter() - t0, loop.stopped_by, loop.resumed_after)
+
+
+def _state_digest(state: dict[str, torch.Tensor] | None) -> str | None:
+    """sha256 of a state dict's names and values: a resumed stage 2 must start from the same stage 1."""
+    if state is None:
+        return None
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

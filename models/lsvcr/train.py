@@ -121,6 +121,7 @@ def train_lsvcr(
     time_budget_s: float | None = 540.0,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    resume_state: Path | str | None = None,
 ) -> Path:
     """Train LSVCR on log tables (`data`, keyed by schema name) or on a prepared `catalogue` + `splits`.
 
@@ -132,6 +133,9 @@ def train_lsvcr(
     `config` is read, never changed: the configs the stages ran with (seed, epochs, budget shares, the
     SR model's sizes) are derived with `dataclasses.replace` and saved in the checkpoint's config.json.
     Deterministic by `seed`; torch's global random state is seeded inside and restored on return.
+    `resume_state`: a file where stage 2 keeps its state after every epoch; a call killed in stage 2 and
+    made again with the same file (and `stage="finetune"` on the saved stage 1) continues from the last
+    finished epoch bit for bit, and the file is deleted once the checkpoint is saved.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -160,7 +164,7 @@ def train_lsvcr(
     with seeded_torch(seed):
         return _train(catalogue, splits, out_dir, cfg, stage=stage, device=device, cache_dir=cache_dir,
                       candidates_dir=candidates_dir, name=name, time_budget_s=time_budget_s, progress=progress,
-                      log=log)
+                      log=log, resume_state=resume_state)
 
 
 def _budgeted(max_seconds: float | None, share: float) -> float:
@@ -170,7 +174,8 @@ def _budgeted(max_seconds: float | None, share: float) -> float:
 
 def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig, *, stage: str, device: str,
            cache_dir: Path | str | None, candidates_dir: Path | str | None, name: str | None,
-           time_budget_s: float | None, progress: bool, log: Callable[[str], None]) -> Path:
+           time_budget_s: float | None, progress: bool, log: Callable[[str], None],
+           resume_state: Path | str | None) -> Path:
     seed, ablation = cfg.seed, cfg.ablation
     cache = Path(cache_dir) if cache_dir is not None else out_dir.parent / ".lsvcr-cache"
     timings: dict[str, float] = {}
@@ -247,8 +252,9 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
         left = max(30.0, time_budget_s - (time.perf_counter() - t0))
         cfg = replace(cfg, stage2=replace(cfg.stage2, max_seconds=_budgeted(cfg.stage2.max_seconds, left)))
     cands = load_or_sample_candidates(splits, catalogue, Path(candidates_dir) if candidates_dir else out_dir.parent)
+    keep = Path(resume_state) if resume_state is not None else None
     res2 = run_stage2(splits, catalogue, cands, tables, cfg, init_state=init_state, device=device,
-                      progress=progress, name=name or out_dir.name, log=log)
+                      progress=progress, name=name or out_dir.name, log=log, resume=keep)
     timings["stage2_s"] = res2.seconds
     timings["total_s"] = time.perf_counter() - t0
     provenance = {k: stage1_info.get(k) for k in ("seed", "ablation", "llm_path", "lm_tuning", "steps",
@@ -257,12 +263,15 @@ def _train(catalogue: Catalogue, splits: Splits, out_dir: Path, cfg: LSVCRConfig
                **{f"valid_{k}": v for k, v in res2.best_valid.items()},
                **timings, "epochs": res2.history,
                "stage1_steps": stage1_info.get("steps"), "stage1_planned_steps": stage1_info.get("planned_steps"),
-               "stage1_truncated": bool(stage1_info.get("truncated", False))}
+               "stage1_truncated": bool(stage1_info.get("truncated", False)),
+               "stage2_resumed_after": res2.resumed_after}
     res2.recommender.tuned_lm = tuned
     res2.recommender.save(out_dir, data_fingerprint=splits.full.fingerprint(), seed=seed, metrics=metrics,
                           extra={"ablation": ablation, "llm_path": cfg.llm_path, "stage": stage,
                                  "eval_candidates_key": cands.key,
                                  "stage1": provenance if stage1_info else None})
+    if keep is not None:
+        keep.unlink(missing_ok=True)  # the run is saved: its state has served
     log(f"LSVCR{'' if ablation is None else ' (' + ablation + ')'} saved to {out_dir} "
         f"(best epoch {res2.best_epoch}, {timings['total_s']:.1f} s)")
     return out_dir

@@ -316,3 +316,39 @@ def test_train_lsvcr_leaves_the_callers_config_random_state_and_environment_alon
     assert _env() == env0
     saved = json.loads((tmp_path / "lsvcr" / "config.json").read_text())["hyperparameters"]
     assert saved["seed"] == 4 and saved["stage1"]["max_seconds"] is not None and saved["sr"]["use_ids"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_stage2_killed_mid_run_resumes_to_the_same_checkpoint(world, tmp_path):
+    """A fine-tune killed after epoch 3 and made again with the same resume file ends with the weights,
+    history and best epoch of a run that never stopped; the file is gone once the checkpoint is saved."""
+    import shutil
+
+    cfg = small_config(epochs=6, patience=6)
+    runs = {}
+    for name in ("straight", "resumed"):
+        out = tmp_path / name / "lsvcr"
+        out.parent.mkdir()
+        shutil.copytree(stage1_dir(world["out"]), stage1_dir(out))
+        runs[name] = out
+    kw = dict(stage="finetune", catalogue=world["catalogue"], splits=world["splits"], config=cfg, progress=False)
+    train_lsvcr(None, runs["straight"], log=lambda s: None, **kw)
+    state = tmp_path / "resumed" / "stage2.safetensors"
+
+    def killed_in_epoch_4(line: str) -> None:
+        if line.startswith("stage 2 epoch   4"):
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_lsvcr(None, runs["resumed"], log=killed_in_epoch_4, resume_state=state, **kw)
+    assert state.exists() and not runs["resumed"].exists()
+    logs: list[str] = []
+    train_lsvcr(None, runs["resumed"], log=logs.append, resume_state=state, **kw)
+    assert not state.exists()
+    assert any(line.startswith("stage 2 resumed after epoch 3") for line in logs)
+    got, want = (json.loads((runs[n] / "config.json").read_text()) for n in ("resumed", "straight"))
+    assert got["weights_sha256"] == want["weights_sha256"]
+    gm, wm = got["training_metrics"], want["training_metrics"]
+    drop = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert drop(gm["epochs"]) == drop(wm["epochs"]) and gm["best_epoch"] == wm["best_epoch"]
+    assert gm["stage2_resumed_after"] == [3] and wm["stage2_resumed_after"] == []

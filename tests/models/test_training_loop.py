@@ -9,6 +9,7 @@ import math
 import os
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,80 @@ def test_train_sasrec_leaves_the_callers_config_random_state_and_environment_alo
     assert _env() == env0
     again = train_sasrec(prep.splits, prep.catalogue, cands, mcfg, cfg, log=lambda s: None)
     assert [h["loss"] for h in again.history] == [h["loss"] for h in res.history]  # whatever the caller's state
+
+
+class _Noisy:
+    """A real little trainer: Adam, dropout (torch's global generator), batch order and noise from a
+    NumPy Generator, and a validation score that depends on all of them. `crash_at`: raise in that
+    epoch's validation, after its steps (a run killed mid-epoch)."""
+
+    def __init__(self, seed: int = 0, crash_at: int | None = None) -> None:
+        torch.manual_seed(seed)
+        self.model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=0.05)
+        self.rng = np.random.default_rng([seed, 2])
+        data = np.random.default_rng(7)
+        self.x = torch.from_numpy(data.normal(size=(64, 4))).float()
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.3
+        self.crash_at, self.steps = crash_at, 0
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return np.array_split(self.rng.permutation(48), 4)
+
+    def step(self, batch: np.ndarray) -> None:
+        self.steps += 1
+        noise = torch.from_numpy(self.rng.normal(scale=0.1, size=(len(batch), 1))).float()
+        loss = ((self.model(self.x[batch]) - self.y[batch] - noise) ** 2).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+    def validate(self, run: EpochPass) -> Validation:
+        if run.epoch == self.crash_at:
+            raise KeyboardInterrupt("killed")
+        with torch.no_grad():
+            mse = float(((self.model(self.x[48:]) - self.y[48:]) ** 2).mean())
+        score = -round(mse, 2)  # coarse, so that some epochs do not improve and patience counts
+        return Validation(score, {"mse": mse}, f"mse {mse:.4f}", {"mse": mse})
+
+
+def _noisy_run(tmp_path, crash_at: int | None = None, key: dict | None = None):
+    from models.training_loop import Resume
+
+    t = _Noisy(crash_at=crash_at)
+    resume = Resume(tmp_path / "state.safetensors", t.opt, {"batches": t.rng}, key or {"seed": 0, "lr": 0.05})
+    logs: list[str] = []
+    with seeded_torch(0):
+        res = run_epochs(t.model, t, LoopSettings(40, 3), log=logs.append, resume=resume)
+    return t, res, logs
+
+
+def _without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_a_run_killed_mid_epoch_resumes_bit_identical(tmp_path):
+    straight, want, _ = _noisy_run(tmp_path / "straight")
+    assert want.stopped_by == "early_stopping" and 4 < len(want.history) < 40 and want.best_epoch < len(want.history)
+    with pytest.raises(KeyboardInterrupt):
+        _noisy_run(tmp_path / "resumed", crash_at=3)
+    with pytest.raises(KeyboardInterrupt):  # killed again, later
+        _noisy_run(tmp_path / "resumed", crash_at=5)
+    t, got, logs = _noisy_run(tmp_path / "resumed")
+    assert "resumed after epoch 4" in logs[0]
+    assert _without_seconds(got.history) == _without_seconds(want.history)
+    assert (got.best_epoch, got.stopped_by, got.best.metrics) == (want.best_epoch, want.stopped_by, want.best.metrics)
+    assert got.resumed_after == [2, 4] and got.seconds_before > 0
+    assert t.steps == 4 * (len(want.history) - 4)  # only the epochs after the last saved one were trained
+    for k, v in straight.model.state_dict().items():  # the best epoch's weights, restored
+        assert torch.equal(t.model.state_dict()[k], v), k
+
+
+def test_an_ended_run_returns_its_result_without_training_and_another_runs_state_is_refused(tmp_path):
+    _, want, _ = _noisy_run(tmp_path)
+    t, got, logs = _noisy_run(tmp_path)
+    assert t.steps == 0 and "that run had ended" in logs[0]
+    assert (got.best_epoch, got.stopped_by) == (want.best_epoch, want.stopped_by)
+    assert _without_seconds(got.history) == _without_seconds(want.history)
+    with pytest.raises(ValueError, match=r"another run \(differs in: lr\); delete it"):
+        _noisy_run(tmp_path, key={"seed": 0, "lr": 0.01})

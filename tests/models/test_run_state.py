@@ -1,27 +1,17 @@
-"""bench/support/resumable.py: a run stopped after any epoch and resumed from the saved state ends bit-identical
+"""models/run_state.py: a run stopped after any epoch and resumed from the saved state ends bit-identical
 to the run that never stopped (weights, Adam moments, and every random stream it draws from: dropout
 through torch's global generator, shuffling through a private one, negatives through NumPy's and
-Python's legacy generators, as RecBole's Trainer does)."""
+Python's legacy generators, as RecBole's Trainer does, and a NumPy Generator, as our trainers do)."""
 
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def resumable(monkeypatch):
-    monkeypatch.setattr(sys, "path", [*sys.path, str(ROOT / "bench")])
-    from support import resumable
-
-    return resumable
+from models import run_state as resumable
 
 
 class _Net(torch.nn.Module):
@@ -59,7 +49,7 @@ def _epoch(net, opt, shuffle) -> float:
     return total
 
 
-def test_resumed_run_is_bit_identical(resumable, tmp_path) -> None:
+def test_resumed_run_is_bit_identical(tmp_path) -> None:
     net, opt, shuffle = _fresh()
     straight = [_epoch(net, opt, shuffle) for _ in range(4)]
     want_weights = {k: v.clone() for k, v in net.state_dict().items()}
@@ -87,7 +77,7 @@ def test_resumed_run_is_bit_identical(resumable, tmp_path) -> None:
     assert not path.with_name(path.name + ".tmp").exists()
 
 
-def test_missing_state_is_none_and_foreign_file_is_refused(resumable, tmp_path) -> None:
+def test_missing_state_is_none_and_foreign_file_is_refused(tmp_path) -> None:
     net, opt, shuffle = _fresh()
     assert resumable.load_state(tmp_path / "none.safetensors", model=net, optimizer=opt, generators={}) is None
     from safetensors.torch import save_file
@@ -96,3 +86,22 @@ def test_missing_state_is_none_and_foreign_file_is_refused(resumable, tmp_path) 
     save_file({"x": torch.zeros(1)}, str(other))
     with pytest.raises(ValueError, match="not a resumable-v1 training state.*delete it"):
         resumable.load_state(other, model=net, optimizer=opt, generators={})
+
+
+def test_numpy_generators_and_extra_tensors_come_back(tmp_path) -> None:
+    net, opt, _ = _fresh()
+    batches = np.random.default_rng([5, 2])
+    batches.random(7)
+    best = {"w": torch.arange(6.0).reshape(2, 3)}
+    path = tmp_path / "resume.safetensors"
+    resumable.save_state(path, model=net, optimizer=opt, counters={"epoch": 3}, np_generators={"batches": batches},
+                         extra=best)
+    want = batches.random(5)
+    net, opt, _ = _fresh(seed=99)
+    other = np.random.default_rng(0)
+    counters = resumable.load_state(path, model=net, optimizer=opt, np_generators={"batches": other}, extra=True)
+    assert np.array_equal(other.random(5), want)
+    assert counters["epoch"] == 3 and torch.equal(counters["extra"]["w"], best["w"])
+    assert resumable.read_counters(path) == {"epoch": 3}
+    with pytest.raises(ValueError, match="no state for the generator 'negatives'"):
+        resumable.load_state(path, model=net, optimizer=opt, np_generators={"negatives": other})
