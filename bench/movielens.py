@@ -121,6 +121,7 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
+    workdir = workdir.resolve()  # absolute: RecBole runs in it (os.chdir below), and it names every path in it
     data = workdir / "ml-100k"
     data.mkdir(parents=True, exist_ok=True)
     src = Path(inter_path)
