@@ -46,8 +46,9 @@ Every trained model is saved as `<workdir>/<protocol folder>/<model>-<seed>/` (`
 `temporal-<cut>/`), the stored candidates beside them; `--resume` evaluates those that exist instead of
 training them again (an interrupted run, or runs trained separately with the same settings), never a
 checkpoint of the other protocol or cut; an LSVCR run killed after its stage 1 fine-tunes from that stage 1,
-and one killed in stage 2 continues from its last finished epoch (`<model>-<seed>.stage2-state.safetensors`,
-models/training_loop.py), ending with the checkpoint a run that never stopped would have saved. With `--jobs 2` two runs train at once, one process (and one
+and one killed in stage 2 (or base killed in training) continues from its last finished epoch
+(`<model>-<seed>.stage2-state.safetensors` / `.train-state.safetensors`, models/training_loop.py), ending
+with the checkpoint a run that never stopped would have saved. With `--jobs 2` two runs train at once, one process (and one
 torch thread) each. Under leave-one-out, when `--data` is a synthetic world, the output also holds the
 oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the headroom the world leaves above the production
 rules. `--train-users 0.2` trains every model on a random fifth of the users (the same users for every
@@ -287,18 +288,22 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
         info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"]) | {"resumed": True}
     elif name == "base":
+        state = folder.with_name(folder.name + ".train-state.safetensors")  # as `harness train --resume` keeps it
+        if not args.resume:
+            state.unlink(missing_ok=True)
         res = train_sasrec(prep.splits, prep.catalogue, cands,
                            config=TrainConfig(epochs=args.epochs, seed=seed, device=args.device,
                                               patience=args.base_patience or args.patience, progress=False,
                                               max_seconds=args.base_budget),
-                           log=lambda s, sd=seed: err(f"  base/{sd}: {s}"))
+                           log=lambda s, sd=seed: err(f"  base/{sd}: {s}"), resume=state)
         rec = res.recommender
         rec.save(folder, data_fingerprint=prep.splits.full.fingerprint(), seed=seed, metrics=res.metrics())
+        state.unlink()
         _record_training_data(folder)
         info |= _run_info(res.metrics())
     else:
         from models.lsvcr.config import LSVCRConfig
-        from models.lsvcr.train import stage1_dir, train_lsvcr
+        from models.lsvcr.train import stage1_dir, stage2_state_path, train_lsvcr
 
         ablation, prior, task = LSVCR_NAMES[name]
         cfg = LSVCRConfig()  # as `harness train --model lsvcr [--no-comment-prior]` builds it
@@ -319,7 +324,7 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
             stage = "finetune"
         # stage 2 keeps its state here after every epoch: a later --resume continues a run killed in stage 2
         # from its last finished epoch (on the same saved stage 1; otherwise it starts afresh)
-        state = w["folder"] / f"{name}-{seed}.stage2-state.safetensors"
+        state = stage2_state_path(folder)
         if not (args.resume and stage == "finetune"):
             state.unlink(missing_ok=True)
         folder = train_lsvcr(None, folder, stage=stage, ablation=ablation, seed=seed, config=cfg,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +33,15 @@ from models.errors import ModelInputError
 from models.evaluation import EvalCandidates, evaluate
 from models.histories import EventLog, Splits
 from models.sasrec import SASRec, SASRecConfig, n_windows
-from models.training_loop import EpochPass, LoopSettings, StopReason, Validation, run_epochs, seeded_torch
+from models.training_loop import (
+    EpochPass,
+    LoopSettings,
+    Resume,
+    StopReason,
+    Validation,
+    run_epochs,
+    seeded_torch,
+)
 
 
 @dataclass
@@ -106,10 +115,12 @@ class TrainResult:
     best_valid_ndcg5: float = float("nan")
     stopped_by: StopReason = "max_epochs"  # or "early_stopping", "time_budget" (models.training_loop)
     settings: dict = field(default_factory=dict)  # the TrainConfig it ran with, for the checkpoint's record
+    resumed_after: list[int] = field(default_factory=list)  # epochs after which earlier calls stopped (resume)
 
     def metrics(self) -> dict:
         return {"best_epoch": self.best_epoch, "best_valid_ndcg@5": self.best_valid_ndcg5,
-                "stopped_by": self.stopped_by, "epochs": self.history, "settings": self.settings}
+                "stopped_by": self.stopped_by, "epochs": self.history, "settings": self.settings,
+                "resumed_after": self.resumed_after}
 
 
 @dataclass
@@ -168,8 +179,11 @@ def train_sasrec(
     config: TrainConfig | None = None,
     log: Callable[[str], None] = print,
     name: str = "base",
+    resume: Path | None = None,
 ) -> TrainResult:
-    """Train `base` on `splits.train`, select the epoch on validation NDCG@5 (stored candidates)."""
+    """Train `base` on `splits.train`, select the epoch on validation NDCG@5 (stored candidates).
+    `resume`: a file where the run's state is kept after every epoch, so a killed run continues from its
+    last finished epoch (models.training_loop.Resume; the caller deletes it once the model is saved)."""
     cfg = config or TrainConfig()
     mcfg = model_config or SASRecConfig(n_items=catalogue.n_videos)
     if mcfg.n_items != catalogue.n_videos:
@@ -182,7 +196,12 @@ def train_sasrec(
         rec = SASRecRecommender(model, catalogue, name=name, device=cfg.device)
         trainer = _SASRecEpochs(model, rec, opt, data, np.flatnonzero(np.diff(data.offsets) > 0), rng, cfg,
                                 splits, candidates, catalogue, unavailable=splits.later_uploads(cfg.device))
+        key = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "progress", "max_seconds")},
+               "model": asdict(mcfg), "train": splits.train.fingerprint(), "catalogue": catalogue.digest(),
+               "candidates": candidates.key}
+        keep = None if resume is None else Resume(resume, opt, {"batches": rng}, key)
         loop = run_epochs(model, trainer, LoopSettings(cfg.epochs, cfg.patience, progress=cfg.progress),
-                          budget=StepBudget(cfg.max_seconds), log=log)
+                          budget=StepBudget(cfg.max_seconds), log=log, resume=keep)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "progress")}
-    return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by, settings)
+    return TrainResult(rec, loop.history, loop.best_epoch, loop.best_score, loop.stopped_by, settings,
+                       loop.resumed_after)

@@ -141,6 +141,14 @@ def train(
                                   help="LSVCR only: one stage-2 model per task from one stage 1, served as one "
                                        "checkpoint (the paper's choice; better on video on the default world, "
                                        "BENCHMARKS.md), or one joint model. --per-task needs --time-budget 0."),
+    resume: bool = typer.Option(False, "--resume/--no-resume",
+                                help="Continue an interrupted training with the same settings into the same "
+                                     "--out: base and LSVCR's stage 2 go on from their last finished epoch "
+                                     "(<out>.train-state.safetensors / <out>.stage2-state.safetensors, kept "
+                                     "while training and deleted with the checkpoint saved), LSVCR reuses a "
+                                     "finished stage 1 (<out>-stage1) and, with --per-task, a finished part. "
+                                     "The result is the checkpoint an uninterrupted run would have saved. "
+                                     "Without it, a state left there is discarded."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
     until: str | None = typer.Option(None, "--until",
@@ -176,7 +184,7 @@ def train(
             _train(model, tables, target, stage=stage.value, llm=llm,
                    device=device.value, epochs=epochs, seed=seed, patience=patience,
                    ablation=ablation and ablation.value, time_budget=time_budget, comment_prior=comment_prior,
-                   per_task=per_task, progress=progress)
+                   per_task=per_task, progress=progress, resume=resume)
         except LOG_ERRORS as exc:
             raise log_error(exc) from None
         except (CheckpointError, ModelInputError) as exc:
@@ -198,7 +206,7 @@ def _threads(value: str) -> int | None:
 
 def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, llm: str | None, device: str,
            epochs: int, seed: int, patience: int, ablation: str | None, time_budget: float, comment_prior: bool,
-           progress: bool, per_task: bool = False) -> None:
+           progress: bool, per_task: bool = False, resume: bool = False) -> None:
     from models.evaluation import EvalConfig, load_or_sample_candidates
     from models.histories import prepare_data
 
@@ -214,8 +222,10 @@ def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, l
         from models.train_sasrec import TrainConfig, train_sasrec
 
         cfg = TrainConfig(epochs=epochs, seed=seed, device=device, patience=patience, progress=progress)
-        res = train_sasrec(prep.splits, prep.catalogue, cands, config=cfg, log=typer.echo)
+        state = _fresh_state(out.with_name(out.name + ".train-state.safetensors"), resume)
+        res = train_sasrec(prep.splits, prep.catalogue, cands, config=cfg, log=typer.echo, resume=state)
         res.recommender.save(out, data_fingerprint=prep.fingerprint, seed=seed, metrics=res.metrics())
+        state.unlink(missing_ok=True)
     else:
         from models.lsvcr.config import LSVCRConfig
         from models.lsvcr.train import train_lsvcr
@@ -228,12 +238,18 @@ def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, l
 
             train_pair(out, config=cfg_l, ablation=ablation, llm_path=llm, device=device, seed=seed, epochs=epochs,
                        catalogue=prep.catalogue, splits=prep.splits, candidates_dir=out.parent, progress=progress,
-                       log=typer.echo)
+                       log=typer.echo, resume=resume)
             return
+        from models.lsvcr.train import stage1_dir, stage2_state_path
+
+        state = _fresh_state(stage2_state_path(out), resume)
+        if resume and stage == "all" and ablation not in ("no_align", "no_text") and stage1_dir(out).is_dir():
+            typer.echo(f"resuming: stage 1 is already done, in {stage1_dir(out)}; training stage 2 from it")
+            stage = "finetune"
         written = train_lsvcr(None, out, stage=stage, llm_path=llm, ablation=ablation, device=device, seed=seed,
                               epochs=epochs, config=cfg_l, catalogue=prep.catalogue, splits=prep.splits,
                               candidates_dir=out.parent, time_budget_s=time_budget or None, progress=progress,
-                              log=typer.echo)
+                              log=typer.echo, resume_state=None if stage == "align" else state)
         if stage != "align" and _stopped_by(out) == "time_budget":
             typer.echo(f"note: the {time_budget:.0f} s budget ended training before early stopping did; for an "
                        "offline or launch comparison against base, train to convergence with --time-budget 0 "
@@ -246,6 +262,16 @@ def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, l
                        f"--out {out}")
             return
     typer.echo(f"saved {model.value} checkpoint to {out}")
+
+
+def _fresh_state(path: Path, resume: bool) -> Path:
+    """The file where training keeps its state between epochs; without --resume, one left there by an
+    interrupted run is discarded (said, so nobody wonders where it went)."""
+    if path.exists() and not resume:
+        typer.echo(f"note: discarding the state an interrupted training left in {path} (pass --resume to "
+                   "continue it)")
+        path.unlink()
+    return path
 
 
 def _stage1_truncated(checkpoint: Path) -> bool:

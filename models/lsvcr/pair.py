@@ -145,33 +145,46 @@ def load_pair(folder: Path | str, *, catalogue: Catalogue | None = None, name: s
 
 
 def train_pair(out_dir: Path | str, *, config: LSVCRConfig | None = None, ablation: str | None = None,
-               log: Callable[[str], None] = print, **kwargs) -> Path:
+               log: Callable[[str], None] = print, resume: bool = False, **kwargs) -> Path:
     """Train the per-task pair: stage 1 once (at `stage1_dir(out_dir)`, as the joint model keeps it), then
     stage 2 for each task from that stage 1, assembled at `out_dir`. `kwargs` go to `train_lsvcr` (data or
     catalogue + splits, seed, epochs, device, candidates_dir, ...), never a time budget: the pair trains to
-    convergence (a budget split across three trainings would cover less than it claims)."""
-    from models.lsvcr.train import stage1_dir, train_lsvcr
+    convergence (a budget split across three trainings would cover less than it claims).
+    `resume`: continue an interrupted call with the same settings: a finished stage 1 and a finished part
+    are kept, a part killed in stage 2 continues from its last finished epoch (`stage2_state_path`)."""
+    from models.lsvcr.train import stage1_dir, stage2_state_path, train_lsvcr
 
     out_dir = Path(out_dir)
     base = config or LSVCRConfig()
     own_stage1 = ablation not in ("no_align", "no_text")
     if own_stage1:
-        log("per-task pair: stage 1 (shared by both tasks)")
-        train_lsvcr(None, out_dir, stage="align", ablation=ablation, config=base, time_budget_s=None, log=log,
-                    **kwargs)
+        if resume and stage1_dir(out_dir).is_dir():  # written atomically: a folder there is a finished stage 1
+            log(f"per-task pair: stage 1 already done, in {stage1_dir(out_dir)}")
+        else:
+            log("per-task pair: stage 1 (shared by both tasks)")
+            train_lsvcr(None, out_dir, stage="align", ablation=ablation, config=base, time_budget_s=None, log=log,
+                        **kwargs)
     parts = {}
     for task in PARTS:
         folder = out_dir.with_name(f"{out_dir.name}-{task}")
+        cfg = replace(base, stage2=replace(base.stage2, task=task))
+        if resume and _finished_part(folder, cfg, ablation, kwargs):
+            log(f"per-task pair: the {task} model is already trained, in {folder}")
+            parts[task] = folder
+            continue
         if own_stage1:  # the part's stage-1 folder is the shared one
             link = stage1_dir(folder)
             if link.exists() and not link.is_symlink():
                 raise ModelInputError(f"{link} exists and is not the link to the shared stage 1; remove it")
             link.unlink(missing_ok=True)  # a link an interrupted call left
             link.symlink_to(stage1_dir(out_dir).resolve(), target_is_directory=True)
+        state = stage2_state_path(folder)
+        if not resume:
+            state.unlink(missing_ok=True)
         log(f"per-task pair: stage 2 for the {task} task")
-        cfg = replace(base, stage2=replace(base.stage2, task=task))
         parts[task] = train_lsvcr(None, folder, stage="finetune" if own_stage1 else "all", ablation=ablation,
-                                  config=cfg, time_budget_s=None, name=f"lsvcr-{task}", log=log, **kwargs)
+                                  config=cfg, time_budget_s=None, name=f"lsvcr-{task}", log=log,
+                                  resume_state=state, **kwargs)
     save_pair(out_dir, parts["video"], parts["comment"])
     for folder in parts.values():  # the pair holds copies; its stage 1 stays beside it
         shutil.rmtree(folder)
@@ -179,3 +192,20 @@ def train_pair(out_dir: Path | str, *, config: LSVCRConfig | None = None, ablati
             stage1_dir(folder).unlink()
     log(f"per-task pair saved to {out_dir}")
     return out_dir
+
+
+def _finished_part(folder: Path, cfg: LSVCRConfig, ablation: str | None, kwargs: dict) -> bool:
+    """Whether `folder` holds a part an interrupted `train_pair` finished with these settings."""
+    try:
+        ck = read_config(folder)
+    except CheckpointError:
+        return False
+    hp = ck.get("hyperparameters", {})
+    want = cfg.to_dict()
+    if kwargs.get("epochs") is not None:
+        want["stage2"]["epochs"] = kwargs["epochs"]
+    same = lambda d: {k: v for k, v in d.items() if k != "max_seconds"}  # noqa: E731
+    return (ck.get("kind") == PART_KIND and ck.get("seed") == kwargs.get("seed", 0) and ck.get("ablation") == ablation
+            and same(hp.get("stage2", {})) == same(want["stage2"])
+            and hp.get("sr", {}).get("comment_prior") == want["sr"]["comment_prior"]
+            and hp.get("llm_path") == (kwargs.get("llm_path") or want["llm_path"]))

@@ -63,6 +63,11 @@ def stage1_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + "-stage1")
 
 
+def stage2_state_path(out_dir: Path) -> Path:
+    """Where stage 2 keeps its state between epochs (`train_lsvcr(resume_state=...)`), beside the checkpoint."""
+    return out_dir.with_name(out_dir.name + ".stage2-state.safetensors")
+
+
 def _save_stage1(folder: Path, state: dict, tables: TextTables, info: dict, tuned: TunedLM) -> None:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

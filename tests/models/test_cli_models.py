@@ -115,3 +115,66 @@ def test_stopped_by_reads_the_checkpoint_and_tolerates_old_ones(tmp_path) -> Non
     assert _stopped_by(ck) is None  # a checkpoint from before the field existed
     (ck / "config.json").write_text(json.dumps(head | {"training_metrics": {"stopped_by": "time_budget"}}))
     assert _stopped_by(ck) == "time_budget"
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_on(monkeypatch, prefix: str) -> None:
+    """Make the CLI's own output raise when it prints a line starting with `prefix` (a run killed there)."""
+    import typer
+
+    echo = typer.echo
+
+    def echo_or_die(message=None, *args, **kwargs):
+        if isinstance(message, str) and message.startswith(prefix):
+            raise _Killed(message)
+        return echo(message, *args, **kwargs)
+
+    monkeypatch.setattr(typer, "echo", echo_or_die)
+
+
+def test_train_resume_continues_an_interrupted_base_run_to_the_same_checkpoint(tmp_path, logs, monkeypatch) -> None:
+    args = ["train", "--model", "base", "--data", str(logs), "--epochs", "5", "--patience", "5", "--no-progress",
+            "--threads", "1"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "straight" / "base")])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "resumed" / "base"
+    state = out.with_name("base.train-state.safetensors")
+    with monkeypatch.context() as m:
+        _kill_on(m, "epoch   4")
+        r = runner.invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code != 0 and state.exists() and not out.exists()
+    r = runner.invoke(app, [*args, "--out", str(out), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "resumed after epoch 3" in r.output and "epoch   1  loss" not in r.output and not state.exists()
+    got, want = (json.loads((p / "config.json").read_text()) for p in (out, tmp_path / "straight" / "base"))
+    assert got["weights_sha256"] == want["weights_sha256"]
+    assert got["training_metrics"]["resumed_after"] == [3] and want["training_metrics"]["resumed_after"] == []
+    # without --resume, a state left behind is discarded, and that is said
+    with monkeypatch.context() as m:
+        _kill_on(m, "epoch   2")
+        runner.invoke(app, [*args, "--out", str(out)])
+    assert state.exists()
+    r = runner.invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code == 0 and "discarding the state an interrupted training left" in r.output
+    assert "epoch   1  loss" in r.output and not state.exists()
+
+
+def test_train_resume_of_a_joint_lsvcr_run_killed_in_stage2_keeps_its_stage1(tmp_path, logs, monkeypatch) -> None:
+    out = tmp_path / "ck" / "lsvcr"
+    args = ["train", "--model", "lsvcr", "--data", str(logs), "--out", str(out), "--epochs", "3", "--patience", "3",
+            "--time-budget", "0", "--no-progress", "--threads", "1"]
+    with monkeypatch.context() as m:
+        _kill_on(m, "stage 2 epoch   2")
+        r = runner.invoke(app, args)
+    assert r.exit_code != 0 and (tmp_path / "ck" / "lsvcr-stage1").is_dir() and not out.exists()
+    state = tmp_path / "ck" / "lsvcr.stage2-state.safetensors"
+    assert state.exists()
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "stage 1 is already done" in r.output and "stage 1 done" not in r.output
+    assert "stage 2 resumed after epoch 1" in r.output and not state.exists()
+    tm = json.loads((out / "config.json").read_text())["training_metrics"]
+    assert [row["epoch"] for row in tm["epochs"]] == [1, 2, 3] and tm["stage2_resumed_after"] == [1]

@@ -93,7 +93,7 @@ def test_refuses_wrong_parts(parts, tmp_path) -> None:
         load_recommender(pair, catalogue=catalogue())
 
 
-def test_cli_trains_the_pair_from_one_stage1(tmp_path) -> None:
+def test_cli_trains_the_pair_from_one_stage1(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from harness.cli import app
@@ -107,7 +107,7 @@ def test_cli_trains_the_pair_from_one_stage1(tmp_path) -> None:
                             "--epochs", "1", "--no-progress", "--threads", "1"])
     assert r.exit_code == 3 and "--per-task trains every stage to convergence" in r.output and not out.exists()
     r = runner.invoke(app, ["train", "--model", "lsvcr", "--per-task", "--time-budget", "0", "--data", str(logs),
-                            "--out", str(out), "--epochs", "1", "--no-progress", "--threads", "1"])
+                            "--out", str(out), "--epochs", "2", "--patience", "2", "--no-progress", "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert r.output.count("stage 1 done") == 1  # one alignment, shared by both tasks
     cfg = read_config(out)
@@ -124,6 +124,34 @@ def test_cli_trains_the_pair_from_one_stage1(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     got = {(x["model"], x["task"]) for x in json.loads(r.stdout.strip().splitlines()[-1])["results"]}
     assert got == {("lsvcr", "video"), ("lsvcr", "comment")}
+
+    # killed in the comment model's second epoch, then --resume: stage 1 and the video model are kept, the
+    # comment model continues after its first epoch, and the pair is the one the uninterrupted call saved
+    import typer
+
+    echo, seen = typer.echo, []
+
+    def killed_in_the_comment_models_second_epoch(message=None, *args, **kwargs):
+        if isinstance(message, str) and message.startswith("stage 2 epoch   2"):
+            seen.append(message)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
+        return echo(message, *args, **kwargs)
+
+    again = tmp_path / "again" / "lsvcr"
+    args = ["train", "--model", "lsvcr", "--per-task", "--time-budget", "0", "--data", str(logs), "--out", str(again),
+            "--epochs", "2", "--patience", "2", "--no-progress", "--threads", "1"]
+    with monkeypatch.context() as m:
+        m.setattr(typer, "echo", killed_in_the_comment_models_second_epoch)
+        r = runner.invoke(app, args)
+    assert r.exit_code != 0 and len(seen) == 2, r.output
+    assert not again.exists() and again.with_name("lsvcr-comment.stage2-state.safetensors").exists()
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "stage 1 already done" in r.output and "the video model is already trained" in r.output
+    assert "stage 2 resumed after epoch 1" in r.output and "stage 1 done" not in r.output
+    assert read_config(again)["weights_sha256"] == read_config(out)["weights_sha256"]
+    assert not list(again.parent.glob("*.stage2-state.safetensors"))
 
 
 @pytest.mark.usefixtures("one_thread")
