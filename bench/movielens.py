@@ -34,7 +34,7 @@ RecBole's training takes hours of two cores here, more than one working session,
     PYTHONPATH=/tmp/rblib python bench/movielens.py WHEEL --parity --workdir W --budget 9000
 
 trains for about `--budget` seconds, saves its state after the epoch (model, Adam moments, the early-
-stopping count and every random stream: bench/support/resumable.py, through RecBole's own `callback_fn` hook),
+stopping count and every random stream: models/run_state.py, through RecBole's own `callback_fn` hook),
 prints `"status": "paused"` and exits 75; the same command again continues exactly where it stopped
 (base's checkpoint is kept in W too), and the call that finishes prints the results. A run killed
 mid-epoch loses only that epoch.
@@ -55,13 +55,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (puts the repository root on sys.path)
-from support.resumable import load_state, save_state  # noqa: E402
 
 from models.adapters import load_recommender  # noqa: E402
 from models.evaluation import EvalCandidates, EvalConfig, load_or_sample_candidates, score_candidates  # noqa: E402
 from models.histories import prepare_data  # noqa: E402
 from models.metrics import mean_metrics, ranking_metrics  # noqa: E402
 from models.movielens import INTER_MEMBER, load_ml100k  # noqa: E402
+from models.run_state import load_state, save_state  # noqa: E402
 from models.train_sasrec import TrainConfig, train_sasrec  # noqa: E402
 
 METRICS = ("recall@10", "ndcg@10")
@@ -104,7 +104,7 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
                   budget: float | None = None, overrides: dict | None = None) -> dict:
     """RecBole's SASRec with its own Trainer and early stopping; returns its full-sort test scores, or
     {"paused": ...} when `budget` seconds ran out first. The run's state is saved after every epoch in
-    `workdir` (bench/support/resumable.py), and a later call with the same `workdir` continues it exactly."""
+    `workdir` (models/run_state.py), and a later call with the same `workdir` continues it exactly."""
     try:
         import recbole  # noqa: F401
     except ImportError:

@@ -79,7 +79,7 @@ from models.histories import prepare_data  # noqa: E402
 from models.metrics import METRICS  # noqa: E402
 from models.pop import PopRecommender  # noqa: E402
 from models.protocols import SLICES  # noqa: E402
-from models.train_sasrec import TrainConfig, train_sasrec  # noqa: E402
+from models.train_sasrec import TrainConfig, train_sasrec, train_state_path  # noqa: E402
 
 # model name -> (ablation, comment_prior, stage-2 task) of train_lsvcr
 LSVCR_NAMES = {"lsvcr": (None, True, "both"), "no_align": ("no_align", True, "both"),
@@ -288,7 +288,7 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
         rec = load_recommender(folder, catalogue=prep.catalogue, device=args.device)
         info |= _run_info(json.loads((folder / "config.json").read_text())["training_metrics"]) | {"resumed": True}
     elif name == "base":
-        state = folder.with_name(folder.name + ".train-state.safetensors")  # as `harness train --resume` keeps it
+        state = train_state_path(folder)  # where `harness train --resume` keeps it
         if not args.resume:
             state.unlink(missing_ok=True)
         res = train_sasrec(prep.splits, prep.catalogue, cands,

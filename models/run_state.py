@@ -81,8 +81,8 @@ def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
     os.replace(tmp, path)
 
 
-def read_counters(path: Path) -> dict | None:
-    """The counters saved in `path` (None when there is no file), without loading any tensor."""
+def _meta(path: Path) -> dict | None:
+    """The state's JSON metadata (None when there is no file), after checking its format."""
     if not path.exists():
         return None
     with safe_open(str(path), framework="pt") as f:
@@ -90,7 +90,13 @@ def read_counters(path: Path) -> dict | None:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} training state (format {meta.get('format')!r}); "
                          "delete it to train from the start")
-    return meta["counters"]
+    return meta
+
+
+def read_counters(path: Path) -> dict | None:
+    """The counters saved in `path` (None when there is no file), without loading any tensor."""
+    meta = _meta(path)
+    return None if meta is None else meta["counters"]
 
 
 def load_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -99,10 +105,9 @@ def load_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
                extra: bool = False) -> dict | None:
     """Restore model, optimizer and every generator from `path`; the counters (with the `extra` tensors
     under the key "extra" when asked), or None when there is no file."""
-    if read_counters(path) is None:
+    meta = _meta(path)
+    if meta is None:
         return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("state", "{}"))
     tensors = load_file(str(path))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))

@@ -171,6 +171,11 @@ class _SASRecEpochs:
                           f"loss {loss:.4f}  valid ndcg@5 {ndcg5:.4f}  recall@10 {recall10:.4f}")
 
 
+def train_state_path(out_dir: Path) -> Path:
+    """Where base keeps its training state between epochs (`train_sasrec(resume=...)`), beside the checkpoint."""
+    return out_dir.with_name(out_dir.name + ".train-state.safetensors")
+
+
 def train_sasrec(
     splits: Splits,
     catalogue: Catalogue,

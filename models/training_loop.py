@@ -160,14 +160,13 @@ def run_epochs(model: torch.nn.Module, trainer: EpochTrainer[B], settings: LoopS
     best_epoch, bad, first, seconds_before = 0, 0, 1, 0.0
     resumed_after: list[int] = []
     stopped_by: StopReason = "max_epochs"
-    ended = False
     if resume is not None:
         saved = load_state(resume.path, model=model, optimizer=resume.optimizer, np_generators=resume.generators,
                            extra=True)
         if saved is not None:
-            if saved["key"] != _jsonable(resume.key):
-                differ = sorted(k for k in set(saved["key"]) | set(resume.key)
-                                if saved["key"].get(k) != _jsonable(resume.key).get(k))
+            key = _jsonable(resume.key)
+            if saved["key"] != key:
+                differ = sorted(k for k in set(saved["key"]) | set(key) if saved["key"].get(k) != key.get(k))
                 raise ValueError(f"{resume.path} holds the training state of another run (differs in: "
                                  f"{', '.join(differ)}); delete it to train from the start")
             history, best_epoch, bad = saved["history"], saved["best_epoch"], saved["bad"]
@@ -175,13 +174,11 @@ def run_epochs(model: torch.nn.Module, trainer: EpochTrainer[B], settings: LoopS
             best_state = saved["extra"] or None
             first, seconds_before = saved["epoch"] + 1, saved["seconds"]
             resumed_after = [*saved["resumed_after"], saved["epoch"]]
-            ended = saved["stopped_by"] is not None
-            stopped_by = saved["stopped_by"] or stopped_by
+            if saved["stopped_by"] is not None:  # that run had ended: nothing left to train
+                stopped_by, first = saved["stopped_by"], settings.epochs + 1
             log(f"{pre}resumed after epoch {saved['epoch']} from {resume.path} (best epoch {best_epoch}, "
-                f"{seconds_before:.0f} s so far)" + ("; that run had ended" if ended else ""))
+                f"{seconds_before:.0f} s so far)" + ("; that run had ended" if saved["stopped_by"] else ""))
     for epoch in range(first, settings.epochs + 1):
-        if ended:
-            break
         t_epoch = clock()
         model.train()
         batches = trainer.batches(epoch)

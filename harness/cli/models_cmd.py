@@ -219,10 +219,10 @@ def _train(model: ModelKind, tables: dict[str, Any], out: Path, *, stage: str, l
 
         PopRecommender.fit(prep.splits.train, prep.catalogue).save(out, data_fingerprint=prep.fingerprint, seed=seed)
     elif model is ModelKind.base:
-        from models.train_sasrec import TrainConfig, train_sasrec
+        from models.train_sasrec import TrainConfig, train_sasrec, train_state_path
 
         cfg = TrainConfig(epochs=epochs, seed=seed, device=device, patience=patience, progress=progress)
-        state = _fresh_state(out.with_name(out.name + ".train-state.safetensors"), resume)
+        state = _fresh_state(train_state_path(out), resume)
         res = train_sasrec(prep.splits, prep.catalogue, cands, config=cfg, log=typer.echo, resume=state)
         res.recommender.save(out, data_fingerprint=prep.fingerprint, seed=seed, metrics=res.metrics())
         state.unlink(missing_ok=True)
