@@ -48,7 +48,12 @@ training them again (an interrupted run, or runs trained separately with the sam
 checkpoint of the other protocol or cut; an LSVCR run killed after its stage 1 fine-tunes from that stage 1,
 and one killed in stage 2 (or base killed in training) continues from its last finished epoch
 (`<model>-<seed>.stage2-state.safetensors` / `.train-state.safetensors`, models/training_loop.py), ending
-with the checkpoint a run that never stopped would have saved. With `--jobs 2` two runs train at once, one process (and one
+with the checkpoint a run that never stopped would have saved. `--results DIR` also keeps each finished
+run's result as small JSON (`DIR/<protocol folder>/<model>-<seed>.json`: its figures and each query's
+NDCG@10, keyed by the data, the test queries' content and the training settings); with `--resume` a later
+call takes those as they are and trains only the rest, so a table longer than one machine's life (the
+work folder's checkpoints do not outlive it) is finished across several; a stored result whose key differs
+is refused by name. With `--jobs 2` two runs train at once, one process (and one
 torch thread) each. Under leave-one-out, when `--data` is a synthetic world, the output also holds the
 oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the headroom the world leaves above the production
 rules. `--train-users 0.2` trains every model on a random fifth of the users (the same users for every
@@ -59,7 +64,10 @@ embeddings get.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -220,6 +228,7 @@ def _setup(args: argparse.Namespace) -> dict:
                            cut=None, log_fp=None, provenance=None)
         if args.train_users < 1.0:
             _WORKER["train"] = _subsample_training_users(_WORKER["train"], args.train_users)
+        _WORKER["test_digest"] = test_candidates_digest(_WORKER["eval_cands"])
     return _WORKER
 
 
@@ -268,6 +277,84 @@ def _window_problem(folder: Path) -> str | None:
     from models.checkpoint import read_config
 
     return training_window_problem(read_config(folder).get("training_data"), _WORKER["cut"], _WORKER["log_fp"])
+
+
+RESULT_FORMAT = 1
+
+
+def test_candidates_digest(cands) -> str:
+    """sha256 of the test queries' content (users, targets, candidate lists, labels, slices): the stored
+    candidates' file key names the data and settings they were drawn from, not what the draw gave."""
+    h = hashlib.sha256()
+    for task in ("video", "comment"):
+        r = cands.rows("test", task)
+        cols = [c for c in ("user_id", "time", "video_id", "candidates", "labels", "slice") if c in r.columns]
+        h.update(json.dumps([task, cols, r[cols].astype(str).to_numpy().tolist()]).encode())
+    return h.hexdigest()
+
+
+def run_key(args: argparse.Namespace, name: str, seed: int) -> dict:
+    """What a stored result must agree on to stand for this call's run: the data trained and scored on,
+    the test queries, and the settings that change what the model learns (threads and device are
+    recorded beside it, not keyed: they move results in the last bits only)."""
+    w = _WORKER
+    key = {"format": RESULT_FORMAT, "model": name, "seed": seed, "protocol": args.protocol,
+           "until": None if w["cut"] is None else str(w["cut"]),
+           "queries_per_user": args.queries_per_user if w["cut"] is not None else None,
+           "train_data": w["train"].splits.full.fingerprint(), "eval_data": w["eval"].splits.full.fingerprint(),
+           "catalogue": w["eval"].catalogue.digest(), "train_candidates": w["train_cands"].key,
+           "test_candidates": w["test_digest"], "train_users": args.train_users}
+    if name == "base":
+        key |= {"epochs": args.epochs, "patience": args.base_patience or args.patience,
+                "budget_s": args.base_budget}
+    elif name in LSVCR_NAMES:
+        key |= {"epochs": args.epochs, "patience": args.patience, "budget_s": args.lsvcr_budget or None}
+    return key
+
+
+def result_path(args: argparse.Namespace, name: str, seed: int) -> Path:
+    return Path(args.results) / _WORKER["folder"].name / f"{name}-{seed}.json"
+
+
+def stored_result(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict, dict[str, np.ndarray]] | None:
+    """The run's stored result under `--results` when `--resume` is given and one is there (None
+    otherwise); one stored for other data or settings is refused, naming what differs."""
+    if not (args.results and args.resume):
+        return None
+    path = result_path(args, name, seed)
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    key = run_key(args, name, seed)
+    differs = sorted(k for k in key.keys() | stored["key"].keys() if key.get(k) != stored["key"].get(k))
+    if differs:
+        raise SystemExit(f"{path} holds a result for other data or settings (differs in: {', '.join(differs)}); "
+                         "run without --resume to measure it again, or give another --results folder")
+    info = stored["info"] | {"stored": True}
+    return info, stored["metrics"], {t: np.asarray(v, dtype=np.float64) for t, v in stored["per_query"].items()}
+
+
+def store_result(args: argparse.Namespace, name: str, seed: int, info: dict, metrics: dict,
+                 per_query: dict[str, np.ndarray]) -> None:
+    """Write one finished run's result under `--results`, atomically: small JSON (each query's NDCG@10
+    in full precision, for the paired intervals) that outlives the work folder's checkpoints, so a table
+    that takes longer than one machine's life can be finished across several."""
+    if not args.results:
+        return
+    path = result_path(args, name, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    doc = {"key": run_key(args, name, seed), "info": info, "metrics": metrics,
+           "per_query": {t: v.tolist() for t, v in per_query.items()},
+           "recorded": {"threads": args.threads, "device": args.device, "commit": commit,
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, default=lambda x: x.item() if hasattr(x, "item") else str(x)) + "\n")
+    os.replace(tmp, path)
 
 
 def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict, dict[str, np.ndarray]]:
@@ -344,6 +431,7 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> tuple[dict, dict,
             info[f"test_{task}_ndcg@10" if sl == "all" else f"test_{task}_{sl}_ndcg@10"] = m["ndcg@10"]
     info["seconds"] = round(time.perf_counter() - t, 1)
     err("run " + json.dumps(info, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
+    store_result(args, name, seed, info, metrics, per_query)
     return info, metrics, per_query
 
 
@@ -390,7 +478,6 @@ def _warm_text_cache(args: argparse.Namespace) -> None:
 
 def _watch_parent(parent: int) -> None:
     """Worker initializer: exit when the main process is gone (killed), instead of training on as an orphan."""
-    import os
     import threading
 
     def watch() -> None:
@@ -463,7 +550,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", help="logs folder / .duckdb instead of the default synthetic world")
     ap.add_argument("--workdir", help="where checkpoints, candidates and the LM cache go (default: a temp folder)")
     ap.add_argument("--resume", action="store_true", help="evaluate the checkpoints already in --workdir "
-                    "(`<protocol folder>/<model>-<seed>/`, e.g. of an interrupted run) instead of training them again")
+                    "(`<protocol folder>/<model>-<seed>/`, e.g. of an interrupted run) instead of training them again, "
+                    "and take the runs stored under --results as they are")
+    ap.add_argument("--results", help="a folder that keeps each finished run's result (`<protocol folder>/"
+                    "<model>-<seed>.json`: its figures and each query's NDCG@10, keyed by data and settings), "
+                    "e.g. one under version control: with --resume a later call, on another machine, "
+                    "reuses them and trains only the runs not stored")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     _WORKER.clear()  # one setup per call (tests call main more than once in a process)
@@ -475,6 +567,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.queries_per_user < 0:
         raise SystemExit(f"--queries-per-user must be >= 0 (0 = all), got {args.queries_per_user}")
     args.workdir = str(Path(args.workdir or tempfile.mkdtemp(prefix="bench-quality-")))
+    if args.results:
+        args.results = str(Path(args.results).resolve())
     if not 0.0 < args.train_users <= 1.0:
         raise SystemExit(f"--train-users must be in (0, 1], got {args.train_users}")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -496,15 +590,19 @@ def main(argv: list[str] | None = None) -> None:
     source = w["source"]
     err(f"data {source}: {evp.splits.full.n_users} users, {evp.catalogue.n_videos} videos; protocol "
         f"{args.protocol}{'' if w['cut'] is None else ' cut ' + str(w['cut'])}; work {folder}")
-    if any(m in LSVCR_NAMES and m != "no_text" for m in models):
-        _warm_text_cache(args)
     # longest runs first, so parallel jobs finish together
     cost = {"lsvcr": 0, "lsvcr_no_prior": 0, "no_comments": 1, "lsvcr_video": 2, "lsvcr_comment": 2, "no_align": 2,
             "no_text": 3, "base": 4, "pop": 5}
     jobs = sorted(((m, s) for m in models for s in seeds), key=lambda j: (cost[j[0]], j[1]))
+    stored = {j: r for j in jobs if (r := stored_result(args, *j)) is not None}
+    if stored:
+        err(f"{len(stored)} of {len(jobs)} runs taken from {args.results}: "
+            + ", ".join(f"{m}/{s}" for m, s in stored))
+    jobs = [j for j in jobs if j not in stored]
+    if any(m in LSVCR_NAMES and m != "no_text" for m, _ in jobs):
+        _warm_text_cache(args)
     if args.jobs > 1:
         import multiprocessing as mp
-        import os
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_watch_parent,
@@ -512,6 +610,7 @@ def main(argv: list[str] | None = None) -> None:
             done = list(ex.map(run_one, [args] * len(jobs), [m for m, _ in jobs], [s for _, s in jobs]))
     else:
         done = [run_one(args, m, s) for m, s in jobs]
+    done = [*stored.values(), *done]
     per: dict[tuple[str, str, str], dict[str, list]] = {}
     per_query: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     runs: list[dict] = []

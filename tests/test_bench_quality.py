@@ -121,3 +121,27 @@ def test_resume_after_stage1_trains_only_stage2(quality, logs, tmp_path, capsys)
     assert stage1["seed"] == 0 and stage1["ablation"] is None  # the stage 2 records the stage 1 it started from
     # stage 2 kept its state after every epoch (models.training_loop.Resume) and deleted it with the model saved
     assert not list((work / "leave_one_out").glob("*.stage2-state.safetensors"))
+
+
+def test_stored_results_stand_in_for_runs_and_refuse_other_settings(quality, logs, tmp_path, capsys) -> None:
+    """`--results` keeps each finished run (figures and per-query NDCG@10); with `--resume` a later call in a
+    fresh work folder (another machine's) reuses them, giving the same output, and one with other settings
+    is refused by name."""
+    results = tmp_path / "results"
+    common = ("--data", logs, "--models", "base,pop", "--seeds", "0,1", "--epochs", "1", "--results", results)
+    first = _bench(quality, capsys, *common, "--workdir", tmp_path / "w1")
+    stored = sorted(p.name for p in (results / "leave_one_out").iterdir())
+    assert stored == ["base-0.json", "base-1.json", "pop-0.json", "pop-1.json"]
+    doc = json.loads((results / "leave_one_out" / "base-1.json").read_text())
+    assert doc["key"]["seed"] == 1 and doc["key"]["epochs"] == 1 and len(doc["per_query"]["video"]) == 10
+
+    again = _bench(quality, capsys, *common, "--workdir", tmp_path / "w2", "--resume")
+    assert all(r.get("stored") for r in again["runs"]) and not (tmp_path / "w2" / "leave_one_out" / "base-0").exists()
+    for k in ("results", "slices", "paired", "checks", "test_queries"):
+        assert again[k] == first[k], k
+    with pytest.raises(SystemExit, match=r"base-0.json holds a result for other data or settings \(differs in: epochs\)"):
+        quality.main([str(a) for a in (*common[:-4], "--epochs", "2", "--results", results, "--workdir",
+                                       tmp_path / "w3", "--resume")])
+    # without --resume the runs are measured again and their stored results replaced
+    _bench(quality, capsys, *common[:-4], "--epochs", "2", "--results", results, "--workdir", tmp_path / "w3")
+    assert json.loads((results / "leave_one_out" / "base-0.json").read_text())["key"]["epochs"] == 2
