@@ -145,3 +145,23 @@ def test_stored_results_stand_in_for_runs_and_refuse_other_settings(quality, log
     # without --resume the runs are measured again and their stored results replaced
     _bench(quality, capsys, *common[:-4], "--epochs", "2", "--results", results, "--workdir", tmp_path / "w3")
     assert json.loads((results / "leave_one_out" / "base-0.json").read_text())["key"]["epochs"] == 2
+
+
+def test_quality_table_renders_the_bench_output(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setattr(sys, "path", [*sys.path, str(ROOT / "bench")])
+    import quality_table
+
+    stat = lambda m, s: {"ndcg@10": {"mean": m, "std": s, "n": 2}, "recall@10": {"mean": 0.9, "std": 0.0, "n": 2}}  # noqa: E731
+    out = {"protocol": "leave_one_out", "seeds": [0, 1], "test_queries": {"video": {"all": 5}, "comment": {"all": 4}},
+           "slices": {"pop": {"video": {"all": stat(0.3, 0.0)}, "comment": {"all": stat(0.5, 0.0)}},
+                      "lsvcr": {"video": {"all": stat(0.54321, 0.0049)}, "comment": {"all": stat(0.6, 0.01)}}},
+           "runs": [{"model": "lsvcr", "seed": 1, "epochs_run": 14, "best_epoch": 11},
+                    {"model": "lsvcr", "seed": 0, "epochs_run": 12, "best_epoch": 9}, {"model": "pop", "seed": 0}],
+           "paired": {"lsvcr_vs_pop": {"seeds": [0, 1], "video_all": {"diff": 0.24321, "lo": 0.2, "hi": 0.28651}}}}
+    (tmp_path / "out.json").write_text("a log line\n" + json.dumps(out) + "\n")
+    quality_table.main([str(tmp_path / "out.json")])
+    text = capsys.readouterr().out
+    assert "| pop | - | 0.300 ± 0.000 | 0.500 ± 0.000 |" in text
+    assert "| lsvcr | 12 (9) / 14 (11) | 0.543 ± 0.005 | 0.600 ± 0.010 |" in text
+    assert "| pop | +0.243 [+0.200, +0.287] | - |" in text
+    assert text.index("| pop | -") < text.index("| lsvcr | 12")  # base and pop first, then LSVCR
