@@ -80,7 +80,10 @@ class TrainingWindows:
 def training_windows(train: EventLog, max_len: int) -> TrainingWindows:
     """Cut each user's training events into windows and attach every target to its reading window."""
     s = max_len // 2
-    seqs, win, pos, item = [], [], [], []
+    seqs: list[np.ndarray] = []
+    win: list[np.ndarray] = []
+    pos: list[np.ndarray] = []
+    item: list[np.ndarray] = []
     for u in range(train.n_users):
         items, t = train.user_videos(u), train.user_video_times(u)
         n = items.shape[0]
@@ -94,9 +97,9 @@ def training_windows(train: EventLog, max_len: int) -> TrainingWindows:
             seqs.append(seq)
         src = np.searchsorted(t, t, side="left") - 1  # last event strictly before each event's time
         ok = src >= 0
-        w = np.where(src < max_len, 0, src // s - 1)
-        win.append(base + w[ok])
-        pos.append((src - s * w)[ok])
+        wi = np.where(src < max_len, 0, src // s - 1)  # the window each state is read from
+        win.append(base + wi[ok])
+        pos.append((src - s * wi)[ok])
         item.append(items[ok])
     if not seqs:
         raise ModelInputError("no user has 2 or more training video events: nothing to train on")
