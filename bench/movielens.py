@@ -37,7 +37,9 @@ trains for about `--budget` seconds, saves its state after the epoch (model, Ada
 stopping count and every random stream: models/run_state.py, through RecBole's own `callback_fn` hook),
 prints `"status": "paused"` and exits 75; the same command again continues exactly where it stopped
 (base's checkpoint is kept in W too), and the call that finishes prints the results. A run killed
-mid-epoch loses only that epoch.
+mid-epoch loses only that epoch. The state file `W/recbole/resume.safetensors` holds the best epoch's
+weights too, so it alone carries the run to another machine: copy it into a new W's `recbole/` and run
+the command there (base is trained again in a few minutes; RecBole's own best-epoch file stays behind).
 """
 
 from __future__ import annotations
@@ -145,9 +147,19 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
         model = SASRec(config, train._dataset).to(config["device"])
         trainer = Trainer(config, model)
         state_path, generators = workdir / "resume.safetensors", {"train": train.generator}
-        counters = load_state(state_path, model=model, optimizer=trainer.optimizer, generators=generators)
+        counters = load_state(state_path, model=model, optimizer=trainer.optimizer, generators=generators,
+                              extra=True)
         done, prior_s, prior_cpu, sessions = False, 0.0, 0.0, 1
+        # the best epoch's weights travel inside the state (not only in RecBole's own saved/ file, a pickle
+        # that stays behind): the state file alone carries the run to another machine
+        best: dict = {"weights": None, "epoch": None}
         if counters is not None:  # a run an earlier call started: carry on from its last epoch
+            best_file = workdir / "saved" / counters["best_file"]
+            if counters["extra"]:
+                best = {"weights": counters["extra"], "epoch": counters["best_epoch"]}
+            elif best_file.exists():  # a state saved before the weights travelled with it
+                held = torch.load(best_file, map_location="cpu", weights_only=False)
+                best = {"weights": held["state_dict"], "epoch": int(held["epoch"])}
             trainer.start_epoch = counters["epoch"] + 1
             trainer.cur_step = counters["cur_step"]
             trainer.best_valid_score = counters["best_valid_score"]
@@ -163,8 +175,11 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
 
         def after_epoch(epoch_idx: int, valid_score: float) -> None:
             result = trainer.best_valid_result
-            save_state(state_path, model=model, optimizer=trainer.optimizer, generators=generators, counters={
-                "epoch": epoch_idx, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
+            if trainer.cur_step == 0:  # RecBole's early stopping just took this epoch as its best
+                best.update(weights={k: v.detach().clone() for k, v in model.state_dict().items()}, epoch=epoch_idx)
+            save_state(state_path, model=model, optimizer=trainer.optimizer, generators=generators,
+                       extra=best["weights"], counters={
+                "best_epoch": best["epoch"], "epoch": epoch_idx, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
                 "best_valid_result": {k: float(v) for k, v in result.items()} if result else None,
                 "train_loss": {str(k): float(v) for k, v in trainer.train_loss_dict.items()},
                 "best_file": Path(trainer.saved_model_file).name, "seconds": prior_s + time.perf_counter() - t,
@@ -186,9 +201,9 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
                                    "cpu_seconds": round(prior_cpu + time.process_time() - cpu, 1)}}
         seconds, cpu_seconds = prior_s + time.perf_counter() - t, prior_cpu + time.process_time() - cpu
         best_valid = trainer.best_valid_result
-        # RecBole's own checkpoint of its best epoch, written by this run (torch.save of a dict with its config)
-        state = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["state_dict"])
+        if best["weights"] is None:
+            raise SystemExit(f"{state_path}: RecBole's run has no best epoch recorded; delete {workdir} and run again")
+        model.load_state_dict(best["weights"])  # the epoch RecBole's early stopping kept
         own = trainer.evaluate(test, load_best_model=False, show_progress=False)
         inter = test._dataset.inter_feat
         model.eval()
@@ -207,7 +222,7 @@ def train_recbole(inter_path: str, workdir: Path, seed: int, epochs: int, stoppi
                 "item_col": {int(t): i for i, t in enumerate(item_tok) if i > 0},
                 "own_test": {k: round(float(v), 4) for k, v in own.items()},
                 "best_valid": {k: round(float(v), 4) for k, v in best_valid.items()} if best_valid else None,
-                "best_epoch": int(state["epoch"]) + 1, "epochs_run": len(trainer.train_loss_dict),
+                "best_epoch": int(best["epoch"]) + 1, "epochs_run": len(trainer.train_loss_dict),
                 "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1), "sessions": sessions,
                 "config": {k: config[k] for k in ("epochs", "stopping_step", "train_batch_size", "learning_rate",
                                                   "hidden_size", "n_layers", "n_heads", "hidden_dropout_prob",
