@@ -53,7 +53,8 @@ run's result as small JSON (`DIR/<protocol folder>/<model>-<seed>.json`: its fig
 NDCG@10, keyed by the data, the test queries' content and the training settings); with `--resume` a later
 call takes those as they are and trains only the rest, so a table longer than one machine's life (the
 work folder's checkpoints do not outlive it) is finished across several; a stored result whose key differs
-is refused by name. With `--jobs 2` two runs train at once, one process (and one
+is refused by name. The key holds data and settings, not code: the output's `code` lists the commit that
+trained each run and the training-code files (models/, this script) changed since each. With `--jobs 2` two runs train at once, one process (and one
 torch thread) each. Under leave-one-out, when `--data` is a synthetic world, the output also holds the
 oracle rankers' NDCG@10 (bench/oracle_ceiling.py): the headroom the world leaves above the production
 rules. `--train-users 0.2` trains every model on a random fifth of the users (the same users for every
@@ -330,8 +331,30 @@ def stored_result(args: argparse.Namespace, name: str, seed: int) -> tuple[dict,
     if differs:
         raise SystemExit(f"{path} holds a result for other data or settings (differs in: {', '.join(differs)}); "
                          "run without --resume to measure it again, or give another --results folder")
-    info = stored["info"] | {"stored": True}
+    info = stored["info"] | {"stored": True, "commit": stored["recorded"].get("commit")}
     return info, stored["metrics"], {t: np.asarray(v, dtype=np.float64) for t, v in stored["per_query"].items()}
+
+
+def _git(*argv: str) -> str | None:
+    try:
+        return subprocess.run(["git", *argv], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def code_provenance(runs: list[dict]) -> dict:
+    """Which commit trained each run, and which files of the training code (models/, bench/quality.py)
+    differ between each stored run's commit and this checkout's: the stored key holds data and settings,
+    not code, so a table assembled across sessions says here whether its runs shared their code."""
+    head = _git("rev-parse", "HEAD")
+    by_commit: dict[str, list[str]] = {}
+    for r in runs:
+        by_commit.setdefault(r.get("commit") or head or "unknown", []).append(f"{r['model']}/{r['seed']}")
+    diffs = {c: _git("diff", "--name-only", c, "HEAD", "--", "models", "bench/quality.py")
+             for c in by_commit if c not in (head, "unknown")}
+    changed = {c: None if d is None else d.split() for c, d in diffs.items()}  # None: commit not in this clone
+    return {"head": head, "runs_by_commit": by_commit, "training_code_changed_since": changed}
 
 
 def store_result(args: argparse.Namespace, name: str, seed: int, info: dict, metrics: dict,
@@ -343,14 +366,9 @@ def store_result(args: argparse.Namespace, name: str, seed: int, info: dict, met
         return
     path = result_path(args, name, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
     doc = {"key": run_key(args, name, seed), "info": info, "metrics": metrics,
            "per_query": {t: v.tolist() for t, v in per_query.items()},
-           "recorded": {"threads": args.threads, "device": args.device, "commit": commit,
+           "recorded": {"threads": args.threads, "device": args.device, "commit": _git("rev-parse", "HEAD"),
                         "at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(doc, default=lambda x: x.item() if hasattr(x, "item") else str(x)) + "\n")
@@ -651,6 +669,8 @@ def main(argv: list[str] | None = None) -> None:
     out["oracle_ndcg@10"] = oracle_ceiling(args)
     out["workdir"] = str(folder)
     out["runs"] = runs
+    if args.results:
+        out["code"] = code_provenance(runs)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
 

@@ -139,6 +139,9 @@ def test_stored_results_stand_in_for_runs_and_refuse_other_settings(quality, log
     assert all(r.get("stored") for r in again["runs"]) and not (tmp_path / "w2" / "leave_one_out" / "base-0").exists()
     for k in ("results", "slices", "paired", "checks", "test_queries"):
         assert again[k] == first[k], k
+    # every run was trained by this checkout's code: one commit, nothing changed since
+    assert [sorted(v) for v in again["code"]["runs_by_commit"].values()] == [["base/0", "base/1", "pop/0", "pop/1"]]
+    assert again["code"]["training_code_changed_since"] == {}
     with pytest.raises(SystemExit, match=r"base-0.json holds a result for other data or settings \(differs in: epochs\)"):
         quality.main([str(a) for a in (*common[:-4], "--epochs", "2", "--results", results, "--workdir",
                                        tmp_path / "w3", "--resume")])
