@@ -229,7 +229,6 @@ def _setup(args: argparse.Namespace) -> dict:
                            cut=None, log_fp=None, provenance=None)
         if args.train_users < 1.0:
             _WORKER["train"] = _subsample_training_users(_WORKER["train"], args.train_users)
-        _WORKER["test_digest"] = test_candidates_digest(_WORKER["eval_cands"])
     return _WORKER
 
 
@@ -294,6 +293,14 @@ def test_candidates_digest(cands) -> str:
     return h.hexdigest()
 
 
+def _test_digest() -> str:
+    """test_candidates_digest of this process's evaluation candidates, computed once and only when
+    --results asks for a key."""
+    if "test_digest" not in _WORKER:
+        _WORKER["test_digest"] = test_candidates_digest(_WORKER["eval_cands"])
+    return _WORKER["test_digest"]
+
+
 def run_key(args: argparse.Namespace, name: str, seed: int) -> dict:
     """What a stored result must agree on to stand for this call's run: the data trained and scored on,
     the test queries, and the settings that change what the model learns (threads and device are
@@ -304,7 +311,7 @@ def run_key(args: argparse.Namespace, name: str, seed: int) -> dict:
            "queries_per_user": args.queries_per_user if w["cut"] is not None else None,
            "train_data": w["train"].splits.full.fingerprint(), "eval_data": w["eval"].splits.full.fingerprint(),
            "catalogue": w["eval"].catalogue.digest(), "train_candidates": w["train_cands"].key,
-           "test_candidates": w["test_digest"], "train_users": args.train_users}
+           "test_candidates": _test_digest(), "train_users": args.train_users}
     if name == "base":
         key |= {"epochs": args.epochs, "patience": args.base_patience or args.patience,
                 "budget_s": args.base_budget}
