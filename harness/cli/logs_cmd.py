@@ -137,6 +137,7 @@ def describe_cmd(path: Path = PathArg, as_json: bool = JsonOpt) -> None:
         ("watch s mean", d.watch_time_mean), ("watch s p10", d.watch_time_p10),
         ("watch s p50", d.watch_time_p50), ("watch s p90", d.watch_time_p90), ("watch s p99", d.watch_time_p99),
         ("propensity coverage", d.propensity_coverage), ("fingerprint", d.fingerprint[:16]),
+        ("fingerprint without floats", d.fingerprint_without_floats[:16]),
     ]))
     calibrated = Table(title="calibrated rates: measured vs published target", show_header=True)
     for name in ("rate", "measured", "target", "source"):

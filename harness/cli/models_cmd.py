@@ -351,7 +351,7 @@ def evaluate(
                     "queries_per_user": queries_per_user if temporal else None}
         try:
             results, digests = _evaluate(names, tables, checkpoints, split.value, device.value, seed,
-                                         settings, log_fp)
+                                         settings, log_fp, data)
         except LOG_ERRORS as exc:
             raise log_error(exc) from None
         except (CheckpointError, ModelInputError) as exc:
@@ -366,7 +366,7 @@ def evaluate(
 
 
 def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split: str, device: str,
-              seed: int, settings: dict[str, Any], log_fp: str) -> tuple[list[Any], dict[str, str]]:
+              seed: int, settings: dict[str, Any], log_fp: str, data: Path) -> tuple[list[Any], dict[str, str]]:
     from models.adapters import load_recommender
     from models.evaluation import EvalConfig, load_or_sample_candidates
     from models.evaluation import evaluate as run_eval
@@ -380,7 +380,7 @@ def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split
 
         cut = np.datetime64(settings["until"], "us")
         for name in names:
-            _check_trained_before(name, checkpoints, cut, log_fp, settings["until"])
+            _check_trained_before(name, checkpoints, cut, log_fp, settings["until"], data)
         protocol = Temporal(cut.astype(np.int64) / 1e6, settings["queries_per_user"], seed)
         prep, setup = prepare_temporal(tables, protocol)
     else:
@@ -394,14 +394,21 @@ def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split
     return results, digests
 
 
-def _check_trained_before(name: str, checkpoints: Path, cut, log_fp: str, until: str) -> None:
+def _check_trained_before(name: str, checkpoints: Path, cut, log_fp: str, until: str, data: Path) -> None:
     """The temporal protocol scores events after the cut: refuse a checkpoint that may have trained on them."""
-    from harness.logs.window import training_window_problem
+    from harness.logs.store import LogStore
+    from harness.logs.window import training_events_fingerprints, training_window_problem
     from models.adapters import resolve_checkpoint
     from models.checkpoint import read_config
 
+    def events(at):  # only read when the logs' fingerprint differs from the checkpoint's record
+        with LogStore.open(data) as store:
+            return training_events_fingerprints(store, at)
+
     folder = resolve_checkpoint(name, checkpoints)
-    problem = training_window_problem(read_config(folder).get("training_data"), cut, log_fp)
+    meta = read_config(folder)
+    problem = training_window_problem(meta.get("training_data"), cut, log_fp,
+                                      data_fingerprint=meta.get("data_fingerprint"), events=events)
     if problem:
         raise UserError(f"--protocol temporal: {name} ({folder}) cannot be scored after the cut {until}: {problem}. "
                         f"Train it with `harness train --model ... --until {until}` (or an earlier cut), or "

@@ -57,6 +57,7 @@ class LogDescription:
     path: str
     format: str
     fingerprint: str
+    fingerprint_without_floats: str  # the same on every CPU (docs/synthetic-world.md)
     counts: dict[str, int]
     users: int
     active_users: int
@@ -163,7 +164,8 @@ def describe(store: LogStore) -> LogDescription:
 
     days = (ts_max - ts_min).total_seconds() / 86400 if ts_min is not None else None
     return LogDescription(
-        path=str(store.path), format=store.format, fingerprint=store.fingerprint(), counts=counts,
+        path=str(store.path), format=store.format, fingerprint=store.fingerprint(),
+        fingerprint_without_floats=store.fingerprint(floats=False), counts=counts,
         users=counts["users"], active_users=int(active_users), videos=counts["videos"], requests=n_req,
         impressions=n_imp,
         ts_min=ts_min.isoformat() if ts_min is not None else None,

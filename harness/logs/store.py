@@ -262,7 +262,7 @@ class LogStore:
                  present: frozenset[str], extra_names: tuple[str, ...]) -> None:
         self.path, self.format, self.con, self.present = path, fmt, con, present
         self._extra_names = extra_names
-        self._fingerprint: str | None = None
+        self._fingerprints: dict[bool, str] = {}
         self._validation: ValidationReport | None = None
         self._spill: str | None = None
 
@@ -377,7 +377,7 @@ class LogStore:
         rows = self.con.sql(f"SELECT content FROM src.{FILES_TABLE} WHERE name = ?", params=[name]).fetchall()
         return bytes(rows[0][0])
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, floats: bool = True) -> str:
         """sha256 over the tables' content, independent of storage format, row order and batching.
 
         Rows are read sorted by the table's key (so the stored order does not matter), schema columns
@@ -387,29 +387,39 @@ class LogStore:
         anything else as the repr of each value. Concatenating per-column bytes makes the result
         independent of how DuckDB cuts the rows into batches. The fingerprint is the sha256 of every
         table's name, column names, row count and column digests.
+
+        `floats=False` leaves the float columns' values out (their names stay in): what one seed of the
+        synthetic world writes on every CPU, where the float bits differ between CPU kinds
+        (docs/synthetic-world.md, "Reproducibility across CPUs").
         """
-        if self._fingerprint is not None:
-            return self._fingerprint
-        h = hashlib.sha256(b"lsvcr-logs-v2\n")
-        for name in TABLE_ORDER:
-            spec = TABLES[name]
-            cols = self.con.sql(f"SELECT * FROM {_q(name)} LIMIT 0").columns
-            keys = [k for k in spec.key if k in cols]
-            order = f" ORDER BY {', '.join(_q(k) for k in keys)}" if keys else ""
-            digests = [_ColumnDigest() for _ in cols]
-            n = 0
-            for batch in self.con.sql(f"SELECT * FROM {_q(name)}{order}").to_arrow_reader(FINGERPRINT_BATCH_ROWS):
-                for i, c in enumerate(cols):
-                    arr = batch.column(i)
-                    if c in spec.column_names:
-                        arr = arr.cast(spec.column(c).type)
-                    digests[i].update(arr)
-                n += batch.num_rows
-            h.update(f"\n{name}\n{chr(31).join(cols)}\n{n}\n".encode())
-            for d in digests:
-                h.update(d.digest())
-        self._fingerprint = h.hexdigest()
-        return self._fingerprint
+        if floats not in self._fingerprints:
+            full = hashlib.sha256(b"lsvcr-logs-v2\n")  # both from one scan: the whole-log read is the cost
+            bare = hashlib.sha256(b"lsvcr-logs-v2-without-float-values\n")
+            for name in TABLE_ORDER:
+                spec = TABLES[name]
+                cols = self.con.sql(f"SELECT * FROM {_q(name)} LIMIT 0").columns
+                keys = [k for k in spec.key if k in cols]
+                order = f" ORDER BY {', '.join(_q(k) for k in keys)}" if keys else ""
+                digests = [_ColumnDigest() for _ in cols]
+                is_float = [c in spec.column_names and pa.types.is_floating(spec.column(c).type) for c in cols]
+                n = 0
+                for batch in self.con.sql(f"SELECT * FROM {_q(name)}{order}").to_arrow_reader(FINGERPRINT_BATCH_ROWS):
+                    for i, c in enumerate(cols):
+                        arr = batch.column(i)
+                        if c in spec.column_names:
+                            arr = arr.cast(spec.column(c).type)
+                        is_float[i] = is_float[i] or pa.types.is_floating(arr.type)  # extra columns
+                        digests[i].update(arr)
+                    n += batch.num_rows
+                head = f"\n{name}\n{chr(31).join(cols)}\n{n}\n".encode()
+                full.update(head)
+                bare.update(head)
+                for d, f in zip(digests, is_float, strict=True):
+                    full.update(d.digest())
+                    if not f:
+                        bare.update(d.digest())
+            self._fingerprints = {True: full.hexdigest(), False: bare.hexdigest()}
+        return self._fingerprints[floats]
 
     def all_tables(self) -> dict[str, pa.Table]:
         """Every schema table as Arrow (for conversion and small datasets)."""

@@ -4,12 +4,21 @@ failure is a ReplayError saying what is wrong and what to do, raised before anyt
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.logs.window import WindowError, experiment_start, parse_cut
+from harness.logs.window import (
+    EventsFingerprints,
+    WindowError,
+    experiment_start,
+    parse_cut,
+    same_training_events,
+    training_events_fingerprints,
+)
 from harness.replay.batches import user_arms
 from harness.replay.data import WindowFacts
 from harness.replay.engine import ESTIMATORS, LOGGING, unavailable
@@ -89,35 +98,52 @@ def window_start(cfg: ReplayConfig, logs) -> np.datetime64:
 
 
 def load_models(arms, cfg: ReplayConfig, catalogue, start: np.datetime64, fingerprint: str,
-                 warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+                 warnings: list[str], logs=None, log: Callable[[str], None] = lambda s: None
+                 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """(models, checkpoint digests, how each checkpoint's training logs were matched to these: `logs`, the
+    same fingerprint; `events`, the same events before its cut; `overlap`, allowed by --allow-overlap)."""
     from models.adapters import load_recommender, resolve_checkpoint
     from models.checkpoint import CheckpointError, read_config
 
-    models, digests = {}, {}
+    events = None if logs is None else functools.cache(functools.partial(training_events_fingerprints, logs))
+    models, digests, matched = {}, {}, {}
     for name in dict.fromkeys(arms):
         if name == LOGGING:
             continue
         try:
             folder = resolve_checkpoint(name, cfg.checkpoints)
             meta = read_config(folder)
-            check_training_window(name, folder, meta, start, fingerprint, cfg.allow_overlap, warnings)
+            matched[name] = check_training_window(name, folder, meta, start, fingerprint, cfg.allow_overlap,
+                                                  warnings, events, log)
             rec = load_recommender(folder, catalogue=catalogue)
         except CheckpointError as exc:
             raise ReplayError(str(exc)) from None
         models[name] = rec
         digests[name] = getattr(rec, "digest", "")
-    return models, digests
+    return models, digests, matched
 
 
 def check_training_window(name: str, folder: Path, meta: dict, start: np.datetime64, fingerprint: str,
-                           allow_overlap: bool, warnings: list[str]) -> None:
-    """Refuse a checkpoint that may have seen the replayed window (unless allowed, then mark the run)."""
+                          allow_overlap: bool, warnings: list[str], events: EventsFingerprints | None = None,
+                          log: Callable[[str], None] = lambda s: None) -> str:
+    """Refuse a checkpoint that may have seen the replayed window (unless allowed, then mark the run); returns
+    how its training logs match these (`logs`, `events` or `overlap`).
+
+    Logs whose fingerprint differs from the checkpoint's record only in float bits (another CPU wrote the
+    same world) pass when the events before its cut are the ones it read (`same_training_events`)."""
     td = meta.get("training_data") or {}
     problem = None
+    matched = "logs"
+    other_logs = bool(td) and td.get("logs_fingerprint") != fingerprint
+    if other_logs and same_training_events(td, meta.get("data_fingerprint"), events):
+        other_logs, matched = False, "events"
+        log(f"{name}: trained on logs with fingerprint {str(td.get('logs_fingerprint'))[:12]}... (these are "
+            f"{fingerprint[:12]}...) whose events before its cut {td.get('until')} are these logs' (data fingerprint "
+            f"{str(meta.get('data_fingerprint'))[:12]}...): the logs differ in float bits only")
     if not td:
         problem = (f"{name} ({folder}) records no training window (trained without `--until`), so nothing shows it "
                    "did not see the replayed requests")
-    elif td.get("logs_fingerprint") != fingerprint:
+    elif other_logs:
         problem = (f"{name} ({folder}) was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., "
                    f"these are {fingerprint[:12]}...); if these logs are a default world written by an older "
                    "version, regenerate them with `harness simulate --out data/world --seed 0 --overwrite`")
@@ -129,7 +155,9 @@ def check_training_window(name: str, folder: Path, meta: dict, start: np.datetim
             raise ReplayError(f"{problem}. Train it with `harness train --model ... --until experiment-start` (or "
                               "--until <the window start>), or pass --allow-overlap to run anyway (the run is marked)")
         warnings.append(f"OVERLAP: {problem}; estimates may favour this model")
+        matched = "overlap"
     stopped = (meta.get("training_metrics") or {}).get("stopped_by")
     if stopped == "time_budget":
         warnings.append(f"UNDER-TRAINED: {name} ({folder}) stopped at its time budget, not at convergence; its "
                         "estimates understate what the model can do")
+    return matched

@@ -202,6 +202,7 @@ class ReplayContext:
     fit_box: list[CascadeFit] = field(default_factory=list)
     oracle_box: list[Any] = field(default_factory=list)
     parts: WindowParts | None = None  # the window split by batch (`WindowParts.ensure`, set by the driver)
+    training_logs: dict[str, str] = field(default_factory=dict)  # per model: how its training logs match (load_models)
 
     def fit(self) -> CascadeFit:
         """The reward model, fitted on first use (not at all when every batch's predictions are cached)."""
@@ -241,6 +242,7 @@ def run_replay(cfg: ReplayConfig, *, store: ResultsStore, gate: GateConfig | Non
         n_b = int(batch.max()) + 1
         run_config = {"command": "replay", **cfg.identity(), "window": {"start": str(ctx.start), "end": str(ctx.end)},
                       "users": int(len(ctx.users)), "batches": n_b, "warnings": warnings,
+                      "training_logs": ctx.training_logs,
                       "gate": None if gate_path is None else str(gate_path), "estimators": list(ESTIMATORS),
                       "default_estimator": cfg.default_estimator,
                       "correction_scope": "Holm within each metric's segment levels; the gate adjusts its primary "
@@ -306,13 +308,13 @@ def prepare(cfg: ReplayConfig, logs, progress: Progress, warnings: list[str], ti
 
     catalogue = Catalogue.from_tables(videos, logs.table("comments"))
     arms = (cfg.control, *cfg.treatments)
-    models, digests = load_models(arms, cfg, catalogue, start, fingerprint, warnings)
+    models, digests, matched = load_models(arms, cfg, catalogue, start, fingerprint, warnings, logs, log)
     timings["prepare"] = time.perf_counter() - t0
     return ReplayContext(cfg, logs, start, end, fingerprint, users, catalogue, videos, models, digests,
                     scoring.CommentIndex.build(catalogue), _list_size(logs), pre, users_tab,
                     examination, Cache(cfg.cache_dir),
                     {"logs": fingerprint, "start": str(start), "end": str(end)}, _has_world(logs), progress,
-                    warnings, timings)
+                    warnings, timings, training_logs=matched)
 
 
 def run_batch(ctx: ReplayContext, b: int, batch_users: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
