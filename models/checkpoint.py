@@ -2,7 +2,8 @@
 
 Layout of a folder (one model):
 - `config.json`: {"kind", "hyperparameters", "catalogue_digest", "data_fingerprint", "seed",
-  "training_metrics", "code_version", "weights_sha256", "format_version", ...}
+  "training_metrics", "code_version", "environment" (Python, library versions, CPU vector extensions),
+  "weights_sha256", "format_version", ...}
 - `model.safetensors`: the state dict
 - `catalogue.safetensors`: the catalogue ids (see `models.catalogue`)
 - optional extra safetensors files (e.g. LSVCR's `text_embeddings.safetensors`), listed with digests
@@ -63,6 +64,30 @@ def code_version() -> str:
     return f"{version}+src.{h.hexdigest()[:12]}"
 
 
+# what moves trained weights or the logs they came from in their last bits (docs/models.md, "Checkpoints")
+ENV_PACKAGES = ("numpy", "scipy", "torch", "transformers", "peft", "safetensors", "pandas", "pyarrow", "duckdb")
+
+
+def environment() -> dict[str, Any]:
+    """Python, the library versions and the CPU's vector extensions a checkpoint was trained with: torch's and
+    NumPy's kernels differ by CPU (AVX-512 or not) and by version, so a retrained model is close, not equal."""
+    import platform
+
+    packages = {}
+    for name in ENV_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+        simd = [k for k in ("AVX2", "FMA3", "AVX512F", "AVX512_SKX") if features.get(k)]
+    except ImportError:  # a NumPy without the private table: the versions still say most
+        simd = []
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu_simd": simd,
+            "torch_threads": torch.get_num_threads(), "packages": packages}
+
+
 @dataclass
 class Checkpoint:
     folder: Path
@@ -120,6 +145,7 @@ def save_checkpoint(
             "seed": int(seed),
             "training_metrics": training_metrics or {},
             "code_version": code_version(),
+            "environment": environment(),
             "weights_sha256": file_sha256(tmp / WEIGHTS_FILE),
             "files": files,
             **(extra or {}),

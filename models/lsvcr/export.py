@@ -68,7 +68,8 @@ def export_serving(source: Path | str, dest: Path | str) -> Path:
     extra = {k: meta[k] for k in CARRIED if k in meta}
     # the stored catalogue holds ids only: keep the source's digest of the texts it was trained on
     extra["text_digest"] = meta.get("text_digest")
-    extra["serving_export_of"] = {"weights_sha256": meta["weights_sha256"], "code_version": meta.get("code_version")}
+    extra["serving_export_of"] = {"weights_sha256": meta["weights_sha256"], "code_version": meta.get("code_version"),
+                                  "environment": meta.get("environment")}  # where the weights were trained
     return rec.save(dest, data_fingerprint=meta["data_fingerprint"], seed=int(meta["seed"]),
                     metrics=meta.get("training_metrics"), extra=extra)
 

@@ -35,6 +35,10 @@ def test_round_trip_identical_scores(tmp_path, world) -> None:
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["kind"] == "sasrec" and cfg["seed"] == 3 and cfg["data_fingerprint"] == prep.fingerprint
     assert cfg["catalogue_digest"] == prep.catalogue.digest() and cfg["code_version"]
+    env = cfg["environment"]  # what a retrained model's last bits depend on
+    assert env["packages"]["torch"] == torch.__version__
+    assert env["packages"]["numpy"] == np.__version__ and env["python"].count(".") == 2
+    assert set(env["cpu_simd"]) <= {"AVX2", "FMA3", "AVX512F", "AVX512_SKX"}
     loaded = load_recommender("base", tmp_path, catalogue=prep.catalogue)
     assert isinstance(loaded, SASRecRecommender) and isinstance(loaded, Recommender)
     hist, q = _hist(), _query()

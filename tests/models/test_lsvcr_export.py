@@ -218,6 +218,7 @@ def test_export_config_carries_the_source_provenance(exported):
     assert d["training_metrics"] == METRICS and d["seed"] == 7 and d["data_fingerprint"] == "fp-source-world"
     assert d["serving_export_of"]["weights_sha256"] == s["weights_sha256"]
     assert d["serving_export_of"]["code_version"] == s["code_version"]
+    assert d["serving_export_of"]["environment"] == s["environment"] and d["environment"]["packages"]
     assert d["weights_sha256"] != s["weights_sha256"]
     assert load_checkpoint(dest).digest == d["weights_sha256"]  # the export's own digest checks out
     # hyperparameters: the same model but text-projected
