@@ -83,6 +83,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.adapters import load_recommender  # noqa: E402
+from models.checkpoint import environment  # noqa: E402
 from models.evaluation import EvalConfig, evaluate, load_or_sample_candidates  # noqa: E402
 from models.histories import prepare_data  # noqa: E402
 from models.metrics import METRICS  # noqa: E402
@@ -383,7 +384,7 @@ def store_result(args: argparse.Namespace, name: str, seed: int, info: dict, met
     doc = {"key": run_key(args, name, seed), "info": info, "metrics": metrics,
            "per_query": {t: v.tolist() for t, v in per_query.items()},
            "recorded": {"threads": args.threads, "device": args.device, "commit": _git("rev-parse", "HEAD"),
-                        "at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "environment": environment()}}
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(doc, default=lambda x: x.item() if hasattr(x, "item") else str(x)) + "\n")
     os.replace(tmp, path)
