@@ -132,9 +132,10 @@ def same_training_events(training_data: dict, data_fingerprint: str | None, even
     `LogStore.fingerprint` hashes float columns bit for bit, and one seed writes float columns that differ
     in their last bits on different CPUs (NumPy's float64 exp, log and power run Intel's SVML kernels where
     AVX-512 is present and glibc's elsewhere): ids, times and every draw are equal, propensities, scores and
-    watch times are not (docs/synthetic-world.md, "Reproducibility across CPUs"). A model reads no propensity: what it trained on is its event histories,
-    which the checkpoint records as `data_fingerprint`, so equal histories before its cut are the same
-    training data. `events(until)` gives these logs' fingerprints (`training_events_fingerprints`).
+    watch times are not (docs/synthetic-world.md, "Reproducibility across CPUs"). A model reads no
+    propensity: what it trained on is its event histories, which the checkpoint records as
+    `data_fingerprint`, so equal histories before its cut are the same training data. `events(until)`
+    gives these logs' fingerprints (`training_events_fingerprints`).
     """
     until = training_data.get("until")
     if events is None or not data_fingerprint or until is None:
