@@ -274,17 +274,13 @@ def _window_problem(folder: Path) -> str | None:
     `harness evaluate --protocol temporal` checks; None under leave-one-out."""
     if _WORKER["cut"] is None:
         return None
-    from harness.logs.store import LogStore
-    from harness.logs.window import training_events_fingerprints, training_window_problem
+    from harness.logs.window import events_of, training_window_problem
     from models.checkpoint import read_config
-
-    def events(at: np.datetime64) -> frozenset[str]:  # read only when the logs' fingerprint differs
-        with LogStore.open(_WORKER["source"]) as store:
-            return training_events_fingerprints(store, at)
 
     meta = read_config(folder)
     return training_window_problem(meta.get("training_data"), _WORKER["cut"], _WORKER["log_fp"],
-                                   data_fingerprint=meta.get("data_fingerprint"), events=events)
+                                   data_fingerprint=meta.get("data_fingerprint"),
+                                   events=events_of(Path(_WORKER["source"])))
 
 
 RESULT_FORMAT = 1

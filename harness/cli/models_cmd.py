@@ -396,19 +396,14 @@ def _evaluate(names: list[str], tables: dict[str, Any], checkpoints: Path, split
 
 def _check_trained_before(name: str, checkpoints: Path, cut, log_fp: str, until: str, data: Path) -> None:
     """The temporal protocol scores events after the cut: refuse a checkpoint that may have trained on them."""
-    from harness.logs.store import LogStore
-    from harness.logs.window import training_events_fingerprints, training_window_problem
+    from harness.logs.window import events_of, training_window_problem
     from models.adapters import resolve_checkpoint
     from models.checkpoint import read_config
-
-    def events(at):  # only read when the logs' fingerprint differs from the checkpoint's record
-        with LogStore.open(data) as store:
-            return training_events_fingerprints(store, at)
 
     folder = resolve_checkpoint(name, checkpoints)
     meta = read_config(folder)
     problem = training_window_problem(meta.get("training_data"), cut, log_fp,
-                                      data_fingerprint=meta.get("data_fingerprint"), events=events)
+                                      data_fingerprint=meta.get("data_fingerprint"), events=events_of(data))
     if problem:
         raise UserError(f"--protocol temporal: {name} ({folder}) cannot be scored after the cut {until}: {problem}. "
                         f"Train it with `harness train --model ... --until {until}` (or an earlier cut), or "

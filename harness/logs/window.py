@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -123,6 +124,19 @@ def training_events_fingerprints(store: LogStore, until: np.datetime64) -> froze
 
 
 EventsFingerprints = Callable[[np.datetime64], Collection[str]]
+
+
+def events_of(source: LogStore | Path) -> EventsFingerprints:
+    """`training_events_fingerprints` of an open store or of the logs at a path (opened only when called:
+    the check reads the events only when the logs' fingerprint differs from a checkpoint's record)."""
+    def events(until: np.datetime64) -> frozenset[str]:
+        if not isinstance(source, Path):
+            return training_events_fingerprints(source, until)
+        from harness.logs.store import LogStore
+
+        with LogStore.open(source) as store:
+            return training_events_fingerprints(store, until)
+    return events
 
 
 def same_training_events(training_data: dict, data_fingerprint: str | None, events: EventsFingerprints | None

@@ -14,10 +14,10 @@ import numpy as np
 from harness.logs.window import (
     EventsFingerprints,
     WindowError,
+    events_of,
     experiment_start,
     parse_cut,
     same_training_events,
-    training_events_fingerprints,
 )
 from harness.replay.batches import user_arms
 from harness.replay.data import WindowFacts
@@ -105,7 +105,7 @@ def load_models(arms, cfg: ReplayConfig, catalogue, start: np.datetime64, finger
     from models.adapters import load_recommender, resolve_checkpoint
     from models.checkpoint import CheckpointError, read_config
 
-    events = None if logs is None else functools.cache(functools.partial(training_events_fingerprints, logs))
+    events = None if logs is None else functools.cache(events_of(logs))
     models, digests, matched = {}, {}, {}
     for name in dict.fromkeys(arms):
         if name == LOGGING:
