@@ -1,8 +1,8 @@
 """Reading the results database for the dashboard: read-only, cached per run, patient with writers.
 
-- **Read-only, parameterised.** Every read goes through `harness.store.ResultsStore`'s read API, which
-  opens a read-only DuckDB connection for one query, binds the run id as a parameter and closes the
-  connection at once. The dashboard never calls a write method.
+- **Read-only, parameterised.** Every read goes through `harness.store.ResultsReader`, the store's read
+  side, which opens a read-only DuckDB connection for one query, binds the run id as a parameter and
+  closes the connection at once. It has no write methods, so the dashboard cannot write by mistake.
 - **Writers.** DuckDB locks the whole file while another process (a replay, an analysis) holds a
   read-write connection, and a reader's open fails with the lock error. The store's writers hold the
   lock for one short transaction at a time, so the pattern is: retry on the lock error with a short
@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from harness.store import ResultsStore, StoreLockedError, default_db_path
+from harness.store import ResultsReader, StoreLockedError, default_db_path
 
 BUSY_ENV_VAR = "HARNESS_DASHBOARD_BUSY_S"
 DEFAULT_BUSY_S = 30.0
@@ -76,15 +76,15 @@ def db_version(path: Path) -> Version:
 
 
 def has_test_plan() -> bool:
-    """Whether this store knows stored test plans yet (`ResultsStore.test_plan`)."""
-    return callable(getattr(ResultsStore, "test_plan", None))
+    """Whether this store knows stored test plans yet (`ResultsReader.test_plan`)."""
+    return callable(getattr(ResultsReader, "test_plan", None))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _cached_read(db: str, version: Version, method: str, run_id: str | None) -> Any:
     """One read of the store, cached by (database, its version, method, run id)."""
     del version  # part of the cache key only
-    store = ResultsStore(db, lock_timeout_s=ATTEMPT_S)
+    store = ResultsReader(db, lock_timeout_s=ATTEMPT_S)
     fn = getattr(store, method, None)
     if fn is None:
         return None

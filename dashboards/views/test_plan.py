@@ -1,7 +1,7 @@
 """Test plan: for a replay, the users and days an online test needs to detect the estimated lift, with a
 slider for the daily traffic; and the minimum detectable effects stored with any run.
 
-The plan is read from `ResultsStore.test_plan(run_id)` (columns treatment, metric, estimator, cuped,
+The plan is read from `ResultsReader.test_plan(run_id)` (columns treatment, metric, estimator, cuped,
 lift_abs, lift_rel, sd, users_per_arm, alpha, power, users_per_day, days). A store without that method,
 or a run without rows, shows "this run has no test plan". The slider only redoes the plan's arithmetic
 for another traffic: days = ceil(2 x users_per_arm / users per day); the sizes themselves are stored.

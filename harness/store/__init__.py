@@ -12,6 +12,7 @@ from harness.store.errors import (
     StoreLockedError,
     UnknownRunError,
 )
+from harness.store.reads import ResultsReader
 from harness.store.results import (
     DB_ENV_VAR,
     DEFAULT_DB_NAME,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_DB_NAME",
     "SCHEMA_VERSION",
     "InvalidResultsError",
+    "ResultsReader",
     "ResultsStore",
     "RetryPolicy",
     "RunExistsError",

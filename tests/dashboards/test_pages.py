@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dashboards.format import PRIMARY_METRICS
-from harness.store import ResultsStore
+from harness.store import ResultsReader, ResultsStore
 from tests.dashboards.conftest import GATE
 from tests.dashboards.helpers import (
     all_text,
@@ -298,7 +298,7 @@ PLAN = pd.DataFrame({
 
 
 def test_test_plan_without_the_store_method_says_so(results_db, monkeypatch):
-    monkeypatch.delattr(ResultsStore, "test_plan", raising=False)
+    monkeypatch.delattr(ResultsReader, "test_plan", raising=False)
     at = open_page(monkeypatch, results_db, page="Test plan", run="rep-1")
     no_exception(at)
     assert "This run has no test plan." in all_text(at)
@@ -306,13 +306,13 @@ def test_test_plan_without_the_store_method_says_so(results_db, monkeypatch):
 
 
 def test_test_plan_of_a_run_without_rows_says_so(results_db, monkeypatch):
-    monkeypatch.setattr(ResultsStore, "test_plan", lambda self, run_id: PLAN.iloc[:0], raising=False)
+    monkeypatch.setattr(ResultsReader, "test_plan", lambda self, run_id: PLAN.iloc[:0], raising=False)
     at = open_page(monkeypatch, results_db, page="Test plan", run="rep-1")
     assert "This run has no test plan." in all_text(at)
 
 
 def test_test_plan_rows_and_the_daily_traffic_slider(results_db, monkeypatch):
-    monkeypatch.setattr(ResultsStore, "test_plan", lambda self, run_id: PLAN.copy(), raising=False)
+    monkeypatch.setattr(ResultsReader, "test_plan", lambda self, run_id: PLAN.copy(), raising=False)
     at = open_page(monkeypatch, results_db, page="Test plan", run="rep-1")
     no_exception(at)
     shown = frames(at)[0]

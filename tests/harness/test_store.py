@@ -16,6 +16,7 @@ from analysis.results import LIFT_FIELDS, CheckResult, LiftResult
 from harness.store import (
     SCHEMA_VERSION,
     InvalidResultsError,
+    ResultsReader,
     ResultsStore,
     RunExistsError,
     SchemaVersionError,
@@ -186,6 +187,23 @@ def test_bad_run_arguments(store):
         store.write_results("nope", lifts=[])
     with pytest.raises(UnknownRunError):
         store.fail_run("nope", "x")
+
+
+def test_reader_reads_what_the_store_wrote_and_cannot_write(store):
+    """The dashboard's `ResultsReader`: the store's reads, the same frames, and no write method at all."""
+    run_id = store.write_run(**RUN, lifts=[lift()], unit_metrics=units(),
+                             gate=GateDecision("SHIP", [RuleOutcome("primary", "watch_time_s", True, "pass", "up")],
+                                               "lsvcr"))
+    reader = ResultsReader(store.path, lock_timeout_s=1)
+    for method in ("lifts", "checks", "gate_decisions", "unit_metrics", "replay_lifts", "test_plan"):
+        pd.testing.assert_frame_equal(getattr(reader, method)(run_id), getattr(store, method)(run_id))
+    pd.testing.assert_frame_equal(reader.runs(), store.runs())
+    assert reader.run(run_id) == store.run(run_id) and reader.schema_version() == SCHEMA_VERSION
+    writes = {"create_run", "write_run", "write_results", "append_unit_metrics", "append_replay_batch",
+              "set_gate", "fail_run", "delete_run", "recording", "check_writable", "_write", "_ensure_schema"}
+    assert all(callable(getattr(store, name)) for name in writes)
+    assert not any(hasattr(reader, name) for name in writes)
+    assert repr(reader) == f"ResultsReader({str(store.path)!r})"
 
 
 def test_reads_on_missing_database_do_not_create_it(tmp_path):
