@@ -157,22 +157,38 @@ def same_training_events(training_data: dict, data_fingerprint: str | None, even
     return data_fingerprint in events(np.datetime64(until, "us"))
 
 
+def training_window(training_data: dict | None, cut: np.datetime64, fingerprint: str, *,
+                    data_fingerprint: str | None = None, events: EventsFingerprints | None = None,
+                    cut_name: str = "the cut") -> tuple[str, str | None]:
+    """How a checkpoint's `training_data` record (written by `harness train`) matches these logs, and why it
+    does not show that its model was trained only on requests before `cut` of the logs with this
+    `fingerprint` (None when it does): `("logs", None)` for the same logs, `("events", None)` for logs whose
+    fingerprint differs while the events before the checkpoint's cut are its `data_fingerprint` (another
+    CPU's copy, `same_training_events`), `("other", why)` otherwise. `cut_name` names the cut in the reason.
+    The one rule of the replay, `harness evaluate --protocol temporal` and the quality bench."""
+    td = training_data or {}
+    if not td:
+        return "other", ("it records no training window (trained without `--until`), so nothing shows it did not "
+                         f"see the requests after {cut_name}")
+    matched = "logs"
+    if td.get("logs_fingerprint") != fingerprint:
+        if not same_training_events(td, data_fingerprint, events):
+            return "other", (f"it was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., "
+                             f"these are {fingerprint[:12]}...); if these logs are a default world written by an "
+                             "older version, regenerate them with `harness simulate --out data/world --seed 0 "
+                             "--overwrite`")
+        matched = "events"
+    if td.get("until") is None:
+        return matched, (f"it was trained on every request of these logs (up to {td.get('last_request')}), after "
+                         f"{cut_name} {cut}")
+    if np.datetime64(td["until"], "us") > cut:
+        return matched, f"it was trained on requests up to {td['until']}, after {cut_name} {cut}"
+    return matched, None
+
+
 def training_window_problem(training_data: dict | None, cut: np.datetime64, fingerprint: str, *,
                             data_fingerprint: str | None = None, events: EventsFingerprints | None = None
                             ) -> str | None:
-    """Why a checkpoint's `training_data` record (written by `harness train`) does not show that its model was
-    trained only on requests before `cut` of the logs with this `fingerprint`; None when it does. Logs whose
-    fingerprint differs are the same training data when the checkpoint's `data_fingerprint` is among
-    `events(until)` (see `same_training_events`)."""
-    td = training_data or {}
-    if not td:
-        return "it records no training window (trained without `--until`), so nothing shows it did not see the " \
-               "requests after the cut"
-    if td.get("logs_fingerprint") != fingerprint and not same_training_events(td, data_fingerprint, events):
-        return (f"it was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., these are "
-                f"{fingerprint[:12]}...)")
-    if td.get("until") is None:
-        return f"it was trained on every request of these logs (up to {td.get('last_request')}), after the cut {cut}"
-    if np.datetime64(td["until"], "us") > cut:
-        return f"it was trained on requests up to {td['until']}, after the cut {cut}"
-    return None
+    """Why a checkpoint's `training_data` does not show training only before `cut` (`training_window`'s
+    reason; None when it does)."""
+    return training_window(training_data, cut, fingerprint, data_fingerprint=data_fingerprint, events=events)[1]

@@ -17,7 +17,7 @@ from harness.logs.window import (
     events_of,
     experiment_start,
     parse_cut,
-    same_training_events,
+    training_window,
 )
 from harness.replay.batches import user_arms
 from harness.replay.data import WindowFacts
@@ -127,30 +127,19 @@ def check_training_window(name: str, folder: Path, meta: dict, start: np.datetim
                           allow_overlap: bool, warnings: list[str], events: EventsFingerprints | None = None,
                           log: Callable[[str], None] = lambda s: None) -> str:
     """Refuse a checkpoint that may have seen the replayed window (unless allowed, then mark the run); returns
-    how its training logs match these (`logs`, `events` or `overlap`).
+    how its training logs match these (`logs`, `events` or `overlap`), by `training_window`'s rule.
 
     Logs whose fingerprint differs from the checkpoint's record only in float bits (another CPU wrote the
     same world) pass when the events before its cut are the ones it read (`same_training_events`)."""
     td = meta.get("training_data") or {}
-    problem = None
-    matched = "logs"
-    other_logs = bool(td) and td.get("logs_fingerprint") != fingerprint
-    if other_logs and same_training_events(td, meta.get("data_fingerprint"), events):
-        other_logs, matched = False, "events"
+    matched, problem = training_window(td, start, fingerprint, data_fingerprint=meta.get("data_fingerprint"),
+                                       events=events, cut_name="the replayed window's start")
+    if matched == "events":
         log(f"{name}: trained on logs with fingerprint {str(td.get('logs_fingerprint'))[:12]}... (these are "
             f"{fingerprint[:12]}...) whose events before its cut {td.get('until')} are these logs' (data fingerprint "
             f"{str(meta.get('data_fingerprint'))[:12]}...): the logs differ in float bits only")
-    if not td:
-        problem = (f"{name} ({folder}) records no training window (trained without `--until`), so nothing shows it "
-                   "did not see the replayed requests")
-    elif other_logs:
-        problem = (f"{name} ({folder}) was trained on other logs (fingerprint {str(td.get('logs_fingerprint'))[:12]}..., "
-                   f"these are {fingerprint[:12]}...); if these logs are a default world written by an older "
-                   "version, regenerate them with `harness simulate --out data/world --seed 0 --overwrite`")
-    elif td.get("until") is None or np.datetime64(td["until"]) > start:
-        problem = (f"{name} ({folder}) was trained on requests up to {td.get('last_request')}, inside the replayed "
-                   f"window that starts {start}")
     if problem:
+        problem = f"{name} ({folder}): {problem}"
         if not allow_overlap:
             raise ReplayError(f"{problem}. Train it with `harness train --model ... --until experiment-start` (or "
                               "--until <the window start>), or pass --allow-overlap to run anyway (the run is marked)")
