@@ -29,7 +29,9 @@ Rules (each yields pass / fail / inconclusive with a reason):
   the control and the treatment, must rest on importance weights with an effective sample size (Kish,
   (sum w)^2 / sum w^2) of at least `min_weight_ess`, else inconclusive: with few effective rows an
   importance-weighted mean's standard error is estimated from the few rows that carry weight, and its
-  interval under-covers. The caller passes the ESS (`weight_ess`); on-policy data has no such rule.
+  interval under-covers. The caller passes the ESS (`weight_ess`); on-policy data has no such rule. A
+  primary or guardrail that would fail on such an estimate is inconclusive instead (its reason says what
+  it would have said): a breach read from a few effective rows is no more reliable than a win.
 Decision: any fail -> NO_SHIP; else any inconclusive -> INCONCLUSIVE; else SHIP. Exit codes 0 / 1 / 2.
 """
 
@@ -38,7 +40,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -355,17 +357,29 @@ def _guardrail(rule: GuardrailRule, lift: LiftResult, mode: str) -> RuleOutcome:
     return RuleOutcome("guardrail", rule.metric, False, "inconclusive", f"non-inferiority not shown: {text}", **nums)
 
 
+def _least_ess(weight_ess: Mapping[tuple[str, str], float], metrics: Iterable[str], arms: tuple[str, str]
+               ) -> dict[str, tuple[float, str]]:
+    """metric -> (least ESS over the arms, that arm), for the metrics with importance weights behind them
+    (arms or metrics without weights, e.g. the logging policy itself or `dm`, have none)."""
+    least: dict[str, tuple[float, str]] = {}
+    for m in metrics:
+        seen = [(float(weight_ess[(a, m)]), a) for a in arms
+                if (a, m) in weight_ess and weight_ess[(a, m)] is not None and math.isfinite(weight_ess[(a, m)])]
+        if seen:
+            least[m] = min(seen)
+    return least
+
+
 def _weight_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float], arms: tuple[str, str],
                 treatment: str) -> RuleOutcome:
     """Inconclusive when any gated metric's estimate in either arm rests on fewer effective weighted rows
-    than min_weight_ess (arms or metrics without weights, e.g. the logging policy itself, are skipped)."""
+    than min_weight_ess."""
     assert gate.min_weight_ess is not None
-    seen = [(float(weight_ess[(a, m)]), a, m) for m in gate.metrics for a in arms
-            if (a, m) in weight_ess and weight_ess[(a, m)] is not None and math.isfinite(weight_ess[(a, m)])]
-    if not seen:
+    least = _least_ess(weight_ess, gate.metrics, arms)
+    if not least:
         return RuleOutcome("weight_ess", "", True, "pass", "no importance weights behind these estimates",
                            treatment=treatment)
-    ess, arm, metric = min(seen)
+    ess, arm, metric = min((e, a, m) for m, (e, a) in least.items())
     if ess < gate.min_weight_ess:
         return RuleOutcome("weight_ess", metric, False, "inconclusive",
                            f"importance-weight ESS {ess:,.0f} ({arm}, {metric}) < min_weight_ess="
@@ -374,6 +388,30 @@ def _weight_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float], a
     return RuleOutcome("weight_ess", metric, True, "pass",
                        f"least importance-weight ESS {ess:,.0f} ({arm}, {metric}) >= {gate.min_weight_ess:,.0f}",
                        treatment=treatment)
+
+
+def _low_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float] | None, arms: tuple[str, str]
+             ) -> dict[str, tuple[float, str]]:
+    """The gated metrics whose estimate, in either arm, rests on fewer effective weighted rows than
+    min_weight_ess; empty for on-policy data or without the threshold."""
+    if weight_ess is None or gate.min_weight_ess is None:
+        return {}
+    return {m: v for m, v in _least_ess(weight_ess, gate.metrics, arms).items() if v[0] < gate.min_weight_ess}
+
+
+def _unreliable_fail(rule: RuleOutcome, low: Mapping[str, tuple[float, str]], min_ess: float | None) -> RuleOutcome:
+    """A fail judged on an estimate the weight_ess rule calls unreliable becomes inconclusive.
+
+    A breach or a significant wrong-way move read from an importance-weighted mean on a handful of
+    effective rows is as unreliable as a win would be (its interval under-covers), so it must not decide
+    NO_SHIP any more than a pass may decide SHIP: the honest verdict is that the run cannot tell. The
+    numbers stay on the row; the reason says what the rule would have said."""
+    if rule.outcome != "fail" or rule.metric not in low:
+        return rule
+    ess, arm = low[rule.metric]
+    return replace(rule, outcome="inconclusive",
+                   reason=f"would fail ({rule.reason}), but the estimate rests on an importance-weight ESS of "
+                          f"{ess:,.0f} ({arm}) < min_weight_ess={min_ess:,.0f}: not reliable either way")
 
 
 def _decide(outcomes: set[str]) -> str:
@@ -462,11 +500,14 @@ def evaluate_gate(result: ExperimentResult, gate: GateConfig, treatment: str | N
                                      f"every arm has >= {gate.min_units} units: {counts}", treatment=t))
         if weight_ess is not None and gate.min_weight_ess is not None:
             rules.append(_weight_ess(gate, weight_ess, (result.control, t), t))
+        low = _low_ess(gate, weight_ess, (result.control, t))
         for rule in gate.primary:
-            rules.append(_primary(rule, result.lift(rule.metric, treatment=t), raw[(t, rule.metric)],
-                                  adj[(t, rule.metric)], gate.alpha, gate.mode))
+            rules.append(_unreliable_fail(_primary(rule, result.lift(rule.metric, treatment=t), raw[(t, rule.metric)],
+                                                   adj[(t, rule.metric)], gate.alpha, gate.mode),
+                                          low, gate.min_weight_ess))
         for g in gate.guardrails:
-            rules.append(_guardrail(g, result.lift(g.metric, treatment=t), gate.mode))
+            rules.append(_unreliable_fail(_guardrail(g, result.lift(g.metric, treatment=t), gate.mode),
+                                          low, gate.min_weight_ess))
         arms[t] = _arm_decision(rules)
         out += rules
     decisions = set(arms.values())

@@ -129,6 +129,41 @@ def test_weight_ess_rule_for_off_policy_results():
     assert d.decision == "SHIP"
 
 
+def test_a_fail_on_an_unreliable_off_policy_estimate_is_inconclusive_not_no_ship():
+    """A guardrail breach (video interactions -5%, margin 1%) or a primary moving significantly the wrong
+    way, read from an estimate whose importance-weight ESS is under min_weight_ess, is inconclusive with
+    the would-be reason; the same fail on a well-supported estimate stays NO_SHIP, whichever other metric
+    is short of weight."""
+    g = load_gate(default_gate_path())
+    res = analyze(_frame(vi_lift=-0.05), arm_col="arm", control="control", metrics=METRICS)
+    ess = {(a, m): 5000.0 for a in ("control", "treatment") for m in METRICS}
+
+    def rule(d, metric):
+        return [r for r in d.rules if r.metric == metric and r.rule in ("primary", "guardrail")][0]
+
+    d = evaluate_gate(res, g, weight_ess=ess)
+    assert d.decision == "NO_SHIP" and rule(d, "video_interactions").outcome == "fail"
+    d = evaluate_gate(res, g, weight_ess={**ess, ("treatment", "video_interactions"): 6.0})
+    vi = rule(d, "video_interactions")
+    assert d.decision == "INCONCLUSIVE" and vi.outcome == "inconclusive" and not vi.passed
+    assert vi.reason.startswith("would fail (breach: relative lift") and "ESS of 6 (treatment)" in vi.reason
+    assert vi.estimate < -0.04 and vi.harm_bound < vi.estimate  # the numbers stay on the row
+    assert d.arms == {"treatment": "INCONCLUSIVE"}
+    from analysis.gate import decisions_by_arm
+
+    assert decisions_by_arm(d.to_dicts()) == d.arms  # what the results store re-derives agrees
+    # another metric short of weight does not excuse this one's breach
+    d = evaluate_gate(res, g, weight_ess={**ess, ("control", "comment_interactions"): 6.0})
+    assert d.decision == "NO_SHIP" and rule(d, "video_interactions").outcome == "fail"
+    # a primary significantly the wrong way (watch time -5%) on 6 effective rows: inconclusive too
+    res = analyze(_frame(wt_lift=-0.05), arm_col="arm", control="control", metrics=METRICS)
+    assert rule(evaluate_gate(res, g, weight_ess=ess), "watch_time_s").outcome == "fail"
+    wt = rule(evaluate_gate(res, g, weight_ess={**ess, ("control", "watch_time_s"): 6.0}), "watch_time_s")
+    assert wt.outcome == "inconclusive" and wt.reason.startswith("would fail (moves significantly the wrong way")
+    # on-policy data (no weights) keeps the plain rule
+    assert _decide(_frame(vi_lift=-0.05)).decision == "NO_SHIP"
+
+
 @pytest.mark.parametrize("value", ["-1", "\"many\"", "true"])
 def test_weight_ess_threshold_must_be_a_number(value):
     text = default_gate_path().read_text().replace("min_weight_ess = 1000", f"min_weight_ess = {value}")

@@ -8,6 +8,7 @@ stored true lift must equal the oracle's values of the two policies on the same 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -210,6 +211,16 @@ def test_gate_refuses_to_ship_on_low_overlap(world, tmp_path) -> None:
     assert len(rows) == 1 and rows[0]["outcome"] == "inconclusive" and rows[0]["treatment"] == "base"
     assert f"{min(ess):,.0f}" in rows[0]["reason"] and "min_weight_ess=1,000" in rows[0]["reason"]
     assert out["gate"]["arms"]["base"] in ("INCONCLUSIVE", "NO_SHIP")
+    # nor NO_SHIP on the same unreliable estimates: a fail stands only on a metric with enough weight
+    least = {}
+    for e in out["estimates"]:
+        if e["estimator"] == "cascade_dr" and e.get("ess") is not None:
+            least[e["metric"]] = min(least.get(e["metric"], math.inf), e["ess"])
+    for r in out["gate"]["rules"]:
+        if r["rule"] in ("primary", "guardrail"):
+            assert r["outcome"] != "fail" or least[r["metric"]] >= 1000, r
+            if least[r["metric"]] < 1000 and r["reason"].startswith("would fail ("):
+                assert r["outcome"] == "inconclusive" and "< min_weight_ess=1,000" in r["reason"]
     assert any("low overlap" in n for n in out["notes"])
     # the rule and its threshold live in the gate TOML: a gate without min_weight_ess has no such rule
     from analysis.gate import default_gate_path
