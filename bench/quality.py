@@ -82,6 +82,8 @@ import torch
 # first on sys.path); bench/'s own modules (oracle_ceiling, protocols) stay importable behind the root
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quality_parts.compare import gap_checks, paired_intervals, stats  # noqa: E402
+
 from models.adapters import load_recommender  # noqa: E402
 from models.checkpoint import environment  # noqa: E402
 from models.evaluation import EvalConfig, evaluate, load_or_sample_candidates  # noqa: E402
@@ -99,8 +101,6 @@ LSVCR_NAMES = {"lsvcr": (None, True, "both"), "no_align": ("no_align", True, "bo
 # one stage-2 model per task (the paper's choice): each is evaluated on its own task, and the pair is
 # reported as `lsvcr_per_task` (video from lsvcr_video, comment from lsvcr_comment)
 PER_TASK = {"lsvcr_video": "video", "lsvcr_comment": "comment"}
-ABLATION_NAMES = ("no_align", "no_comments", "no_text")
-COMPARED = ("base", *ABLATION_NAMES, "lsvcr_no_prior", "lsvcr_per_task")  # what full LSVCR is paired against
 PROTOCOLS = ("leave_one_out", "temporal")
 SLICE_METRICS = ("ndcg@10", "recall@10")
 
@@ -124,64 +124,6 @@ def load_tables(args) -> tuple[dict, str]:
 
     _, tables, _ = generate(WorldConfig())
     return tables, "synthetic-default"
-
-
-def _gap(a: dict, b: dict, rel_min: float | None) -> dict:
-    """a - b on one metric: difference, relative gain, and whether it exceeds 2 std of the difference."""
-    diff = a["mean"] - b["mean"]
-    sd = float(np.hypot(a["std"], b["std"]))
-    out = {"diff": diff, "rel": diff / b["mean"] if b["mean"] else None, "std_diff": sd,
-           "exceeds_2std": (diff > 2 * sd) if a["n"] > 1 and b["n"] > 1 else None}
-    if rel_min is not None:
-        out["rel_ok"] = out["rel"] is not None and out["rel"] >= rel_min
-    return out
-
-
-def gap_checks(results: dict, metric: str = "ndcg@10") -> dict:
-    checks: dict = {}
-    for task in ("video", "comment"):
-        full = results.get("lsvcr", {}).get(task)
-        if full is None:
-            continue
-        base = results.get("base", {}).get(task)
-        if base is not None:
-            checks[f"lsvcr_vs_base_{task}"] = _gap(full[metric], base[metric], 0.05)
-        for other in (*ABLATION_NAMES, "lsvcr_no_prior", "lsvcr_per_task"):
-            r = results.get(other, {}).get(task)
-            if r is not None:
-                checks[f"lsvcr_vs_{other}_{task}"] = _gap(full[metric], r[metric], None)
-    return checks
-
-
-def paired_intervals(per_query: dict[tuple[str, int], dict[str, np.ndarray]], users: dict[str, np.ndarray],
-                     slices: dict[str, np.ndarray]) -> dict:
-    """LSVCR minus each model of COMPARED on NDCG@10, per task and slice, on the same queries (module
-    docstring): `per_query[(model, seed)][task]` in the stored candidates' row order, `users` and `slices`
-    per task in that order too."""
-    from protocols import clustered  # bench/protocols.py; bench/ is on sys.path when this script runs
-
-    out: dict = {}
-    for other in COMPARED:
-        seeds = sorted(s for m, s in per_query if m == "lsvcr" and (other, s) in per_query)
-        if not seeds:
-            continue
-        block: dict = {"seeds": seeds}
-        for task in users:
-            if any(task not in per_query[(m, s)] for m in ("lsvcr", other) for s in seeds):
-                continue
-            a = np.mean([per_query[("lsvcr", s)][task] for s in seeds], axis=0)
-            b = np.mean([per_query[(other, s)][task] for s in seeds], axis=0)
-            for sl in sorted(set(slices[task]) | {"all"}, key=SLICES.index):
-                keep = np.ones(a.shape[0], bool) if sl == "all" else slices[task] == sl
-                if not keep.any():
-                    continue
-                d, se = clustered(a[keep] - b[keep], users[task][keep])
-                ref = float(b[keep].mean())
-                block[f"{task}_{sl}"] = {"diff": d, "lo": d - 1.96 * se, "hi": d + 1.96 * se,
-                                         "rel": d / ref if ref else None, "queries": int(keep.sum()),
-                                         "users": int(np.unique(users[task][keep]).size)}
-        out[f"lsvcr_vs_{other}"] = block
-    return out
 
 
 def evaluate_per_query(rec, prep, cands, tasks: tuple[str, ...] = ("video", "comment")
@@ -539,13 +481,6 @@ def oracle_ceiling(args: argparse.Namespace) -> dict | None:
             for task in ("video", "comment")}
 
 
-def _stats(v: list) -> dict:
-    """Mean and std over seeds (None when the slice held no query)."""
-    if any(x is None for x in v):
-        return {"mean": None, "std": None, "n": len(v)}
-    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="base,pop",
@@ -670,10 +605,10 @@ def main(argv: list[str] | None = None) -> None:
                            for task, s in slices.items() if len(s)}
     for (name, task, sl), d in per.items():
         if sl == "all":
-            out["results"].setdefault(name, {})[task] = {k: _stats(v) for k, v in d.items()}
+            out["results"].setdefault(name, {})[task] = {k: stats(v) for k, v in d.items()}
     out["slices"] = {}
     for (name, task, sl), d in per.items():
-        out["slices"].setdefault(name, {}).setdefault(task, {})[sl] = {k: _stats(d[k]) for k in SLICE_METRICS}
+        out["slices"].setdefault(name, {}).setdefault(task, {})[sl] = {k: stats(d[k]) for k in SLICE_METRICS}
     out["checks"] = gap_checks(out["results"])
     users = {task: r["user_id"].to_numpy() for task, r in rows.items() if len(r)}
     out["paired"] = paired_intervals(per_query, users, slices)
