@@ -370,12 +370,10 @@ def _least_ess(weight_ess: Mapping[tuple[str, str], float], metrics: Iterable[st
     return least
 
 
-def _weight_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float], arms: tuple[str, str],
-                treatment: str) -> RuleOutcome:
+def _weight_ess(gate: GateConfig, least: Mapping[str, tuple[float, str]], treatment: str) -> RuleOutcome:
     """Inconclusive when any gated metric's estimate in either arm rests on fewer effective weighted rows
-    than min_weight_ess."""
+    than min_weight_ess (`least`: `_least_ess` over the gated metrics and the two arms)."""
     assert gate.min_weight_ess is not None
-    least = _least_ess(weight_ess, gate.metrics, arms)
     if not least:
         return RuleOutcome("weight_ess", "", True, "pass", "no importance weights behind these estimates",
                            treatment=treatment)
@@ -388,15 +386,6 @@ def _weight_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float], a
     return RuleOutcome("weight_ess", metric, True, "pass",
                        f"least importance-weight ESS {ess:,.0f} ({arm}, {metric}) >= {gate.min_weight_ess:,.0f}",
                        treatment=treatment)
-
-
-def _low_ess(gate: GateConfig, weight_ess: Mapping[tuple[str, str], float] | None, arms: tuple[str, str]
-             ) -> dict[str, tuple[float, str]]:
-    """The gated metrics whose estimate, in either arm, rests on fewer effective weighted rows than
-    min_weight_ess; empty for on-policy data or without the threshold."""
-    if weight_ess is None or gate.min_weight_ess is None:
-        return {}
-    return {m: v for m, v in _least_ess(weight_ess, gate.metrics, arms).items() if v[0] < gate.min_weight_ess}
 
 
 def _unreliable_fail(rule: RuleOutcome, low: Mapping[str, tuple[float, str]], min_ess: float | None) -> RuleOutcome:
@@ -498,9 +487,11 @@ def evaluate_gate(result: ExperimentResult, gate: GateConfig, treatment: str | N
         else:
             rules.append(RuleOutcome("min_sample", "", True, "pass",
                                      f"every arm has >= {gate.min_units} units: {counts}", treatment=t))
+        low: dict[str, tuple[float, str]] = {}  # gated metrics under min_weight_ess: their fails do not count
         if weight_ess is not None and gate.min_weight_ess is not None:
-            rules.append(_weight_ess(gate, weight_ess, (result.control, t), t))
-        low = _low_ess(gate, weight_ess, (result.control, t))
+            least = _least_ess(weight_ess, gate.metrics, (result.control, t))
+            rules.append(_weight_ess(gate, least, t))
+            low = {m: v for m, v in least.items() if v[0] < gate.min_weight_ess}
         for rule in gate.primary:
             rules.append(_unreliable_fail(_primary(rule, result.lift(rule.metric, treatment=t), raw[(t, rule.metric)],
                                                    adj[(t, rule.metric)], gate.alpha, gate.mode),
